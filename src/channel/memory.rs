@@ -1,0 +1,315 @@
+//! The `Memory` channel: a bounded in-memory queue. Fast; loses its contents if the process dies.
+//!
+//! As Flume's memory channel: `capacity` bounds the events held (available plus taken and not yet
+//! committed), `transaction_capacity` bounds one put or take, and a put waits up to `keep_alive`
+//! for room before it is refused.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Deserialize;
+
+use super::{
+    await_parked, ChannelError, Close, Commit, ParkedQueue, Put, Rollback, Size, Take, TakeTxn, TxnId, PARK_TICK,
+};
+use crate::event::Event;
+use crate::metrics::ChannelCounters;
+use crate::topology::duration;
+
+/// Options of a `Memory` channel: `Memory(capacity: 10000, transaction_capacity: 1000)`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Most events held at once, available plus taken-but-uncommitted (Flume's `capacity`).
+    /// Default 10000.
+    #[serde(default = "default_capacity")]
+    pub capacity: u64,
+    /// Most events in one put or take (Flume's `transactionCapacity`). Default 1000; at most
+    /// `capacity`.
+    #[serde(default = "default_transaction_capacity")]
+    pub transaction_capacity: u64,
+    /// How long a put waits for room before it is refused (Flume's `keep-alive`). Default `"3s"`.
+    #[serde(default = "default_keep_alive", with = "duration")]
+    pub keep_alive: Duration,
+}
+
+fn default_capacity() -> u64 {
+    10_000
+}
+fn default_transaction_capacity() -> u64 {
+    1_000
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// The memory channel actor.
+pub struct MemoryChannel {
+    config: MemoryConfig,
+    counters: Arc<ChannelCounters>,
+    queue: VecDeque<Event>,
+    in_flight: HashMap<TxnId, Vec<Event>>,
+    held_in_flight: u64,
+    next_txn: TxnId,
+    puts: ParkedQueue<Vec<Event>, ()>,
+    takes: ParkedQueue<usize, TakeTxn>,
+    closed: bool,
+}
+
+impl MemoryChannel {
+    /// A memory channel with `config`, reporting to `counters`.
+    pub fn new(config: MemoryConfig, counters: Arc<ChannelCounters>) -> Self {
+        counters.capacity.set(config.capacity);
+        MemoryChannel {
+            config,
+            counters,
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            held_in_flight: 0,
+            next_txn: 1,
+            puts: ParkedQueue::default(),
+            takes: ParkedQueue::default(),
+            closed: false,
+        }
+    }
+
+    fn held(&self) -> u64 {
+        self.queue.len() as u64 + self.held_in_flight
+    }
+
+    fn fits(&self, n: usize) -> bool {
+        self.held() + n as u64 <= self.config.capacity
+    }
+
+    fn commit_put(&mut self, events: Vec<Event>) {
+        self.counters.put_success.add(events.len() as u64);
+        self.queue.extend(events);
+        self.counters.size.set(self.held());
+    }
+
+    fn take_now(&mut self, max: usize, ctx: &mut Context<Self>) -> TakeTxn {
+        let n = max.min(self.queue.len());
+        if n == 0 {
+            return TakeTxn::empty();
+        }
+        let events: Vec<Event> = self.queue.drain(..n).collect();
+        let id = self.next_txn;
+        self.next_txn += 1;
+        self.in_flight.insert(id, events.clone());
+        self.held_in_flight += n as u64;
+        self.counters.take_success.add(n as u64);
+        TakeTxn::new(id, events, ctx.address().recipient())
+    }
+
+    /// Serves parked puts (in order, while they fit) and parked takes (while events are available).
+    fn serve_parked(&mut self, ctx: &mut Context<Self>) {
+        while let Some(p) = self.puts.0.front() {
+            if p.reply.is_closed() {
+                self.puts.0.pop_front();
+                continue;
+            }
+            if !self.fits(p.request.len()) {
+                break;
+            }
+            let p = self.puts.0.pop_front().expect("front exists");
+            self.commit_put(p.request);
+            let _ = p.reply.send(Ok(()));
+        }
+        while !self.queue.is_empty() {
+            let Some(p) = self.takes.0.pop_front() else { break };
+            if p.reply.is_closed() {
+                continue;
+            }
+            let txn = self.take_now(p.request, ctx);
+            if let Err(Ok(mut txn)) = p.reply.send(Ok(txn)) {
+                // The taker left between our check and the send: put the events back.
+                if let Some(id) = txn.disarm() {
+                    self.rollback(id);
+                }
+            }
+        }
+    }
+
+    fn rollback(&mut self, id: TxnId) -> bool {
+        match self.in_flight.remove(&id) {
+            Some(events) => {
+                self.held_in_flight -= events.len() as u64;
+                self.counters.rollback.add(events.len() as u64);
+                for e in events.into_iter().rev() {
+                    self.queue.push_front(e);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Actor for MemoryChannel {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        ctx.run_interval(PARK_TICK, |act, _| {
+            let now = Instant::now();
+            let capacity = act.config.capacity;
+            act.puts.expire(now, |_| Err(ChannelError::Full { capacity }));
+            act.takes.expire(now, |_| Ok(TakeTxn::empty()));
+        });
+    }
+}
+
+impl Handler<Put> for MemoryChannel {
+    type Result = ResponseFuture<Result<(), ChannelError>>;
+
+    fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) -> Self::Result {
+        let n = msg.events.len();
+        self.counters.put_attempt.add(n as u64);
+        let answer = if self.closed {
+            Err(ChannelError::Closed)
+        } else if n as u64 > self.config.transaction_capacity {
+            Err(ChannelError::TooLarge { max: self.config.transaction_capacity, requested: n as u64 })
+        } else if self.puts.0.is_empty() && self.fits(n) {
+            self.commit_put(msg.events);
+            self.serve_parked(ctx);
+            Ok(())
+        } else {
+            let rx = self.puts.park(msg.events, self.config.keep_alive);
+            return Box::pin(await_parked(rx));
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+impl Handler<Take> for MemoryChannel {
+    type Result = ResponseFuture<Result<TakeTxn, ChannelError>>;
+
+    fn handle(&mut self, msg: Take, ctx: &mut Context<Self>) -> Self::Result {
+        self.counters.take_attempt.add(msg.max as u64);
+        let answer = if self.closed {
+            Err(ChannelError::Closed)
+        } else if msg.max as u64 > self.config.transaction_capacity {
+            Err(ChannelError::TooLarge { max: self.config.transaction_capacity, requested: msg.max as u64 })
+        } else if !self.queue.is_empty() || msg.wait.is_zero() {
+            Ok(self.take_now(msg.max, ctx))
+        } else {
+            let rx = self.takes.park(msg.max, msg.wait);
+            return Box::pin(await_parked(rx));
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+impl Handler<Commit> for MemoryChannel {
+    type Result = Result<(), ChannelError>;
+
+    fn handle(&mut self, msg: Commit, ctx: &mut Context<Self>) -> Self::Result {
+        let events = self.in_flight.remove(&msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
+        self.held_in_flight -= events.len() as u64;
+        self.counters.size.set(self.held());
+        self.serve_parked(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Rollback> for MemoryChannel {
+    type Result = Result<(), ChannelError>;
+
+    fn handle(&mut self, msg: Rollback, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.rollback(msg.txn) {
+            return Err(ChannelError::UnknownTxn(msg.txn));
+        }
+        self.serve_parked(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Size> for MemoryChannel {
+    type Result = u64;
+
+    fn handle(&mut self, _: Size, _: &mut Context<Self>) -> u64 {
+        self.held()
+    }
+}
+
+impl Handler<Close> for MemoryChannel {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
+        self.closed = true;
+        self.puts.fail_all(|| ChannelError::Closed);
+        self.takes.fail_all(|| ChannelError::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ChannelHandle;
+    use crate::metrics::Metrics;
+
+    fn lines(n: usize) -> Vec<Event> {
+        (0..n).map(|i| Event::new(format!("081109 2036{i:02} 148 INFO dfs.DataNode: block blk_{i}"))).collect()
+    }
+
+    fn config(capacity: u64, transaction_capacity: u64) -> MemoryConfig {
+        MemoryConfig { capacity, transaction_capacity, keep_alive: Duration::from_millis(50) }
+    }
+
+    #[actix_rt::test]
+    async fn put_take_commit_and_rollback_keep_order() {
+        let metrics = Metrics::new();
+        let addr = MemoryChannel::new(config(100, 10), metrics.channel("c1")).start();
+        let ch = ChannelHandle::new("c1", addr.clone());
+        addr.send(Put { events: lines(5) }).await.unwrap().unwrap();
+        let txn = ch.take(3, Duration::ZERO).await.unwrap();
+        assert_eq!(txn.events, lines(5)[..3]);
+        ch.rollback(txn).await.unwrap();
+        let txn = ch.take(10, Duration::ZERO).await.unwrap();
+        assert_eq!(txn.events, lines(5));
+        ch.commit(txn).await.unwrap();
+        assert_eq!(addr.send(Size).await.unwrap(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn dropped_transaction_rolls_back() {
+        let addr = MemoryChannel::new(config(100, 10), Metrics::new().channel("c1")).start();
+        let ch = ChannelHandle::new("c1", addr.clone());
+        addr.send(Put { events: lines(4) }).await.unwrap().unwrap();
+        drop(ch.take(4, Duration::ZERO).await.unwrap());
+        let txn = ch.take(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(txn.events, lines(4));
+    }
+
+    #[actix_rt::test]
+    async fn full_channel_refuses_after_keep_alive_and_accepts_after_commit() {
+        let addr = MemoryChannel::new(config(6, 6), Metrics::new().channel("c1")).start();
+        let ch = ChannelHandle::new("c1", addr.clone());
+        addr.send(Put { events: lines(6) }).await.unwrap().unwrap();
+        assert_eq!(addr.send(Put { events: lines(1) }).await.unwrap(), Err(ChannelError::Full { capacity: 6 }));
+        let parked = addr.send(Put { events: lines(2) });
+        let txn = ch.take(3, Duration::ZERO).await.unwrap();
+        ch.commit(txn).await.unwrap();
+        parked.await.unwrap().unwrap();
+        assert_eq!(addr.send(Size).await.unwrap(), 5);
+    }
+
+    #[actix_rt::test]
+    async fn take_waits_for_a_put() {
+        let addr = MemoryChannel::new(config(10, 10), Metrics::new().channel("c1")).start();
+        let ch = ChannelHandle::new("c1", addr.clone());
+        let waiting = ch.take(5, Duration::from_secs(10));
+        let put = addr.send(Put { events: lines(2) });
+        let (txn, put) = futures_util::join!(waiting, put);
+        put.unwrap().unwrap();
+        assert_eq!(txn.unwrap().events, lines(2));
+    }
+
+    #[actix_rt::test]
+    async fn oversized_transactions_are_refused() {
+        let addr = MemoryChannel::new(config(100, 4), Metrics::new().channel("c1")).start();
+        assert_eq!(addr.send(Put { events: lines(5) }).await.unwrap(), Err(ChannelError::TooLarge { max: 4, requested: 5 }));
+    }
+}

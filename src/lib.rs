@@ -1,0 +1,15 @@
+//! flumen: an actor-model event router in the manner of Apache Flume.
+//!
+//! An agent moves [`event::Event`]s from sources through channel selectors into channels, and
+//! from channels into sinks, with put and take transactions so that nothing acknowledged is lost.
+//! A topology (RON) describes one agent; [`topology`] loads and validates it and [`agent`] runs it.
+
+pub mod agent;
+pub mod channel;
+pub mod event;
+pub mod interceptor;
+pub mod metrics;
+pub mod selector;
+pub mod sink;
+pub mod source;
+pub mod topology;
