@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod selector;
 pub mod sink;
 pub mod source;
+pub mod supervision;
 pub mod topology;

@@ -67,6 +67,8 @@ counter_set!(
         dropped_by_filter => "EventDroppedByFilterCount",
         /// Input records that were malformed or cut (lines over `max_line_length`); kept, flagged.
         malformed => "EventMalformedCount",
+        /// Events a multiplexing selector could route to no channel (no mapping, no default).
+        unrouted => "EventUnroutedCount",
         /// Body bytes read.
         bytes_received => "BytesReceivedCount",
         /// Puts that an optional channel refused (counted, not fatal).

@@ -1,0 +1,197 @@
+//! Channel selectors: which channels each event of a source's batch goes to.
+//!
+//! As Flume's `ReplicatingChannelSelector` (every channel gets every event) and
+//! `MultiplexingChannelSelector` (the value of one header picks the channels). The [`Selector`]
+//! actor splits a batch per channel, puts each part in its own channel transaction, and answers
+//! only when every *required* channel has committed; a failed *optional* channel is counted, not
+//! fatal. A full required channel is retried with backoff (only that channel, so the others get
+//! no duplicates) while the source waits: that is back-pressure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use serde::Deserialize;
+
+use crate::channel::{ChannelError, ChannelHandle, Put};
+use crate::event::Event;
+use crate::metrics::SourceCounters;
+
+/// A channel selector, as written in a source's `selector:` option.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum SelectorConfig {
+    /// Every event goes to every channel of the source; `optional` channels may fail.
+    Replicating {
+        /// Channels whose failed put is counted, not fatal. Default `[]`.
+        #[serde(default)]
+        optional: Vec<String>,
+    },
+    /// Each event goes to the channels mapped to its `header`'s value.
+    Multiplexing {
+        /// The header whose value routes the event.
+        header: String,
+        /// Header value to required channels.
+        #[serde(default)]
+        mapping: BTreeMap<String, Vec<String>>,
+        /// Header value to optional channels (also written; failures counted, not fatal).
+        #[serde(default)]
+        optional: BTreeMap<String, Vec<String>>,
+        /// Required channels of events whose value is unmapped or missing. Default `[]`.
+        #[serde(default)]
+        default: Vec<String>,
+    },
+}
+
+impl Default for SelectorConfig {
+    fn default() -> Self {
+        SelectorConfig::Replicating { optional: Vec::new() }
+    }
+}
+
+/// Routes a batch to the source's channels; answers once every required channel committed.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ChannelError>")]
+pub struct Route {
+    /// The batch, after interceptors.
+    pub events: Vec<Event>,
+}
+
+/// The selector actor of one source.
+pub struct Selector {
+    config: SelectorConfig,
+    channels: BTreeMap<String, ChannelHandle>,
+    counters: Arc<SourceCounters>,
+}
+
+/// One channel's part of a batch.
+struct Part {
+    channel: ChannelHandle,
+    events: Vec<Event>,
+    required: bool,
+}
+
+impl Selector {
+    /// A selector over `channels` (the source's channels by name, all of them present).
+    pub fn new(config: SelectorConfig, channels: BTreeMap<String, ChannelHandle>, counters: Arc<SourceCounters>) -> Self {
+        Selector { config, channels, counters }
+    }
+
+    /// Splits `events` into per-channel parts (channels in name order, events in batch order).
+    fn split(&self, events: Vec<Event>) -> Vec<Part> {
+        match &self.config {
+            SelectorConfig::Replicating { optional } => {
+                let mut parts: Vec<Part> = self
+                    .channels
+                    .values()
+                    .map(|c| Part { channel: c.clone(), events: Vec::new(), required: !optional.contains(&c.name) })
+                    .collect();
+                if let Some((last, rest)) = parts.split_last_mut() {
+                    for p in rest {
+                        p.events = events.clone();
+                    }
+                    last.events = events;
+                }
+                parts
+            }
+            SelectorConfig::Multiplexing { header, mapping, optional, default } => {
+                let mut required: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+                let mut optional_parts: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+                let mut unrouted = 0;
+                for event in events {
+                    let value = event.headers.get(header);
+                    let req = value.and_then(|v| mapping.get(v)).unwrap_or(default);
+                    let opt: &[String] = value.and_then(|v| optional.get(v)).map_or(&[], Vec::as_slice);
+                    if req.is_empty() && opt.is_empty() {
+                        unrouted += 1;
+                        continue;
+                    }
+                    for c in req {
+                        required.entry(c).or_default().push(event.clone());
+                    }
+                    for c in opt.iter().filter(|c| !req.contains(c)) {
+                        optional_parts.entry(c).or_default().push(event.clone());
+                    }
+                }
+                if unrouted > 0 {
+                    self.counters.unrouted.add(unrouted);
+                    tracing::warn!(unrouted, header = %header, "events matched no mapping and there is no default channel");
+                }
+                let part = |(name, events): (&str, Vec<Event>), required: bool| Part {
+                    channel: self.channels[name].clone(),
+                    events,
+                    required,
+                };
+                required
+                    .into_iter()
+                    .map(|kv| part(kv, true))
+                    .chain(optional_parts.into_iter().map(|kv| part(kv, false)))
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Actor for Selector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Handler<Route> for Selector {
+    type Result = ResponseFuture<Result<(), ChannelError>>;
+
+    fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
+        let parts = self.split(msg.events);
+        let counters = self.counters.clone();
+        Box::pin(async move {
+            let results = join_all(parts.into_iter().map(put_part)).await;
+            let mut first_error = None;
+            for (required, name, result) in results {
+                match result {
+                    Ok(()) => {}
+                    Err(e) if !required => {
+                        counters.optional_put_failed.inc();
+                        tracing::warn!(channel = %name, error = %e, "optional channel refused a put");
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
+}
+
+/// Puts one part. A required part is retried while its channel is full (back-pressure); an
+/// optional part gets one attempt.
+async fn put_part(part: Part) -> (bool, String, Result<(), ChannelError>) {
+    let Part { channel, events, required } = part;
+    if events.is_empty() {
+        return (required, channel.name, Ok(()));
+    }
+    let mut backoff = Duration::from_millis(1);
+    let mut warned = false;
+    loop {
+        let result = match channel.put.send(Put { events: events.clone() }).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Err(ChannelError::Full { capacity }) if required => {
+                if !warned {
+                    tracing::debug!(channel = %channel.name, capacity, "channel full; the source waits");
+                    warned = true;
+                }
+                actix_rt::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            other => return (required, channel.name, other),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Sources: what reads the outside world into batches of events.
+//!
+//! Each source runs as a supervised [`SourceActor`]: it reads its input, builds batches (at most
+//! `batch_size` events; when the input pauses it puts what it has after `linger`), and hands each
+//! batch to [`SourceContext::put`], which runs the interceptors and routes the batch through the
+//! channel selector. `put` returns only when every required channel committed; only then does the
+//! source acknowledge its input (an "OK" line, a position file, a completed spool file). A source
+//! that fails or panics is restarted by its supervisor with capped exponential backoff and resumes
+//! from its last acknowledged position.
+
+pub mod exec;
+pub mod lines;
+pub mod netcat;
+pub mod sequence_generator;
+pub mod spool_dir;
+pub mod taildir;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::channel::ChannelError;
+use crate::event::{body_bytes, Event};
+use crate::interceptor::{InterceptorChain, InterceptorConfig};
+use crate::metrics::SourceCounters;
+use crate::selector::{Route, Selector, SelectorConfig};
+use crate::supervision::{panic_message, restart_backoff, IsIdle};
+use crate::topology::duration;
+
+/// A source as written in a topology: its kind and options, and how it is wired.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The source kind and its options, e.g. `Netcat(bind: "127.0.0.1:44444")`.
+    pub kind: SourceKind,
+    /// The channels this source puts into (at least one).
+    pub channels: Vec<String>,
+    /// How events are spread over `channels`. Default `Replicating(optional: [])`.
+    #[serde(default)]
+    pub selector: SelectorConfig,
+    /// Interceptors run on every batch, in order. Default `[]`.
+    #[serde(default)]
+    pub interceptors: Vec<InterceptorConfig>,
+    /// Most events per put transaction. Default 1000; at most each channel's transaction capacity.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How long a source with a partial batch waits for more input before putting it. Default `"5ms"`.
+    #[serde(default = "default_linger", with = "duration")]
+    pub linger: Duration,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(5)
+}
+
+/// The kind of a source and its options.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub enum SourceKind {
+    /// Lines from TCP connections.
+    Netcat(netcat::NetcatConfig),
+    /// Generated events `0`, `1`, `2`, ...
+    SequenceGenerator(sequence_generator::SequenceGeneratorConfig),
+    /// Lines a command writes to its standard output.
+    Exec(exec::ExecConfig),
+    /// Complete files dropped into a directory.
+    SpoolDir(spool_dir::SpoolDirConfig),
+    /// Lines appended to files matching globs.
+    Taildir(taildir::TaildirConfig),
+}
+
+impl SourceKind {
+    /// Problems with the options that need no other component; empty when fine.
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            SourceKind::Netcat(c) => c.validate(),
+            SourceKind::SequenceGenerator(_) => Vec::new(),
+            SourceKind::Exec(c) => c.validate(),
+            SourceKind::SpoolDir(c) => c.validate(),
+            SourceKind::Taildir(c) => c.validate(),
+        }
+    }
+
+    /// Resolves relative paths against `base` (the topology file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            SourceKind::SpoolDir(c) => c.resolve_paths(base),
+            SourceKind::Taildir(c) => c.resolve_paths(base),
+            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) | SourceKind::Exec(_) => {}
+        }
+    }
+
+    /// Whether the source can reach the end of its input (and so end `run --once`).
+    pub fn is_finite(&self) -> bool {
+        !matches!(self, SourceKind::Netcat(_))
+    }
+
+    /// Runs the source until its input ends (`Ok`) or it fails (`Err`).
+    ///
+    /// Sources that never end return `Ok` only once `ctx` says the agent is stopping.
+    pub fn run(&self, ctx: SourceContext) -> LocalBoxFuture<'static, Result<(), SourceError>> {
+        match self.clone() {
+            SourceKind::Netcat(c) => netcat::run(c, ctx).boxed_local(),
+            SourceKind::SequenceGenerator(c) => sequence_generator::run(c, ctx).boxed_local(),
+            SourceKind::Exec(c) => exec::run(c, ctx).boxed_local(),
+            SourceKind::SpoolDir(c) => spool_dir::run(c, ctx).boxed_local(),
+            SourceKind::Taildir(c) => taildir::run(c, ctx).boxed_local(),
+        }
+    }
+}
+
+/// Why a source stopped before the end of its input.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading or writing the outside world failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path or address.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A channel refused a put for good (closed, or a batch over its transaction capacity).
+    #[error("put failed: {0}")]
+    Put(#[from] ChannelError),
+    /// The agent is stopping; the batch was not put.
+    #[error("the agent is stopping")]
+    Stopping,
+    /// The source panicked.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// Anything else, said in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SourceError {
+    /// An [`SourceError::Io`] saying what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Io { what, source }
+    }
+}
+
+/// What a running source uses to deliver batches and to learn that the agent is stopping.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The source's name in the topology.
+    pub name: String,
+    /// Most events per put.
+    pub batch_size: usize,
+    /// How long to wait for more input before putting a partial batch.
+    pub linger: Duration,
+    /// The source's counters.
+    pub counters: Arc<SourceCounters>,
+    selector: Addr<Selector>,
+    interceptors: Arc<InterceptorChain>,
+    stop: watch::Receiver<bool>,
+    end: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl SourceContext {
+    /// A context putting through `selector`; `stop` turns true when the agent stops; `end` is
+    /// called when the source reached the end of its input.
+    pub fn new(
+        name: &str,
+        batch_size: usize,
+        linger: Duration,
+        counters: Arc<SourceCounters>,
+        selector: Addr<Selector>,
+        interceptors: Arc<InterceptorChain>,
+        stop: watch::Receiver<bool>,
+        end: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        SourceContext { name: name.to_string(), batch_size, linger, counters, selector, interceptors, stop, end }
+    }
+
+    /// Runs the interceptors on `events` and commits them to the channels.
+    ///
+    /// Returns once every required channel committed its part: only then may the source
+    /// acknowledge the input. Waits (back-pressure) while a required channel is full.
+    ///
+    /// # Errors
+    /// [`SourceError::Put`] when a required channel refused for good; the input is then not
+    /// acknowledged and the source is restarted.
+    pub async fn put(&self, mut events: Vec<Event>) -> Result<(), SourceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len() as u64;
+        self.counters.append_batch_received.inc();
+        self.counters.event_received.add(n);
+        self.counters.bytes_received.add(body_bytes(&events));
+        let dropped = self.interceptors.apply(&mut events);
+        if dropped > 0 {
+            self.counters.dropped_by_filter.add(dropped);
+        }
+        if !events.is_empty() {
+            let kept = events.len() as u64;
+            self.selector.send(Route { events }).await.map_err(ChannelError::from)??;
+            self.counters.event_accepted.add(kept);
+        }
+        self.counters.append_batch_accepted.inc();
+        Ok(())
+    }
+
+    /// Whether the agent asked sources to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves when the agent asks sources to stop.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
+    /// Says the source reached the end of its input (for `run --once`); it may keep running.
+    pub fn reached_end(&self) {
+        (self.end)();
+    }
+}
+
+/// The supervised actor running one source.
+pub struct SourceActor {
+    kind: SourceKind,
+    ctx: SourceContext,
+    restarts: u32,
+    idle: bool,
+}
+
+impl SourceActor {
+    /// An actor that will run `kind` with `ctx`.
+    pub fn new(kind: SourceKind, ctx: SourceContext) -> Self {
+        SourceActor { kind, ctx, restarts: 0, idle: false }
+    }
+}
+
+impl Actor for SourceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let delay = restart_backoff(self.restarts);
+        let sctx = self.ctx.clone();
+        let run = self.kind.run(sctx.clone());
+        self.idle = false;
+        let fut = async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = actix_rt::time::sleep(delay) => {}
+                    _ = sctx.stopping() => return (Ok(()), Duration::ZERO),
+                }
+            }
+            let began = Instant::now();
+            let result = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+            let result = result.unwrap_or_else(|p| Err(SourceError::Panic(panic_message(p))));
+            (result, began.elapsed())
+        };
+        ctx.spawn(fut.into_actor(self).map(|(result, ran), act, ctx| {
+            let _span = tracing::info_span!("source", name = %act.ctx.name).entered();
+            match result {
+                Ok(()) => {
+                    act.idle = true;
+                    if !act.ctx.is_stopping() {
+                        tracing::info!("reached the end of its input");
+                    }
+                    act.ctx.reached_end();
+                }
+                Err(_) if act.ctx.is_stopping() => act.idle = true,
+                Err(e) => {
+                    if ran > Duration::from_secs(60) {
+                        act.restarts = 0;
+                    }
+                    act.ctx.counters.restarts.inc();
+                    tracing::error!(error = %e, restart_in = ?restart_backoff(act.restarts + 1), "source failed; restarting");
+                    ctx.stop();
+                }
+            }
+        }));
+    }
+}
+
+impl Supervised for SourceActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.restarts = self.restarts.saturating_add(1);
+    }
+}
+
+impl Handler<IsIdle> for SourceActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsIdle, _: &mut Context<Self>) -> bool {
+        self.idle
+    }
+}
