@@ -117,7 +117,8 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     for (name, config) in &topology.sinks {
         let channel = channels[&config.channel].clone();
         let counters = metrics.sink(name);
-        let (name, kind, batch_size, stop) = (name.clone(), config.kind.clone(), config.batch_size, sink_stop_rx.clone());
+        let (name, kind, batch_size, stop) =
+            (name.clone(), config.kind.clone(), config.batch_size, sink_stop_rx.clone());
         sinks.push(Supervisor::start_in_arbiter(&sinks_arbiter.handle(), move |_| {
             let factory: SinkFactory = {
                 let (name, counters) = (name.clone(), counters.clone());
@@ -190,14 +191,20 @@ fn serve_metrics(bind: &str, metrics: Arc<Metrics>, agent: String) -> Result<act
     let server = HttpServer::new(move || {
         let (json, prom, agent) = (metrics.clone(), metrics.clone(), agent.clone());
         App::new()
-            .route("/metrics", web::get().to(move || {
-                let body = json.to_json().to_string();
-                async move { HttpResponse::Ok().content_type("application/json").body(body) }
-            }))
-            .route("/metrics/prometheus", web::get().to(move || {
-                let body = prom.to_prometheus(&agent);
-                async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
-            }))
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let body = json.to_json().to_string();
+                    async move { HttpResponse::Ok().content_type("application/json").body(body) }
+                }),
+            )
+            .route(
+                "/metrics/prometheus",
+                web::get().to(move || {
+                    let body = prom.to_prometheus(&agent);
+                    async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
+                }),
+            )
     })
     .workers(1)
     .disable_signals()
@@ -402,7 +409,11 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{:<22} {:>10} {:>10} {:>10} {:>10} {:>9}", "component", "received", "accepted", "filtered", "malformed", "restarts")?;
+        writeln!(
+            f,
+            "{:<22} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "component", "received", "accepted", "filtered", "malformed", "restarts"
+        )?;
         for (key, _) in self.components.iter().filter(|(k, _)| k.starts_with("SOURCE.")) {
             let g = |c| self.get(key, c);
             writeln!(

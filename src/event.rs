@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn truncated_input_is_an_error() {
-        let event = Event::new("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure").with_header("k", "v");
+        let event =
+            Event::new("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure").with_header("k", "v");
         let full = event.to_bytes();
         for cut in 0..full.len() {
             let mut part = full.slice(..cut);

@@ -301,6 +301,9 @@ mod tests {
         let m = Metrics::new();
         m.sink("k1").drain_success.add(7);
         let text = m.to_prometheus("edge-1");
-        assert!(text.contains("flumen_event_drain_success_count{agent=\"edge-1\",type=\"sink\",name=\"k1\"} 7"), "{text}");
+        assert!(
+            text.contains("flumen_event_drain_success_count{agent=\"edge-1\",type=\"sink\",name=\"k1\"} 7"),
+            "{text}"
+        );
     }
 }

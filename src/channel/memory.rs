@@ -310,6 +310,9 @@ mod tests {
     #[actix_rt::test]
     async fn oversized_transactions_are_refused() {
         let addr = MemoryChannel::new(config(100, 4), Metrics::new().channel("c1")).start();
-        assert_eq!(addr.send(Put { events: lines(5) }).await.unwrap(), Err(ChannelError::TooLarge { max: 4, requested: 5 }));
+        assert_eq!(
+            addr.send(Put { events: lines(5) }).await.unwrap(),
+            Err(ChannelError::TooLarge { max: 4, requested: 5 })
+        );
     }
 }

@@ -55,6 +55,10 @@ fn default_keep_alive() -> Duration {
 ///
 /// # Errors
 /// [`ChannelError::Storage`] when the database cannot be opened.
-pub fn start(_name: &str, _config: RocksDbConfig, _counters: Arc<ChannelCounters>) -> Result<ChannelHandle, ChannelError> {
+pub fn start(
+    _name: &str,
+    _config: RocksDbConfig,
+    _counters: Arc<ChannelCounters>,
+) -> Result<ChannelHandle, ChannelError> {
     Err(ChannelError::Storage("the RocksDb channel is being built".into()))
 }

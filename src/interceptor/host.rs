@@ -42,7 +42,9 @@ impl HostConfig {
             (name.as_str(), 0)
                 .to_socket_addrs()
                 .ok()
-                .and_then(|mut addrs| addrs.find(|a| !a.ip().is_loopback()).or_else(|| (name.as_str(), 0).to_socket_addrs().ok()?.next()))
+                .and_then(|mut addrs| {
+                    addrs.find(|a| !a.ip().is_loopback()).or_else(|| (name.as_str(), 0).to_socket_addrs().ok()?.next())
+                })
                 .map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string())
         } else {
             name

@@ -37,7 +37,10 @@ impl RegexExtractorConfig {
             return Err("RegexExtractor headers is empty".into());
         }
         if groups < self.headers.len() {
-            return Err(format!("RegexExtractor regex has {groups} capture groups but {} headers are named", self.headers.len()));
+            return Err(format!(
+                "RegexExtractor regex has {groups} capture groups but {} headers are named",
+                self.headers.len()
+            ));
         }
         Ok(RegexExtractor { regex, headers: self.headers.clone() })
     }
@@ -63,7 +66,8 @@ mod tests {
 
     #[test]
     fn extracts_the_level_of_real_lines() {
-        let config = RegexExtractorConfig { regex: r"\b(INFO|WARN|ERROR|FATAL)\b".into(), headers: vec!["level".into()] };
+        let config =
+            RegexExtractorConfig { regex: r"\b(INFO|WARN|ERROR|FATAL)\b".into(), headers: vec!["level".into()] };
         let mut batch = vec![
             Event::new("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating"),
             Event::new("[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6"),

@@ -57,11 +57,13 @@ mod tests {
     #[test]
     fn keeps_or_excludes_matches_and_counts_the_rest() {
         let mut b = batch();
-        let dropped = RegexFilterConfig { regex: " WARN ".into(), exclude_events: false }.build().unwrap().intercept(&mut b);
+        let dropped =
+            RegexFilterConfig { regex: " WARN ".into(), exclude_events: false }.build().unwrap().intercept(&mut b);
         assert_eq!((dropped, b.len()), (1, 1));
         assert!(b[0].body.starts_with(b"2015-07-29 19:04:12"));
         let mut b = batch();
-        let dropped = RegexFilterConfig { regex: " WARN ".into(), exclude_events: true }.build().unwrap().intercept(&mut b);
+        let dropped =
+            RegexFilterConfig { regex: " WARN ".into(), exclude_events: true }.build().unwrap().intercept(&mut b);
         assert_eq!((dropped, b.len()), (1, 1));
         assert!(b[0].body.starts_with(b"2015-07-29 17:41:44"));
     }

@@ -45,7 +45,8 @@ impl RemoveHeaderConfig {
         if let Some(list) = &self.from_list {
             names.extend(sep.split(list).filter(|s| !s.is_empty()).map(str::to_string));
         }
-        let matching = self.matching.as_deref().map(Regex::new).transpose().map_err(|e| format!("RemoveHeader matching: {e}"))?;
+        let matching =
+            self.matching.as_deref().map(Regex::new).transpose().map_err(|e| format!("RemoveHeader matching: {e}"))?;
         Ok(RemoveHeader { names, matching })
     }
 }

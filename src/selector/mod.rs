@@ -75,7 +75,11 @@ struct Part {
 
 impl Selector {
     /// A selector over `channels` (the source's channels by name, all of them present).
-    pub fn new(config: SelectorConfig, channels: BTreeMap<String, ChannelHandle>, counters: Arc<SourceCounters>) -> Self {
+    pub fn new(
+        config: SelectorConfig,
+        channels: BTreeMap<String, ChannelHandle>,
+        counters: Arc<SourceCounters>,
+    ) -> Self {
         Selector { config, channels, counters }
     }
 

@@ -81,7 +81,9 @@ impl FileRollSink {
     }
 
     fn roll_due(&self) -> bool {
-        self.file.is_some() && !self.config.roll_interval.is_zero() && self.opened.elapsed() >= self.config.roll_interval
+        self.file.is_some()
+            && !self.config.roll_interval.is_zero()
+            && self.opened.elapsed() >= self.config.roll_interval
     }
 
     fn next_path(&mut self) -> PathBuf {
@@ -94,7 +96,9 @@ impl FileRollSink {
     async fn roll(&mut self) -> Result<(), SinkError> {
         if let Some(file) = self.file.take() {
             let sync = self.config.sync;
-            blocking(move || if sync { file.sync_all() } else { Ok(()) }).await.map_err(SinkError::io("close rolled file"))?;
+            blocking(move || if sync { file.sync_all() } else { Ok(()) })
+                .await
+                .map_err(SinkError::io("close rolled file"))?;
             self.counters.connection_closed.inc();
         }
         Ok(())

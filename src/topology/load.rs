@@ -82,7 +82,8 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<Topology, Topolo
     let sources = decode_all::<SourceConfig>(text, "source", &raw.sources, &mut spans, &mut errors, &err);
     let channels = decode_all::<ChannelConfig>(text, "channel", &raw.channels, &mut spans, &mut errors, &err);
     let sinks = decode_all::<SinkConfig>(text, "sink", &raw.sinks, &mut spans, &mut errors, &err);
-    let sink_groups = decode_all::<SinkGroupConfig>(text, "sink group", &raw.sink_groups, &mut spans, &mut errors, &err);
+    let sink_groups =
+        decode_all::<SinkGroupConfig>(text, "sink group", &raw.sink_groups, &mut spans, &mut errors, &err);
     if !errors.is_empty() {
         return Err(TopologyErrors(errors));
     }
@@ -166,9 +167,10 @@ fn shift(start: (usize, usize), rel: (usize, usize)) -> (usize, usize) {
 /// `"name": (` opened before `pos`, with the section it sits in.
 fn enclosing_component(text: &str, pos: (usize, usize)) -> Option<String> {
     let offset: usize = text.split_inclusive('\n').take(pos.0.saturating_sub(1)).map(str::len).sum::<usize>()
-        + text.split_inclusive('\n').nth(pos.0.saturating_sub(1)).map_or(0, |l| {
-            l.char_indices().nth(pos.1.saturating_sub(1)).map_or(l.len(), |(i, _)| i)
-        });
+        + text
+            .split_inclusive('\n')
+            .nth(pos.0.saturating_sub(1))
+            .map_or(0, |l| l.char_indices().nth(pos.1.saturating_sub(1)).map_or(l.len(), |(i, _)| i));
     let before = &text[..offset.min(text.len())];
     let component = regex::Regex::new(r#""([^"]+)"\s*:\s*[A-Za-z]*\s*\("#).expect("static regex");
     let section = regex::Regex::new(r"\b(sources|channels|sinks|sink_groups)\s*:").expect("static regex");

@@ -155,7 +155,8 @@ pub mod duration {
     /// A serde error naming the string when it does not parse.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\"")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("bad duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\""))
+        })
     }
 }

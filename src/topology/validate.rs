@@ -20,7 +20,11 @@ pub(super) fn validate(t: &Topology) -> Vec<Problem> {
     }
     if let Some(Monitoring::Http { bind }) = &t.monitoring {
         if bind.parse::<std::net::SocketAddr>().is_err() {
-            p("agent", &t.agent, format!("monitoring bind address {bind:?} is not host:port (e.g. \"127.0.0.1:41414\")"));
+            p(
+                "agent",
+                &t.agent,
+                format!("monitoring bind address {bind:?} is not host:port (e.g. \"127.0.0.1:41414\")"),
+            );
         }
     }
     if t.sources.is_empty() {
