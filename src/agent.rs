@@ -102,6 +102,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
         let handle = match config {
             ChannelConfig::Memory(c) => ChannelHandle::new(name, MemoryChannel::new(c.clone(), counters).start()),
             ChannelConfig::RocksDb(c) => crate::channel::rocksdb::start(name, c.clone(), counters)
+                .await
                 .map_err(|source| AgentError::Channel { name: name.clone(), source })?,
         };
         channels.insert(name.clone(), handle);

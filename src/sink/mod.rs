@@ -188,17 +188,18 @@ impl Actor for SinkRunner {
             self.stop.clone(),
             delay,
         );
+        let delivered_before = self.counters.drain_success.get();
         let fut = async move {
-            let began = Instant::now();
             let result = std::panic::AssertUnwindSafe(work).catch_unwind().await;
-            (result.unwrap_or_else(|p| Err(SinkError::Panic(panic_message(p)))), began.elapsed())
+            result.unwrap_or_else(|p| Err(SinkError::Panic(panic_message(p))))
         };
-        ctx.spawn(fut.into_actor(self).map(|(result, ran), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             let _span = tracing::info_span!("sink", name = %act.name).entered();
             match result {
                 Ok(()) => act.idle = true,
                 Err(e) => {
-                    if ran > Duration::from_secs(60) {
+                    // Backoff grows only while nothing gets through (as Flume's sink runner).
+                    if act.counters.drain_success.get() > delivered_before {
                         act.restarts = 0;
                     }
                     act.counters.restarts.inc();

@@ -17,7 +17,7 @@ pub mod taildir;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -252,19 +252,18 @@ impl Actor for SourceActor {
         let sctx = self.ctx.clone();
         let run = self.kind.run(sctx.clone());
         self.idle = false;
+        let accepted_before = self.ctx.counters.append_batch_accepted.get();
         let fut = async move {
             if !delay.is_zero() {
                 tokio::select! {
                     _ = actix_rt::time::sleep(delay) => {}
-                    _ = sctx.stopping() => return (Ok(()), Duration::ZERO),
+                    _ = sctx.stopping() => return Ok(()),
                 }
             }
-            let began = Instant::now();
             let result = std::panic::AssertUnwindSafe(run).catch_unwind().await;
-            let result = result.unwrap_or_else(|p| Err(SourceError::Panic(panic_message(p))));
-            (result, began.elapsed())
+            result.unwrap_or_else(|p| Err(SourceError::Panic(panic_message(p))))
         };
-        ctx.spawn(fut.into_actor(self).map(|(result, ran), act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             let _span = tracing::info_span!("source", name = %act.ctx.name).entered();
             match result {
                 Ok(()) => {
@@ -276,7 +275,8 @@ impl Actor for SourceActor {
                 }
                 Err(_) if act.ctx.is_stopping() => act.idle = true,
                 Err(e) => {
-                    if ran > Duration::from_secs(60) {
+                    // Backoff grows only while nothing gets through.
+                    if act.ctx.counters.append_batch_accepted.get() > accepted_before {
                         act.restarts = 0;
                     }
                     act.ctx.counters.restarts.inc();

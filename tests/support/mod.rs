@@ -1,0 +1,204 @@
+//! What the process-level tests share: Loghub input, the `flumen` binary, waiting with deadlines,
+//! and reading rolled output files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shipped Loghub samples.
+pub fn loghub_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/data/loghub")
+}
+
+/// Every line of every Loghub sample, as a line source sees them: split on LF, one trailing CR
+/// removed, file by file in name order.
+pub fn loghub_lines() -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(loghub_dir())
+        .expect("the Loghub samples are in the repository")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| lines_of(&std::fs::read(f).expect("readable sample"))).collect()
+}
+
+/// Lines of `bytes`: split on LF, one trailing CR removed; a final line without LF counts.
+pub fn lines_of(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
+    if lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// `n` unique lines: `"<i> <Loghub line>"`, cycling through the samples.
+pub fn numbered_lines(n: usize) -> Vec<String> {
+    let base = loghub_lines();
+    (0..n).map(|i| format!("{i} {}", base[i % base.len()])).collect()
+}
+
+/// A multiset of lines.
+pub fn multiset<I: IntoIterator<Item = String>>(lines: I) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The complete lines (ending in LF) of every file under `dir`, recursively, and the number of
+/// files whose last line has no LF (a write cut by a crash).
+pub fn output_lines(dir: &Path) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut partial = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => &bytes[..=i],
+                    None => &bytes[..0],
+                };
+                if complete.len() < bytes.len() {
+                    partial += 1;
+                }
+                lines.extend(complete.split(|&b| b == b'\n').map(|l| String::from_utf8_lossy(l).into_owned()));
+                lines.pop();
+            }
+        }
+    }
+    (lines, partial)
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what()` after `timeout`.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?}: {}", what());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("bound").port()
+}
+
+/// Connects to `addr`, retrying until it accepts (the agent is starting) or `timeout` passes.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> TcpStream {
+    let mut stream = None;
+    wait_for(
+        timeout,
+        || {
+            stream = TcpStream::connect(addr).ok();
+            stream.is_some()
+        },
+        || format!("nothing accepts connections on {addr}"),
+    );
+    stream.expect("connected")
+}
+
+/// A running `flumen` process, killed when dropped.
+pub struct Flumen {
+    /// The process.
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Flumen {
+    /// Starts `flumen <args>` with its stderr in `log`.
+    pub fn start(args: &[&str], log: &Path) -> Flumen {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(args)
+            .env("FLUMEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("start flumen");
+        Flumen { child, log: log.to_path_buf() }
+    }
+
+    /// Sends `signal` (libc::SIGKILL, SIGTERM, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the exit; answers the exit code.
+    pub fn terminate(mut self, timeout: Duration) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        wait_for(
+            timeout,
+            || {
+                status = self.child.try_wait().expect("waitable child");
+                status.is_some()
+            },
+            || format!("flumen did not exit after SIGTERM; its log:\n{}", self.log_text()),
+        );
+        status.and_then(|s| s.code())
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// The process's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Flumen {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes `text` to `path`, creating parent directories.
+pub fn write_file(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create parent dir");
+    }
+    std::fs::File::create(path).and_then(|mut f| f.write_all(text.as_bytes())).expect("write file");
+}
+
+/// `lines` joined with LF, with a final LF.
+pub fn joined(lines: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
