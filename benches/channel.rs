@@ -61,7 +61,10 @@ fn channels(c: &mut Criterion) {
         b.iter_custom(|iters| {
             actix_rt::System::new().block_on(async {
                 let config = MemoryConfig { capacity: 100_000, transaction_capacity: BATCH as u64, ..mem_defaults() };
-                let ch = ChannelHandle::new("c1", actix::Actor::start(MemoryChannel::new(config, Metrics::new().channel("c1"))));
+                let ch = ChannelHandle::new(
+                    "c1",
+                    actix::Actor::start(MemoryChannel::new(config, Metrics::new().channel("c1"))),
+                );
                 cycle(&ch, &batch, iters, 1).await
             })
         })
@@ -73,7 +76,9 @@ fn channels(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().expect("temp dir");
                 actix_rt::System::new().block_on(async {
-                    let ch = rocksdb::start("c1", rocks_config(dir.path(), sync), Metrics::new().channel("c1")).await.unwrap();
+                    let ch = rocksdb::start("c1", rocks_config(dir.path(), sync), Metrics::new().channel("c1"))
+                        .await
+                        .unwrap();
                     let took = cycle(&ch, &batch, iters, writers).await;
                     ch.close.send(Close).await.unwrap();
                     took

@@ -53,8 +53,8 @@ fn full_channel_slows_the_sender_and_loses_nothing() {
         input.push(line);
     }
     let payload = joined(&input);
-    let flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
-    let mut stream = connect(format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(60));
+    let mut flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
+    let mut stream = flumen.connect(format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(60));
     let monitoring: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     stream.set_nonblocking(true).unwrap();
 

@@ -50,8 +50,8 @@ fn acknowledged_lines_survive_sigkill() {
     let mut acked = 0;
     let mut round = 0;
     let flumen = loop {
-        let flumen = Flumen::start(&["run", "--quiet", topology_arg], &log);
-        let stream = connect(addr, Duration::from_secs(60));
+        let mut flumen = Flumen::start(&["run", "--quiet", topology_arg], &log);
+        let stream = flumen.connect(addr, Duration::from_secs(60));
         let mut reader = stream.try_clone().unwrap();
         let payload = joined(&lines[acked..]);
         let mut writer = stream;
@@ -83,22 +83,28 @@ fn acknowledged_lines_survive_sigkill() {
     assert_eq!(round, KILLS);
 
     let expected: BTreeMap<&str, usize> = lines.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    let mut seen = vec![0usize; LINES];
+    // How often each line was delivered so far.
+    let count = || {
+        let mut seen = vec![0usize; LINES];
+        for l in output_lines(&out).0 {
+            let i = *expected.get(l.as_str()).unwrap_or_else(|| panic!("unexpected output line {l:?}"));
+            seen[i] += 1;
+        }
+        seen
+    };
+    let delivered = std::cell::Cell::new(0);
     wait_for(
         Duration::from_secs(180),
         || {
-            let (got, _) = output_lines(&out);
-            seen.iter_mut().for_each(|c| *c = 0);
-            for l in &got {
-                let i = *expected.get(l.as_str()).unwrap_or_else(|| panic!("unexpected output line {l:?}"));
-                seen[i] += 1;
-            }
-            seen.iter().all(|&c| c > 0)
+            let seen = count();
+            delivered.set(seen.iter().filter(|&&c| c > 0).count());
+            delivered.get() == LINES
         },
-        || format!("{} of {LINES} lines delivered", seen.iter().filter(|&&c| c > 0).count()),
+        || format!("{} of {LINES} lines delivered", delivered.get()),
     );
     assert_eq!(flumen.terminate(Duration::from_secs(60)), Some(0), "a graceful stop exits 0");
     let (got, partial) = output_lines(&out);
+    let seen = count();
     let duplicates: usize = seen.iter().map(|&c| c.saturating_sub(1)).sum();
     eprintln!(
         "{LINES} lines acknowledged, {} lines written, {duplicates} duplicates, {partial} files cut mid-line by SIGKILL",

@@ -25,7 +25,7 @@ fn every_sink_gets_every_line_once() {
             kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536, ack_every_event: false),
             channels: ["durable", "fast", "spare"],
             selector: Replicating(optional: []),
-            batch_size: 1000,
+            batch_size: 500,
         ),
     }},
     channels: {{
@@ -43,9 +43,9 @@ fn every_sink_gets_every_line_once() {
     );
     let input = loghub_lines();
     assert!(input.len() > 9_000, "all five samples are read");
-    let flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
+    let mut flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut stream = connect(addr, Duration::from_secs(60));
+    let mut stream = flumen.connect(addr, Duration::from_secs(60));
     stream.write_all(&joined(&input)).unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
 
@@ -55,7 +55,14 @@ fn every_sink_gets_every_line_once() {
         wait_for(
             Duration::from_secs(60),
             || output_lines(&dir).0.len() >= input.len(),
-            || format!("{sink} holds {} of {} lines; log:\n{}", output_lines(&dir).0.len(), input.len(), flumen.log_text()),
+            || {
+                format!(
+                    "{sink} holds {} of {} lines; log:\n{}",
+                    output_lines(&dir).0.len(),
+                    input.len(),
+                    flumen.log_text()
+                )
+            },
         );
     }
     assert_eq!(flumen.terminate(Duration::from_secs(30)), Some(0));

@@ -75,7 +75,9 @@ async fn run(channel: ChannelHandle, out: std::path::PathBuf, metrics: std::sync
     loop {
         let (lines, _) = output_lines(&out);
         if lines.len() >= input.len() {
-            assert_eq!(lines, input, "every line exactly once, in order");
+            let first_difference = lines.iter().zip(&input).position(|(a, b)| a != b);
+            assert_eq!(first_difference, None, "every line in order");
+            assert_eq!(lines.len(), input.len(), "every line exactly once");
             break;
         }
         assert!(Instant::now() < deadline, "{} of {} lines delivered", lines.len(), input.len());

@@ -51,7 +51,8 @@ pub fn multiset<I: IntoIterator<Item = String>>(lines: I) -> BTreeMap<String, us
     m
 }
 
-/// The complete lines (ending in LF) of every file under `dir`, recursively, and the number of
+/// The complete lines (ending in LF) of every file under `dir`, recursively, files in name order
+/// (rolled files are named by creation time), and the number of
 /// files whose last line has no LF (a write cut by a crash).
 pub fn output_lines(dir: &Path) -> (Vec<String>, usize) {
     let mut lines = Vec::new();
@@ -59,8 +60,9 @@ pub fn output_lines(dir: &Path) -> (Vec<String>, usize) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(bytes) = std::fs::read(&p) {
@@ -95,20 +97,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("bound").port()
 }
 
-/// Connects to `addr`, retrying until it accepts (the agent is starting) or `timeout` passes.
-pub fn connect(addr: SocketAddr, timeout: Duration) -> TcpStream {
-    let mut stream = None;
-    wait_for(
-        timeout,
-        || {
-            stream = TcpStream::connect(addr).ok();
-            stream.is_some()
-        },
-        || format!("nothing accepts connections on {addr}"),
-    );
-    stream.expect("connected")
-}
-
 /// A running `flumen` process, killed when dropped.
 pub struct Flumen {
     /// The process.
@@ -132,6 +120,24 @@ impl Flumen {
         Flumen { child, log: log.to_path_buf() }
     }
 
+    /// Connects to the agent's `addr`, retrying while it starts; panics with its log if it exits
+    /// or nothing accepts within `timeout`.
+    pub fn connect(&mut self, addr: SocketAddr, timeout: Duration) -> TcpStream {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = TcpStream::connect(addr) {
+                return s;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("flumen exited ({status}) before accepting on {addr}; its log:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("nothing accepts connections on {addr} after {timeout:?}; flumen's log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` (libc::SIGKILL, SIGTERM, ...).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own child.
@@ -142,13 +148,20 @@ impl Flumen {
     pub fn terminate(mut self, timeout: Duration) -> Option<i32> {
         self.signal(libc::SIGTERM);
         let mut status = None;
+        let log = self.log.clone();
+        let child = &mut self.child;
         wait_for(
             timeout,
             || {
-                status = self.child.try_wait().expect("waitable child");
+                status = child.try_wait().expect("waitable child");
                 status.is_some()
             },
-            || format!("flumen did not exit after SIGTERM; its log:\n{}", self.log_text()),
+            || {
+                format!(
+                    "flumen did not exit after SIGTERM; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            },
         );
         status.and_then(|s| s.code())
     }

@@ -75,7 +75,6 @@ fn default_keep_alive() -> Duration {
     Duration::from_secs(3)
 }
 
-
 /// How often the channel measures its size on disk.
 const DISK_BYTES_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -85,7 +84,11 @@ const DISK_BYTES_INTERVAL: Duration = Duration::from_secs(2);
 /// # Errors
 /// [`ChannelError::Storage`] when the database cannot be opened (in use by another process,
 /// unreadable, corrupt).
-pub async fn start(name: &str, config: RocksDbConfig, counters: Arc<ChannelCounters>) -> Result<ChannelHandle, ChannelError> {
+pub async fn start(
+    name: &str,
+    config: RocksDbConfig,
+    counters: Arc<ChannelCounters>,
+) -> Result<ChannelHandle, ChannelError> {
     let dir = config.dir.clone();
     let opened = actix_rt::task::spawn_blocking(move || store::open(&dir))
         .await
@@ -186,7 +189,11 @@ impl RocksDbChannel {
     }
 
     /// Starts a take of up to `max` events: from the cache, or from the disk for what it lacks.
-    fn take_now(&mut self, max: usize, ctx: &mut Context<Self>) -> LocalBoxFuture<'static, Result<TakeTxn, ChannelError>> {
+    fn take_now(
+        &mut self,
+        max: usize,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxFuture<'static, Result<TakeTxn, ChannelError>> {
         let id = self.next_txn;
         self.next_txn += 1;
         let seqs = self.queue.take(id, max as u64);
@@ -220,9 +227,11 @@ impl RocksDbChannel {
                 .await
                 .map_err(|e| ChannelError::Storage(format!("read: {e}")))??;
             let mut read = read.into_iter();
-            txn.events = events.into_iter().map(|e| e.or_else(|| read.next())).collect::<Option<Vec<_>>>().ok_or_else(
-                || ChannelError::Storage("a read returned fewer events than asked".into()),
-            )?;
+            txn.events = events
+                .into_iter()
+                .map(|e| e.or_else(|| read.next()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ChannelError::Storage("a read returned fewer events than asked".into()))?;
             Ok(txn)
         })
     }

@@ -158,6 +158,7 @@ impl Cache {
     }
 
     /// Events cached.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.held
     }
@@ -174,6 +175,7 @@ impl Cache {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

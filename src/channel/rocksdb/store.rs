@@ -25,7 +25,7 @@ fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-fn storage(what: &str, dir: &Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + '_ {
+fn storage<'a>(what: &str, dir: &'a Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + 'a {
     let what = what.to_string();
     move |e| ChannelError::Storage(format!("{what} {}: {e}", dir.display()))
 }
@@ -61,9 +61,9 @@ pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
         it.seek_to_first();
         while it.valid() {
             let k = it.key().expect("a valid iterator has a key");
-            let seq: [u8; 8] = k
-                .try_into()
-                .map_err(|_| ChannelError::Storage(format!("{}: key of {} bytes is not a sequence number", dir.display(), k.len())))?;
+            let seq: [u8; 8] = k.try_into().map_err(|_| {
+                ChannelError::Storage(format!("{}: key of {} bytes is not a sequence number", dir.display(), k.len()))
+            })?;
             keys.push(u64::from_be_bytes(seq));
             it.next();
         }
@@ -110,7 +110,9 @@ pub(super) fn read(db: &DB, ranges: &[Range<u64>]) -> Result<Vec<Event>, Channel
 /// Bytes used by the files under `dir` (the channel's size on disk).
 pub(super) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|entries| {
+            entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+        })
         .unwrap_or(0)
 }
 
@@ -222,6 +224,7 @@ fn coalesce(mut ranges: Seqs) -> Seqs {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
