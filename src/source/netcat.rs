@@ -1,13 +1,21 @@
 //! `Netcat`: one event per line received on TCP connections, as Flume's netcat source.
+//!
+//! Each connection is read on its own task. Up to [`PIPELINE`] batches of a connection are being
+//! put at once; with `ack_every_event`, the `OK` lines of a batch are written once it committed,
+//! in the order the lines were read.
 
 use std::net::SocketAddr;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
+use crate::event::Event;
 
 /// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -68,28 +76,66 @@ pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceE
     }
 }
 
-/// Reads one connection: batches of lines, put, then (optionally) one `OK` per event.
+/// Puts one connection may have in flight: reading goes on while earlier batches are being
+/// committed, so that a durable channel's fsync serves several batches (group commit).
+pub const PIPELINE: usize = 4;
+
+/// Reads one connection: batches of lines, put while the next ones are read, acknowledged in order.
 async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContext) -> Result<(), SourceError> {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let mut lb = LineBuffer::new(config.max_line_length);
-    let mut acks = Vec::new();
-    loop {
-        let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, ctx.linger, ctx)
-            .await
-            .map_err(SourceError::io("read from connection"))?;
-        let n = lines.len();
-        if n > 0 {
-            ctx.put(to_events(lines, ctx)).await?;
-            if config.ack_every_event {
-                acks.clear();
-                acks.extend(std::iter::repeat_n(*b"OK\n", n).flatten());
-                writer.write_all(&acks).await.map_err(SourceError::io("write acknowledgements"))?;
+    let (mut reader, writer) = stream.into_split();
+    let (batches, committer_rx) = mpsc::channel::<Vec<Event>>(1);
+    let reading = async move {
+        let mut lb = LineBuffer::new(config.max_line_length);
+        loop {
+            let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, ctx.linger, ctx)
+                .await
+                .map_err(SourceError::io("read from connection"))?;
+            if !lines.is_empty() && batches.send(to_events(lines, ctx)).await.is_err() {
+                // The committer stopped on a failed put; it reports the error.
+                return Ok(());
+            }
+            if end != ReadEnd::More {
+                return Ok(());
             }
         }
-        if end != ReadEnd::More {
-            let _ = writer.shutdown().await;
-            return Ok(());
+    };
+    let committing = commit_in_order(committer_rx, writer, config.ack_every_event, ctx);
+    let (read, committed) = futures_util::join!(reading, committing);
+    committed.and(read)
+}
+
+/// Puts the batches read from one connection, at most [`PIPELINE`] at a time, and writes one `OK`
+/// line per event (with `ack`) once its batch committed, in the order the batches were read.
+async fn commit_in_order(
+    mut batches: mpsc::Receiver<Vec<Event>>,
+    mut writer: OwnedWriteHalf,
+    ack: bool,
+    ctx: &SourceContext,
+) -> Result<(), SourceError> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut reading = true;
+    let mut acks = Vec::new();
+    loop {
+        tokio::select! {
+            batch = batches.recv(), if reading && in_flight.len() < PIPELINE => match batch {
+                Some(events) => {
+                    let n = events.len();
+                    in_flight.push_back(async move { ctx.put(events).await.map(|()| n) });
+                }
+                None => reading = false,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let n = done?;
+                if ack {
+                    acks.clear();
+                    acks.extend(std::iter::repeat_n(*b"OK\n", n).flatten());
+                    writer.write_all(&acks).await.map_err(SourceError::io("write acknowledgements"))?;
+                }
+            }
+            else => break,
         }
     }
+    let _ = writer.shutdown().await;
+    Ok(())
 }
