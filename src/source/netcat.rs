@@ -1,7 +1,5 @@
 //! `Netcat`: one event per line received on TCP connections, as Flume's netcat source.
 
-use std::net::SocketAddr;
-
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,8 +33,8 @@ impl NetcatConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.bind.parse::<SocketAddr>().is_err() {
-            problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:44444\")", self.bind));
+        if let Err(why) = crate::topology::check_address(&self.bind) {
+            problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:44444\"): {why}", self.bind));
         }
         if self.max_line_length == 0 {
             problems.push("max_line_length must be positive".into());
