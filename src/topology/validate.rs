@@ -16,18 +16,26 @@ use crate::selector::SelectorConfig;
 /// `"agent"` or `"monitoring"`), the path inside it, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Problem {
+    /// What the component is: `"source"`, `"channel"`, ..., `"agent"`, `"monitoring"`.
     pub kind: &'static str,
+    /// The component's name (the agent's for `"agent"`, empty for `"monitoring"`).
     pub name: String,
+    /// Where in the component the problem is; empty for the whole component.
     pub path: Vec<Step>,
+    /// What is wrong.
     pub message: String,
 }
 
 /// Names of the components that are in the file but did not decode.
 #[derive(Debug, Default)]
 pub(super) struct Broken {
+    /// Sources that did not decode.
     pub sources: BTreeSet<String>,
+    /// Channels that did not decode.
     pub channels: BTreeSet<String>,
+    /// Sinks that did not decode.
     pub sinks: BTreeSet<String>,
+    /// Sink groups that did not decode.
     pub sink_groups: BTreeSet<String>,
 }
 
