@@ -199,3 +199,111 @@ async fn put_part(part: Part) -> (bool, String, Result<(), ChannelError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::memory::{MemoryChannel, MemoryConfig};
+    use crate::metrics::Metrics;
+
+    const LINES: [&str; 4] = [
+        "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating",
+        "081109 203807 222 WARN dfs.DataNode$DataXceiver: 10.251.30.6:50010:Got exception while serving blk_-2918118818249673980",
+        "081109 204005 35 INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap updated",
+        "081109 204106 329 ERROR dfs.DataNode: writeBlock blk_-4411589101766563890 received exception",
+    ];
+
+    fn batch() -> Vec<Event> {
+        LINES
+            .iter()
+            .map(|l| {
+                let level = l.split_whitespace().nth(3).expect("HDFS lines have a level");
+                let e = Event::new(*l);
+                if level == "ERROR" {
+                    e
+                } else {
+                    e.with_header("level", level)
+                }
+            })
+            .collect()
+    }
+
+    fn channel(name: &str, capacity: u64, metrics: &Metrics) -> ChannelHandle {
+        let config = MemoryConfig { capacity, transaction_capacity: capacity, keep_alive: Duration::from_millis(20) };
+        ChannelHandle::new(name, MemoryChannel::new(config, metrics.channel(name)).start())
+    }
+
+    async fn bodies(ch: &ChannelHandle) -> Vec<String> {
+        let txn = ch.take(10, Duration::ZERO).await.unwrap();
+        txn.events.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect()
+    }
+
+    #[actix_rt::test]
+    async fn multiplexing_routes_by_header_with_default_and_counts_unrouted() {
+        let metrics = Metrics::new();
+        let (info, warn, other) = (channel("info", 10, &metrics), channel("warn", 10, &metrics), channel("other", 10, &metrics));
+        let channels = [&info, &warn, &other].iter().map(|c| (c.name.clone(), (*c).clone())).collect();
+        let config = SelectorConfig::Multiplexing {
+            header: "level".into(),
+            mapping: BTreeMap::from([("INFO".into(), vec!["info".into()]), ("WARN".into(), vec!["warn".into(), "info".into()])]),
+            optional: BTreeMap::new(),
+            default: vec!["other".into()],
+        };
+        let counters = metrics.source("r1");
+        let selector = Selector::new(config, channels, counters.clone()).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        assert_eq!(bodies(&info).await, vec![LINES[0], LINES[1], LINES[2]]);
+        assert_eq!(bodies(&warn).await, vec![LINES[1]]);
+        assert_eq!(bodies(&other).await, vec![LINES[3]], "no level header: the default channel");
+
+        let config = SelectorConfig::Multiplexing {
+            header: "level".into(),
+            mapping: BTreeMap::from([("INFO".into(), vec!["info".into()])]),
+            optional: BTreeMap::new(),
+            default: vec![],
+        };
+        let channels = BTreeMap::from([("info".to_string(), info.clone())]);
+        let selector = Selector::new(config, channels, counters.clone()).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        assert_eq!(counters.unrouted.get(), 2, "WARN and the headerless line have nowhere to go");
+    }
+
+    #[actix_rt::test]
+    async fn replicating_counts_a_full_optional_channel_and_still_commits_the_required_ones() {
+        let metrics = Metrics::new();
+        let (main, spare) = (channel("main", 10, &metrics), channel("spare", 2, &metrics));
+        let channels = BTreeMap::from([("main".to_string(), main.clone()), ("spare".to_string(), spare.clone())]);
+        let counters = metrics.source("r1");
+        let config = SelectorConfig::Replicating { optional: vec!["spare".into()] };
+        let selector = Selector::new(config, channels, counters.clone()).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        assert_eq!(counters.optional_put_failed.get(), 1);
+        assert_eq!(bodies(&main).await, LINES.to_vec());
+        assert!(bodies(&spare).await.is_empty(), "the batch did not fit the optional channel: none of it is there");
+    }
+
+    #[actix_rt::test]
+    async fn a_full_required_channel_makes_the_put_wait_until_there_is_room() {
+        let metrics = Metrics::new();
+        let main = channel("main", 4, &metrics);
+        let channels = BTreeMap::from([("main".to_string(), main.clone())]);
+        let selector =
+            Selector::new(SelectorConfig::Replicating { optional: vec![] }, channels, metrics.source("r1")).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        let waiting = selector.send(Route { events: batch() });
+        let attempts = metrics.channel("main");
+        let drain = async {
+            // Wait until the second batch was refused at least once and retried.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while attempts.put_attempt.get() < 3 * 4 {
+                assert!(std::time::Instant::now() < deadline, "the second put was never retried");
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            let txn = main.take(4, Duration::ZERO).await.unwrap();
+            main.commit(txn).await.unwrap();
+        };
+        let (put, ()) = futures_util::join!(waiting, drain);
+        put.unwrap().unwrap();
+        assert_eq!(bodies(&main).await, LINES.to_vec());
+    }
+}

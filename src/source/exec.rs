@@ -3,6 +3,7 @@
 //! Like Flume's, it cannot acknowledge its input: lines the command wrote before a crash of the
 //! agent are lost to it. Prefer `Taildir` or `SpoolDir` for files.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,11 @@ pub struct ExecConfig {
     /// Longest body in bytes; longer lines are cut, flagged and counted. Default 65536.
     #[serde(default = "default_max_line_length")]
     pub max_line_length: usize,
+    /// The command's working directory, relative to the topology file's folder (as every path in
+    /// a topology). Default: the topology file's folder, so that `cat data/app.log` reads the file
+    /// beside the topology wherever the agent was started.
+    #[serde(default)]
+    pub working_directory: Option<PathBuf>,
 }
 
 fn default_restart_throttle() -> Duration {
@@ -60,7 +66,19 @@ impl ExecConfig {
         if self.max_line_length == 0 {
             problems.push("max_line_length must be positive".into());
         }
+        if let Some(dir) = &self.working_directory {
+            if !dir.is_dir() {
+                problems.push(format!("working_directory {} is not a directory", dir.display()));
+            }
+        }
         problems
+    }
+
+    /// Resolves `working_directory` against `base` (the topology file's folder), which is also
+    /// its default.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let dir = self.working_directory.take().unwrap_or_default();
+        self.working_directory = Some(crate::topology::resolve(base, &dir));
     }
 
     fn command(&self) -> Command {
@@ -75,6 +93,9 @@ impl ExecConfig {
         let program = words.remove(0);
         let mut cmd = Command::new(program);
         cmd.args(words).stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
+        if let Some(dir) = &self.working_directory {
+            cmd.current_dir(dir);
+        }
         cmd.stderr(if self.log_stderr { Stdio::piped() } else { Stdio::null() });
         cmd
     }

@@ -94,7 +94,8 @@ impl SourceKind {
         match self {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
-            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) | SourceKind::Exec(_) => {}
+            SourceKind::Exec(c) => c.resolve_paths(base),
+            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) => {}
         }
     }
 

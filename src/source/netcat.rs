@@ -4,8 +4,6 @@
 //! put at once; with `ack_every_event`, the `OK` lines of a batch are written once it committed,
 //! in the order the lines were read.
 
-use std::net::SocketAddr;
-
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -43,8 +41,8 @@ impl NetcatConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.bind.parse::<SocketAddr>().is_err() {
-            problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:44444\")", self.bind));
+        if let Err(why) = crate::topology::check_address(&self.bind) {
+            problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:44444\"): {why}", self.bind));
         }
         if self.max_line_length == 0 {
             problems.push("max_line_length must be positive".into());

@@ -1,17 +1,21 @@
 //! Reading a topology file: RON parsing with positions, per-component decoding, path resolution.
 //!
 //! The file is parsed in two steps so that every error names its component: first the top level,
-//! keeping each component's text as a [`RawValue`]; then each component on its own. A component's
-//! error position is relative to its text, and is moved back to the file's line:column.
+//! keeping each component's text as a [`RawValue`]; then each component on its own, so that one
+//! bad component does not hide the problems of the others. A decoder's error position is relative
+//! to the component's text and is moved back to the file's line:column; problems found by
+//! validation point at the value they are about through [`locate`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ron::extensions::Extensions;
 use ron::value::RawValue;
 use serde::Deserialize;
 
-use super::{validate, ChannelConfig, Monitoring, SinkGroupConfig, Topology, TopologyError, TopologyErrors};
+use super::locate::{self, Anchor, Node, Step};
+use super::validate::{self, Broken};
+use super::{ChannelConfig, Monitoring, SinkGroupConfig, Topology, TopologyError, TopologyErrors};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
@@ -19,8 +23,8 @@ use crate::source::SourceConfig;
 #[serde(deny_unknown_fields, rename = "Topology")]
 struct RawTopology<'a> {
     agent: String,
-    #[serde(default)]
-    monitoring: Option<Monitoring>,
+    #[serde(default, borrow)]
+    monitoring: Option<&'a RawValue>,
     #[serde(default, borrow)]
     sources: BTreeMap<String, &'a RawValue>,
     #[serde(default, borrow)]
@@ -31,9 +35,6 @@ struct RawTopology<'a> {
     sink_groups: BTreeMap<String, &'a RawValue>,
 }
 
-/// Where each component's definition starts, by `(kind, name)`.
-pub(super) type Spans = BTreeMap<(&'static str, String), (usize, usize)>;
-
 fn options() -> ron::Options {
     ron::Options::default().with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES)
 }
@@ -43,7 +44,8 @@ fn options() -> ron::Options {
 /// Relative paths inside it are resolved against the file's folder.
 ///
 /// # Errors
-/// Every problem found, each naming the file, line:column and component.
+/// Every problem found, each naming the file, line:column and component. A file that cannot be
+/// read is one error at line 0, column 0.
 pub fn load(path: &Path) -> Result<Topology, TopologyErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         TopologyErrors(vec![TopologyError {
@@ -59,130 +61,188 @@ pub fn load(path: &Path) -> Result<Topology, TopologyErrors> {
     load_str(&text, path, &base)
 }
 
+/// Where the errors of one file are gathered.
+struct Report<'a> {
+    text: &'a str,
+    file: &'a Path,
+    errors: Vec<TopologyError>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, offset: usize, component: Option<String>, message: String) {
+        let (line, col) = locate::position_of(self.text, offset);
+        self.errors.push(TopologyError { file: self.file.to_path_buf(), line, col, component, message });
+    }
+
+    /// A decoder's error at `rel` inside the text that starts at byte `start`.
+    fn push_decode(&mut self, root: &Node, start: usize, sub: &str, e: &ron::error::SpannedError, component: String) {
+        let offset = start + locate::offset_of(sub, (e.position.line, e.position.col));
+        let offset = anchor_of(&e.code).map_or(offset, |what| root.anchor(offset, what));
+        self.push(offset, Some(component), describe(&e.code));
+    }
+}
+
 /// Parses and validates topology `text`, reported as coming from `file`, with relative paths
 /// resolved against `base`.
 ///
 /// # Errors
-/// Every problem found, each naming `file`, line:column and component.
+/// Every problem found, each naming `file`, line:column and component, in the order of the file.
 pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<Topology, TopologyErrors> {
-    let err = |pos: (usize, usize), component: Option<String>, message: String| TopologyError {
-        file: file.to_path_buf(),
-        line: pos.0,
-        col: pos.1,
-        component,
-        message,
+    let mut report = Report { text, file, errors: Vec::new() };
+    let raw: RawTopology = match options().from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let offset = locate::offset_of(text, (e.position.line, e.position.col));
+            let component = locate::enclosing_component(text, offset);
+            let offset = anchor_of(&e.code).map_or(offset, |what| locate::parse(text).anchor(offset, what));
+            report.push(offset, component, describe(&e.code));
+            return Err(TopologyErrors(report.errors));
+        }
     };
-    let raw: RawTopology = options().from_str(text).map_err(|e| {
-        let pos = (e.position.line, e.position.col);
-        TopologyErrors(vec![err(pos, enclosing_component(text, pos), e.code.to_string())])
-    })?;
+    let root = locate::parse(text);
+    duplicates(&root, &mut report);
 
-    let mut errors = Vec::new();
-    let mut spans = Spans::new();
-    let sources = decode_all::<SourceConfig>(text, "source", &raw.sources, &mut spans, &mut errors, &err);
-    let channels = decode_all::<ChannelConfig>(text, "channel", &raw.channels, &mut spans, &mut errors, &err);
-    let sinks = decode_all::<SinkConfig>(text, "sink", &raw.sinks, &mut spans, &mut errors, &err);
+    let monitoring = raw.monitoring.and_then(|raw| {
+        let (start, sub) = raw_start(text, raw);
+        options()
+            .from_str::<Monitoring>(sub)
+            .map_err(|e| report.push_decode(&root, start, sub, &e, "monitoring".into()))
+            .ok()
+    });
+    let mut broken = Broken::default();
+    let sources = decode_all::<SourceConfig>(&root, "source", &raw.sources, &mut broken.sources, &mut report);
+    let channels = decode_all::<ChannelConfig>(&root, "channel", &raw.channels, &mut broken.channels, &mut report);
+    let sinks = decode_all::<SinkConfig>(&root, "sink", &raw.sinks, &mut broken.sinks, &mut report);
     let sink_groups =
-        decode_all::<SinkGroupConfig>(text, "sink group", &raw.sink_groups, &mut spans, &mut errors, &err);
-    if !errors.is_empty() {
-        return Err(TopologyErrors(errors));
-    }
-    let mut topology = Topology {
-        agent: raw.agent,
-        monitoring: raw.monitoring,
-        sources,
-        channels,
-        sinks,
-        sink_groups,
-        file: file.to_path_buf(),
-    };
+        decode_all::<SinkGroupConfig>(&root, "sink group", &raw.sink_groups, &mut broken.sink_groups, &mut report);
+
+    let mut topology =
+        Topology { agent: raw.agent, monitoring, sources, channels, sinks, sink_groups, file: file.to_path_buf() };
     resolve_paths(&mut topology, base);
-    let problems = validate::validate(&topology);
-    if problems.is_empty() {
+    for problem in validate::validate(&topology, &broken) {
+        let (prefix, component) = component_path(problem.kind, &problem.name);
+        let offset = root.find(&[prefix, problem.path].concat());
+        report.push(offset, component, problem.message);
+    }
+    if report.errors.is_empty() {
         Ok(topology)
     } else {
-        Err(TopologyErrors(
-            problems
-                .into_iter()
-                .map(|(kind, name, message)| {
-                    let pos = spans.get(&(kind, name.clone())).copied().unwrap_or((1, 1));
-                    err(pos, Some(format!("{kind} \"{name}\"")), message)
-                })
-                .collect(),
-        ))
+        report.errors.sort_by_key(|e| (e.line, e.col));
+        Err(TopologyErrors(report.errors))
+    }
+}
+
+/// The path from the top of the file to a component, and how errors name it.
+fn component_path(kind: &'static str, name: &str) -> (Vec<Step>, Option<String>) {
+    let section = locate::SECTIONS.iter().find(|(_, k)| *k == kind).map(|(s, _)| *s);
+    match (kind, section) {
+        ("monitoring", _) => (vec![Step::Field("monitoring")], Some("monitoring".into())),
+        (_, Some(section)) => {
+            (vec![Step::Field(section), Step::Key(name.to_string())], Some(format!("{kind} \"{name}\"")))
+        }
+        _ => (Vec::new(), Some(format!("{kind} \"{name}\""))),
+    }
+}
+
+/// A component defined twice in one section: a map decoder would keep the last one silently.
+fn duplicates(root: &Node, report: &mut Report<'_>) {
+    for (section, kind) in locate::SECTIONS {
+        let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+        for (key, _) in root.field_value(section).map_or(&[][..], Node::entries) {
+            let Some(name) = key.as_str() else { continue };
+            if let Some(at) = first.get(name) {
+                let (line, col) = locate::position_of(report.text, *at);
+                report.push(
+                    key.start,
+                    Some(format!("{kind} \"{name}\"")),
+                    format!("defined twice (first at line {line}, column {col}); names must be unique"),
+                );
+            } else {
+                first.insert(name, key.start);
+            }
+        }
     }
 }
 
 fn decode_all<T: for<'de> Deserialize<'de>>(
-    text: &str,
+    root: &Node,
     kind: &'static str,
     raws: &BTreeMap<String, &RawValue>,
-    spans: &mut Spans,
-    errors: &mut Vec<TopologyError>,
-    err: &dyn Fn((usize, usize), Option<String>, String) -> TopologyError,
+    broken: &mut BTreeSet<String>,
+    report: &mut Report<'_>,
 ) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
     for (name, raw) in raws {
-        let (start, trimmed) = raw_start(text, raw);
-        spans.insert((kind, name.clone()), start);
-        match options().from_str::<T>(trimmed) {
+        let (start, sub) = raw_start(report.text, raw);
+        match options().from_str::<T>(sub) {
             Ok(value) => {
                 out.insert(name.clone(), value);
             }
             Err(e) => {
-                let pos = shift(start, (e.position.line, e.position.col));
-                errors.push(err(pos, Some(format!("{kind} \"{name}\"")), e.code.to_string()));
+                broken.insert(name.clone());
+                report.push_decode(root, start, sub, &e, format!("{kind} \"{name}\""));
             }
         }
     }
     out
 }
 
-/// The file position where `raw`'s text (trimmed of leading white space) starts, and that text.
-fn raw_start<'a>(text: &str, raw: &'a RawValue) -> ((usize, usize), &'a str) {
+/// The byte offset in `text` where `raw`'s text (trimmed of leading white space) starts, and that
+/// text.
+fn raw_start<'a>(text: &str, raw: &'a RawValue) -> (usize, &'a str) {
     let full = raw.get_ron();
     let trimmed = full.trim_start();
     let offset = (trimmed.as_ptr() as usize).saturating_sub(text.as_ptr() as usize).min(text.len());
-    (position_of(text, offset), trimmed)
+    (offset, trimmed)
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn position_of(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-    (line, col)
-}
-
-/// Moves a position relative to a component's text to a position in the file.
-fn shift(start: (usize, usize), rel: (usize, usize)) -> (usize, usize) {
-    if rel.0 <= 1 {
-        (start.0, start.1 + rel.1.saturating_sub(1))
-    } else {
-        (start.0 + rel.0 - 1, rel.1)
+/// What a decoder's error position is about, for the errors whose position can be improved.
+fn anchor_of(code: &ron::Error) -> Option<Anchor> {
+    use ron::Error as E;
+    match code {
+        E::NoSuchStructField { .. } | E::DuplicateStructField { .. } => Some(Anchor::FieldName),
+        E::NoSuchEnumVariant { .. } => Some(Anchor::VariantName),
+        E::MissingStructField { .. } => Some(Anchor::StructClose),
+        E::Message(_) | E::InvalidValueForType { .. } | E::IntegerOutOfBounds | E::ExpectedDifferentLength { .. } => {
+            Some(Anchor::Value)
+        }
+        _ => None,
     }
 }
 
-/// Best effort, for syntax errors found before components are split: the last `"name": Kind(` or
-/// `"name": (` opened before `pos`, with the section it sits in.
-fn enclosing_component(text: &str, pos: (usize, usize)) -> Option<String> {
-    let offset: usize = text.split_inclusive('\n').take(pos.0.saturating_sub(1)).map(str::len).sum::<usize>()
-        + text
-            .split_inclusive('\n')
-            .nth(pos.0.saturating_sub(1))
-            .map_or(0, |l| l.char_indices().nth(pos.1.saturating_sub(1)).map_or(l.len(), |(i, _)| i));
-    let before = &text[..offset.min(text.len())];
-    let component = regex::Regex::new(r#""([^"]+)"\s*:\s*[A-Za-z]*\s*\("#).expect("static regex");
-    let section = regex::Regex::new(r"\b(sources|channels|sinks|sink_groups)\s*:").expect("static regex");
-    let name = component.captures_iter(before).last()?.get(1)?.as_str().to_string();
-    let kind = match section.captures_iter(before).last().map(|c| c.get(1).map_or("", |m| m.as_str()).to_string()) {
-        Some(s) if s == "sources" => "source",
-        Some(s) if s == "channels" => "channel",
-        Some(s) if s == "sinks" => "sink",
-        Some(s) if s == "sink_groups" => "sink group",
-        _ => return Some(format!("\"{name}\"")),
+/// A decoder's error in the words of a topology's author (no Rust type names).
+fn describe(code: &ron::Error) -> String {
+    use ron::Error as E;
+    let one_of = |alts: &[&str], what: &str| match alts {
+        [] => format!("expected no {what}"),
+        [one] => format!("expected `{one}`"),
+        _ => format!("expected one of {}", alts.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")),
     };
-    Some(format!("{kind} \"{name}\""))
+    match code {
+        E::NoSuchStructField { expected, found, .. } => {
+            format!("unknown field `{found}`, {}", one_of(expected, "fields"))
+        }
+        E::NoSuchEnumVariant { expected, found, outer } => {
+            let what = match outer.as_deref() {
+                Some("SourceKind") => "source kind",
+                Some("SinkKind") => "sink kind",
+                Some("ChannelConfig") => "channel kind",
+                Some("InterceptorConfig") => "interceptor",
+                Some("SelectorConfig") => "channel selector",
+                Some("SinkProcessorConfig") => "sink processor",
+                Some("Monitoring") => "monitoring kind",
+                _ => "variant",
+            };
+            format!("unknown {what} `{found}`, {}", one_of(expected, "variants"))
+        }
+        E::MissingStructField { field, .. } => format!("missing field `{field}`"),
+        E::DuplicateStructField { field, .. } => format!("field `{field}` is given twice"),
+        other => {
+            let text = other.to_string();
+            let mut chars = text.chars();
+            chars.next().map_or(text.clone(), |c| c.to_lowercase().chain(chars).collect())
+        }
+    }
 }
 
 fn resolve_paths(topology: &mut Topology, base: &Path) {
@@ -203,10 +263,132 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
 mod tests {
     use super::*;
 
+    fn errors(text: &str) -> Vec<String> {
+        match load_str(text, Path::new("t.ron"), Path::new("/nonexistent-base")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"Topology(
+    agent: "a",
+    sources: {
+        "r1": (kind: SequenceGenerator(total: 10), channels: ["c1"], batch_size: 10),
+    },
+    channels: {
+        "c1": Memory(capacity: 100, transaction_capacity: 10),
+    },
+    sinks: {
+        "k1": (kind: Null(), channel: "c1", batch_size: 10),
+    },
+)"#;
+
+    /// GOOD with its first `from` replaced by `to`.
+    fn with(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from:?} is not in the topology");
+        GOOD.replacen(from, to, 1)
+    }
+
     #[test]
-    fn positions_shift_from_component_to_file() {
-        assert_eq!(shift((10, 5), (1, 3)), (10, 7));
-        assert_eq!(shift((10, 5), (3, 2)), (12, 2));
-        assert_eq!(position_of("ab\ncd", 4), (2, 2));
+    fn a_good_topology_loads() {
+        let t = load_str(GOOD, Path::new("t.ron"), Path::new("/base")).expect("valid");
+        assert_eq!((t.sources.len(), t.channels.len(), t.sinks.len()), (1, 1, 1));
+    }
+
+    #[test]
+    fn unknown_fields_point_at_their_name() {
+        let e = errors(&with("capacity: 100,", "capacity: 100, capacty: 5,"));
+        assert_eq!(
+            e,
+            ["t.ron:7:37: channel \"c1\": unknown field `capacty`, expected one of `capacity`, `transaction_capacity`, `keep_alive`"]
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_point_at_their_name() {
+        let e = errors(&with("Null()", "Kafka(topic: \"x\")"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.ron:10:22: sink \"k1\": unknown sink kind `Kafka`, expected one of `Logger`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_point_at_the_value() {
+        let e = errors(&with("transaction_capacity: 10)", "transaction_capacity: 10, keep_alive: \"3 fortnights\")"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.ron:7:75: channel \"c1\": bad duration \"3 fortnights\""), "{e:?}");
+        let e = errors(&with("total: 10", "total: -1"));
+        assert_eq!(e, ["t.ron:4:47: source \"r1\": integer is out of bounds"]);
+    }
+
+    #[test]
+    fn missing_fields_point_at_their_struct() {
+        let e = errors(&with(", channel: \"c1\"", ""));
+        // The channel has no sink left, but the sink that did not decode may drain it: one error.
+        assert_eq!(e, ["t.ron:10:15: sink \"k1\": missing field `channel`"]);
+    }
+
+    #[test]
+    fn validation_points_at_the_value_concerned() {
+        let e = errors(&with("channels: [\"c1\"]", "channels: [\"c1\", \"c9\"]"));
+        assert_eq!(e, ["t.ron:4:69: source \"r1\": channel \"c9\" does not exist"]);
+        let e = errors(&with("capacity: 100, transaction_capacity: 10", "capacity: 5, transaction_capacity: 10"));
+        assert_eq!(e, ["t.ron:7:57: channel \"c1\": transaction_capacity (10) exceeds capacity (5)"]);
+    }
+
+    #[test]
+    fn a_broken_component_hides_no_other_problem_and_causes_none() {
+        // c1 does not decode: the source and the sink naming it get no "does not exist", and the
+        // unrelated problem of the sink is still reported, in the order of the file.
+        let text = with("Memory(capacity: 100,", "Memory(capacity: \"lots\",");
+        let text = text.replacen("channel: \"c1\", batch_size: 10", "channel: \"c1\", batch_size: 0", 1);
+        assert_eq!(
+            errors(&text),
+            ["t.ron:7:32: channel \"c1\": expected integer", "t.ron:10:57: sink \"k1\": batch_size must be positive"]
+        );
+    }
+
+    #[test]
+    fn components_defined_twice_are_errors() {
+        let text = with("    channels: {\n", "    channels: {\n        \"c1\": Memory(),\n");
+        assert_eq!(
+            errors(&text),
+            ["t.ron:8:9: channel \"c1\": defined twice (first at line 7, column 9); names must be unique"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_component_they_sit_in() {
+        let e = errors(&with("(total: 10),", "(total: 10)"));
+        assert_eq!(e, ["t.ron:4:51: source \"r1\": expected comma"]);
+        let e = errors(&with("agent: \"a\",", "agent: \"a\", sourcs: {},"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.ron:2:17: unknown field `sourcs`, expected one of `agent`"), "{e:?}");
+    }
+
+    #[test]
+    fn monitoring_problems_name_monitoring() {
+        let e = errors(&with("agent: \"a\",", "agent: \"a\", monitoring: Some(Http(bind: \"localhost\")),"));
+        assert_eq!(e, ["t.ron:2:45: monitoring: bind address \"localhost\" is not host:port (e.g. \"127.0.0.1:41414\"): it has no :port"]);
+        let e = errors(&with("agent: \"a\",", "agent: \"a\", monitoring: Some(Http(bind: \"127.0.0.1:1\", port: 2)),"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.ron:2:60: monitoring: unknown field `port`"), "{e:?}");
+    }
+
+    #[test]
+    fn messages_of_several_lines_are_indented() {
+        let e = TopologyError {
+            file: "t.ron".into(),
+            line: 3,
+            col: 4,
+            component: Some("source \"r1\"".into()),
+            message: "regex parse error:\n    (\n    ^\nerror: unclosed group".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "t.ron:3:4: source \"r1\": regex parse error:\n        (\n        ^\n    error: unclosed group"
+        );
     }
 }

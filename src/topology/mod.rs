@@ -6,6 +6,7 @@
 //! found, each naming the file, line:column and component.
 
 mod load;
+mod locate;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -112,8 +113,11 @@ fn default_max_penalty() -> std::time::Duration {
 }
 
 /// A problem in a topology: where it is and what is wrong.
+///
+/// Shown as `FILE:LINE:COL: COMPONENT: MESSAGE` (the component is left out when the problem is
+/// outside any, e.g. a syntax error at the top level); the lines of a message that has several
+/// (a regex error showing the pattern) follow, indented by four spaces.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{col}: {}{message}", file.display(), component.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
 pub struct TopologyError {
     /// The topology file.
     pub file: PathBuf,
@@ -127,10 +131,60 @@ pub struct TopologyError {
     pub message: String,
 }
 
+impl std::fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        if let Some(component) = &self.component {
+            write!(f, "{component}: ")?;
+        }
+        let mut lines = self.message.lines();
+        f.write_str(lines.next().unwrap_or_default())?;
+        for line in lines {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Every problem found in a topology (at least one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct TopologyErrors(pub Vec<TopologyError>);
+
+/// Checks that `address` is `host:port`: an IP address or a host name, then a port from 0 to
+/// 65535 (IPv6 addresses in brackets: `"[::1]:44444"`). Host names are looked up only when the
+/// component starts.
+///
+/// # Errors
+/// What is wrong with it, in words.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("it has no :port".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if host.starts_with('[') || host.contains(':') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("{host:?} is not an IP address (IPv6 goes in brackets: \"[::1]:44444\")"));
+    }
+    let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    if labels.iter().all(|l| l.chars().all(|c| c.is_ascii_digit())) {
+        return Err(format!("{host:?} is not an IP address"));
+    }
+    if !labels.into_iter().all(label) {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    Ok(())
+}
 
 /// Resolves `path` against `base` unless it is absolute.
 pub fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -138,6 +192,30 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
         path.to_path_buf()
     } else {
         base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        for good in ["127.0.0.1:44444", "0.0.0.0:0", "[::1]:41414", "localhost:44444", "collector-1.example.org:80"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "localhost:http",
+            ":44444",
+            "::1:44444",
+            "bad_host:1",
+            "[::1:80",
+            "256.0.0.1:80",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
     }
 }
 

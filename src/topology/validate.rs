@@ -1,73 +1,167 @@
 //! Checks that need the whole topology: names, channel use, shared directories, sizes.
 //!
-//! Each problem is `(component kind, component name, message)`; [`super::load`] adds the file and
-//! the component's line:column.
+//! Each [`Problem`] names its component and a [`Step`] path to the value it is about;
+//! [`super::load`] turns that into the file's line:column. Components that did not decode are
+//! passed as [`Broken`]: they count as existing, and the checks that would need their options are
+//! skipped, so one mistake does not bring a cascade of others.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
 
+use super::locate::Step;
 use super::{ChannelConfig, Monitoring, SinkProcessorConfig, Topology};
 use crate::selector::SelectorConfig;
 
-type Problem = (&'static str, String, String);
+/// One problem: the component (`kind` is `"source"`, `"channel"`, `"sink"`, `"sink group"`,
+/// `"agent"` or `"monitoring"`), the path inside it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    /// What the component is: `"source"`, `"channel"`, ..., `"agent"`, `"monitoring"`.
+    pub kind: &'static str,
+    /// The component's name (the agent's for `"agent"`, empty for `"monitoring"`).
+    pub name: String,
+    /// Where in the component the problem is; empty for the whole component.
+    pub path: Vec<Step>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Names of the components that are in the file but did not decode.
+#[derive(Debug, Default)]
+pub(super) struct Broken {
+    /// Sources that did not decode.
+    pub sources: BTreeSet<String>,
+    /// Channels that did not decode.
+    pub channels: BTreeSet<String>,
+    /// Sinks that did not decode.
+    pub sinks: BTreeSet<String>,
+    /// Sink groups that did not decode.
+    pub sink_groups: BTreeSet<String>,
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, kind: &'static str, name: &str, path: Vec<Step>, message: impl Into<String>) {
+        self.0.push(Problem { kind, name: name.to_string(), path, message: message.into() });
+    }
+}
+
+fn item(name: &str) -> Step {
+    Step::Item(name.to_string())
+}
 
 /// Every problem in `t`; empty when it is valid.
-pub(super) fn validate(t: &Topology) -> Vec<Problem> {
-    let mut problems: Vec<Problem> = Vec::new();
-    let mut p = |kind: &'static str, name: &str, message: String| problems.push((kind, name.to_string(), message));
+pub(super) fn validate(t: &Topology, broken: &Broken) -> Vec<Problem> {
+    let mut p = Problems(Vec::new());
 
     if t.agent.trim().is_empty() {
-        p("agent", "", "the agent name is empty".into());
+        p.add("agent", &t.agent, vec![Step::Field("agent")], "the agent name is empty");
     }
     if let Some(Monitoring::Http { bind }) = &t.monitoring {
-        if bind.parse::<std::net::SocketAddr>().is_err() {
-            p(
-                "agent",
-                &t.agent,
-                format!("monitoring bind address {bind:?} is not host:port (e.g. \"127.0.0.1:41414\")"),
+        if let Err(why) = super::check_address(bind) {
+            p.add(
+                "monitoring",
+                "",
+                vec![Step::Field("bind")],
+                format!("bind address {bind:?} is not host:port (e.g. \"127.0.0.1:41414\"): {why}"),
             );
         }
     }
-    if t.sources.is_empty() {
-        p("agent", &t.agent, "the topology has no source".into());
+    if t.sources.is_empty() && broken.sources.is_empty() {
+        p.add("agent", &t.agent, vec![Step::Field("sources")], "the topology has no source");
     }
 
+    channels(t, &mut p);
+    let used = sources(t, broken, &mut p);
+    let drained = sinks(t, broken, &mut p);
+
+    for name in t.channels.keys() {
+        if broken.sources.is_empty() && !used.contains(name.as_str()) {
+            p.add("channel", name, vec![], "no source puts into this channel (list it in a source's `channels`)");
+        }
+        if broken.sinks.is_empty() && !drained.contains(name.as_str()) {
+            p.add("channel", name, vec![], "no sink drains this channel (name it in a sink's `channel`)");
+        }
+    }
+
+    sink_groups(t, broken, &mut p);
+    p.0
+}
+
+fn channels(t: &Topology, p: &mut Problems) {
     for (name, ch) in &t.channels {
         let (capacity, txn) = channel_limits(ch);
         if capacity == 0 {
-            p("channel", name, "capacity must be positive".into());
+            p.add("channel", name, vec![Step::Field("capacity")], "capacity must be positive");
         }
         if txn == 0 {
-            p("channel", name, "transaction_capacity must be positive".into());
-        } else if txn > capacity {
-            p("channel", name, format!("transaction_capacity ({txn}) exceeds capacity ({capacity})"));
+            p.add("channel", name, vec![Step::Field("transaction_capacity")], "transaction_capacity must be positive");
+        } else if capacity > 0 && txn > capacity {
+            p.add(
+                "channel",
+                name,
+                vec![Step::Field("transaction_capacity")],
+                format!("transaction_capacity ({txn}) exceeds capacity ({capacity})"),
+            );
         }
         if let ChannelConfig::RocksDb(c) = ch {
             if c.cache_events == 0 {
-                p("channel", name, "cache_events must be positive".into());
+                p.add("channel", name, vec![Step::Field("cache_events")], "cache_events must be positive");
             }
         }
     }
-    let mut dirs: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+    let mut dirs: BTreeMap<PathBuf, &str> = BTreeMap::new();
     for (name, ch) in &t.channels {
         if let ChannelConfig::RocksDb(c) = ch {
-            if let Some(other) = dirs.insert(c.dir.clone(), name) {
-                p("channel", name, format!("dir {} is already the dir of channel \"{other}\"", c.dir.display()));
+            let dir = lexically_normal(&c.dir);
+            if let Some(other) = dirs.get(&dir) {
+                p.add(
+                    "channel",
+                    name,
+                    vec![Step::Field("dir")],
+                    format!(
+                        "dir {} is already the dir of channel \"{other}\": each RocksDb channel needs its own",
+                        dir.display()
+                    ),
+                );
+            } else {
+                dirs.insert(dir, name);
             }
         }
     }
+}
 
-    let mut used: BTreeSet<&str> = BTreeSet::new();
+/// Checks the sources; answers the channels they put into.
+fn sources<'t>(t: &'t Topology, broken: &Broken, p: &mut Problems) -> BTreeSet<&'t str> {
+    let mut used = BTreeSet::new();
     for (name, src) in &t.sources {
         if src.channels.is_empty() {
-            p("source", name, "channels is empty: a source needs at least one channel".into());
+            p.add(
+                "source",
+                name,
+                vec![Step::Field("channels")],
+                "channels is empty: a source needs at least one channel",
+            );
         }
+        let mut seen = BTreeSet::new();
         for ch in &src.channels {
-            used.insert(ch);
+            used.insert(ch.as_str());
+            if !seen.insert(ch) {
+                p.add("source", name, vec![Step::Field("channels")], format!("channel \"{ch}\" is listed twice"));
+            }
             match t.channels.get(ch) {
-                None => p("source", name, format!("channel \"{ch}\" does not exist")),
-                Some(c) if src.batch_size as u64 > channel_limits(c).1 => p(
+                None if broken.channels.contains(ch) => {}
+                None => p.add(
                     "source",
                     name,
+                    vec![Step::Field("channels"), item(ch)],
+                    format!("channel \"{ch}\" does not exist"),
+                ),
+                Some(c) if src.batch_size as u64 > channel_limits(c).1 => p.add(
+                    "source",
+                    name,
+                    vec![Step::Field("batch_size")],
                     format!(
                         "batch_size ({}) exceeds the transaction_capacity ({}) of channel \"{ch}\"",
                         src.batch_size,
@@ -78,49 +172,77 @@ pub(super) fn validate(t: &Topology) -> Vec<Problem> {
             }
         }
         if src.batch_size == 0 {
-            p("source", name, "batch_size must be positive".into());
+            p.add("source", name, vec![Step::Field("batch_size")], "batch_size must be positive");
         }
         let listed: BTreeSet<&String> = src.channels.iter().collect();
-        let outside = |what: &str, chans: &[String], p: &mut dyn FnMut(&'static str, &str, String)| {
+        let mut outside = |what: &str, path: &[Step], chans: &[String]| {
             for c in chans {
                 if !listed.contains(c) {
-                    p("source", name, format!("selector {what} channel \"{c}\" is not among the source's channels"));
+                    let mut path = [&[Step::Field("selector")], path].concat();
+                    path.push(item(c));
+                    p.add(
+                        "source",
+                        name,
+                        path,
+                        format!("selector {what} channel \"{c}\" is not among the source's channels"),
+                    );
                 }
             }
         };
         match &src.selector {
-            SelectorConfig::Replicating { optional } => outside("optional", optional, &mut p),
+            SelectorConfig::Replicating { optional } => outside("optional", &[Step::Field("optional")], optional),
             SelectorConfig::Multiplexing { header, mapping, optional, default } => {
-                if header.is_empty() {
-                    p("source", name, "multiplexing selector header is empty".into());
-                }
                 for (value, chans) in mapping {
-                    outside(&format!("mapping {value:?}"), chans, &mut p);
+                    outside(&format!("mapping {value:?}"), &[Step::Field("mapping"), Step::Key(value.clone())], chans);
                 }
                 for (value, chans) in optional {
-                    outside(&format!("optional {value:?}"), chans, &mut p);
+                    outside(
+                        &format!("optional {value:?}"),
+                        &[Step::Field("optional"), Step::Key(value.clone())],
+                        chans,
+                    );
                 }
-                outside("default", default, &mut p);
+                outside("default", &[Step::Field("default")], default);
+                if header.is_empty() {
+                    p.add(
+                        "source",
+                        name,
+                        vec![Step::Field("selector"), Step::Field("header")],
+                        "multiplexing selector header is empty",
+                    );
+                }
             }
         }
         for message in src.kind.validate() {
-            p("source", name, message);
+            p.add("source", name, vec![Step::Field("kind"), Step::Mentioned(message.clone())], message);
         }
-        for i in &src.interceptors {
-            if let Err(message) = i.build() {
-                p("source", name, message);
+        for (i, interceptor) in src.interceptors.iter().enumerate() {
+            if let Err(message) = interceptor.build() {
+                let path = vec![Step::Field("interceptors"), Step::Index(i), Step::Mentioned(message.clone())];
+                p.add("source", name, path, message);
             }
         }
     }
+    used
+}
 
-    let mut drained: BTreeSet<&str> = BTreeSet::new();
+/// Checks the sinks; answers the channels they drain.
+fn sinks<'t>(t: &'t Topology, broken: &Broken, p: &mut Problems) -> BTreeSet<&'t str> {
+    let mut drained = BTreeSet::new();
     for (name, sink) in &t.sinks {
-        drained.insert(&sink.channel);
+        drained.insert(sink.channel.as_str());
         match t.channels.get(&sink.channel) {
-            None => p("sink", name, format!("channel \"{}\" does not exist", sink.channel)),
-            Some(c) if sink.batch_size as u64 > channel_limits(c).1 => p(
+            None if broken.channels.contains(&sink.channel) => {}
+            None => p.add(
                 "sink",
                 name,
+                vec![Step::Field("channel")],
+                format!("channel \"{}\" does not exist", sink.channel),
+            ),
+            Some(c) if sink.batch_size as u64 > channel_limits(c).1 => p.add(
+                "sink",
+                name,
+                vec![Step::Field("batch_size")],
                 format!(
                     "batch_size ({}) exceeds the transaction_capacity ({}) of channel \"{}\"",
                     sink.batch_size,
@@ -131,48 +253,63 @@ pub(super) fn validate(t: &Topology) -> Vec<Problem> {
             Some(_) => {}
         }
         if sink.batch_size == 0 {
-            p("sink", name, "batch_size must be positive".into());
+            p.add("sink", name, vec![Step::Field("batch_size")], "batch_size must be positive");
         }
         for message in sink.kind.validate() {
-            p("sink", name, message);
+            p.add("sink", name, vec![Step::Field("kind"), Step::Mentioned(message.clone())], message);
         }
     }
+    drained
+}
 
-    for name in t.channels.keys() {
-        if !used.contains(name.as_str()) {
-            p("channel", name, "no source puts into this channel".into());
-        }
-        if !drained.contains(name.as_str()) {
-            p("channel", name, "no sink drains this channel".into());
-        }
-    }
-
+fn sink_groups(t: &Topology, broken: &Broken, p: &mut Problems) {
     let mut member_of: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, group) in &t.sink_groups {
         if group.sinks.is_empty() {
-            p("sink group", name, "a sink group needs at least one sink".into());
+            p.add("sink group", name, vec![Step::Field("sinks")], "a sink group needs at least one sink");
         }
         for s in &group.sinks {
-            if !t.sinks.contains_key(s) {
-                p("sink group", name, format!("sink \"{s}\" does not exist"));
+            let at = vec![Step::Field("sinks"), item(s)];
+            if !t.sinks.contains_key(s) && !broken.sinks.contains(s) {
+                p.add("sink group", name, at.clone(), format!("sink \"{s}\" does not exist"));
             }
-            if let Some(other) = member_of.insert(s, name) {
-                if other != name {
-                    p("sink group", name, format!("sink \"{s}\" already belongs to sink group \"{other}\""));
-                } else {
-                    p("sink group", name, format!("sink \"{s}\" is listed twice"));
+            match member_of.insert(s, name) {
+                Some(other) if other == name => p.add("sink group", name, at, format!("sink \"{s}\" is listed twice")),
+                Some(other) => {
+                    p.add("sink group", name, at, format!("sink \"{s}\" already belongs to sink group \"{other}\""))
                 }
+                None => {}
             }
         }
         if let SinkProcessorConfig::Failover { priority, .. } = &group.processor {
             for s in priority.keys() {
                 if !group.sinks.contains(s) {
-                    p("sink group", name, format!("priority names sink \"{s}\", which is not in the group"));
+                    p.add(
+                        "sink group",
+                        name,
+                        vec![Step::Field("processor"), Step::Field("priority"), Step::KeyOf(s.clone())],
+                        format!("priority names sink \"{s}\", which is not in the group"),
+                    );
                 }
             }
         }
     }
-    problems
+}
+
+/// `path` with `.` and `dir/..` taken out, without looking at the file system (the directory may
+/// not exist yet), so that two spellings of one directory compare equal.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `(capacity, transaction_capacity)` of a channel, in events.
@@ -180,5 +317,17 @@ pub(crate) fn channel_limits(c: &ChannelConfig) -> (u64, u64) {
     match c {
         ChannelConfig::Memory(m) => (m.capacity, m.transaction_capacity),
         ChannelConfig::RocksDb(r) => (r.capacity, r.transaction_capacity),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_directory_are_equal() {
+        assert_eq!(lexically_normal(Path::new("/t/./x/../data/q/")), PathBuf::from("/t/data/q"));
+        assert_eq!(lexically_normal(Path::new("../var/q")), PathBuf::from("../var/q"));
+        assert_ne!(lexically_normal(Path::new("/t/data/q")), lexically_normal(Path::new("/t/data/r")));
     }
 }
