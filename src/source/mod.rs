@@ -170,6 +170,7 @@ pub struct SourceContext {
 impl SourceContext {
     /// A context putting through `selector`; `stop` turns true when the agent stops; `end` is
     /// called when the source reached the end of its input.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         batch_size: usize,

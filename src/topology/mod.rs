@@ -15,8 +15,6 @@ use serde::Deserialize;
 
 use crate::channel::memory::MemoryConfig;
 use crate::channel::rocksdb::RocksDbConfig;
-use crate::interceptor::InterceptorConfig;
-use crate::selector::SelectorConfig;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
