@@ -242,6 +242,17 @@ impl Spool {
         let file_path = self.dir.join(&progress.file);
         match std::fs::metadata(&file_path) {
             Ok(md) if md.ino() == progress.inode => {
+                let completed = self.completed_path(&progress.file);
+                let taken = self.delete_policy == DeletePolicy::Never
+                    && std::fs::metadata(&completed).is_ok_and(|c| c.ino() != progress.inode);
+                if taken {
+                    // Refused below as a candidate too; its progress cannot be kept meanwhile.
+                    self.refused.insert(progress.file.clone());
+                    let e = SpoolDirError::CompletedExists { file: file_path, completed };
+                    tracing::error!(error = %e, "file refused; its progress is removed");
+                    self.clear_progress()?;
+                    return Ok(None);
+                }
                 let start = if progress.pos <= md.len() {
                     progress.pos
                 } else {
@@ -471,5 +482,41 @@ mod tests {
         assert!(matches!(err, SpoolDirError::CompletedExists { .. }), "{err}");
         assert!(err.to_string().contains("app.log.COMPLETED already exists"), "{err}");
         assert_eq!(std::fs::read(dir.path().join("app.log.COMPLETED")).unwrap(), b"old\n");
+    }
+
+    #[test]
+    fn a_crash_between_link_and_unlink_completes_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, "one\n").unwrap();
+        let mut spool = Spool::open(&config(dir.path(), DeletePolicy::Never)).unwrap();
+        let mut f = spool.next_file().unwrap().unwrap();
+        read_all(&mut f);
+        spool.save_progress(&mut f, 4).unwrap();
+        std::fs::hard_link(&path, dir.path().join("app.log.COMPLETED")).unwrap();
+        drop(f);
+
+        let mut spool = Spool::open(&config(dir.path(), DeletePolicy::Never)).unwrap();
+        let mut f = spool.next_file().unwrap().unwrap();
+        assert!(read_all(&mut f).is_empty());
+        spool.complete(f).unwrap();
+        assert!(!path.exists() && dir.path().join("app.log.COMPLETED").exists());
+        assert!(spool.next_file().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_file_in_progress_whose_completed_name_got_taken_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.log"), "one\ntwo\n").unwrap();
+        let mut spool = Spool::open(&config(dir.path(), DeletePolicy::Never)).unwrap();
+        let mut f = spool.next_file().unwrap().unwrap();
+        f.read_batch(1).unwrap();
+        spool.save_progress(&mut f, 4).unwrap();
+        drop(f);
+        std::fs::write(dir.path().join("app.log.COMPLETED"), "other\n").unwrap();
+
+        let mut spool = Spool::open(&config(dir.path(), DeletePolicy::Never)).unwrap();
+        assert!(spool.next_file().unwrap().is_none());
+        assert!(!spool.progress_path().exists());
     }
 }
