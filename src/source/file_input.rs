@@ -45,20 +45,22 @@ pub async fn deliver(ctx: &SourceContext, events: Vec<Event>) -> Result<Delivery
     match tokio::time::timeout(STOP_GRACE, put).await {
         Ok(result) => result.map(|()| Delivery::Committed),
         Err(_) => {
-            tracing::warn!(source = %ctx.name, "agent stopping: abandoned a put that did not finish in time");
+            tracing::warn!("agent stopping: abandoned a put that did not finish in time");
             Ok(Delivery::Abandoned)
         }
     }
 }
 
-/// Runs blocking file work on tokio's blocking pool, off the actor's event loop.
+/// Runs blocking file work on tokio's blocking pool, off the actor's event loop, inside the
+/// caller's tracing span (so its logs name the source).
 ///
 /// # Errors
 /// `f`'s error, or an error saying the blocking task panicked or was cancelled.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await.map_err(std::io::Error::other)?
 }
 
 /// Runs `f` on `state` on tokio's blocking pool and hands both back: how a source's synchronous

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing::Instrument;
 
 pub use spool::{Progress, SpoolDirError, PROGRESS_FILE};
 use spool::{Spool, SpoolFile};
@@ -150,14 +151,14 @@ impl From<SpoolDirError> for SourceError {
 /// completed name, a file changed while read); a put failed for good. The source is then
 /// restarted and resumes from the last committed progress.
 pub async fn run(config: SpoolDirConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    let opened = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || Spool::open(&config)
-    })
-    .await
-    .map_err(|e| SourceError::Other(format!("opening the spool directory panicked: {e}")))?;
+    let span = tracing::info_span!("source", name = %ctx.name);
+    ingest(config, ctx).instrument(span).await
+}
+
+async fn ingest(config: SpoolDirConfig, ctx: SourceContext) -> Result<(), SourceError> {
+    let (_, opened) = step(config.clone(), |c| Spool::open(c)).await?;
     let mut spool = opened?;
-    tracing::info!(source = %ctx.name, dir = %spool.dir().display(), "watching spool directory");
+    tracing::info!(dir = %spool.dir().display(), "watching spool directory");
     let max = ctx.batch_size.max(1);
     let mut current: Option<SpoolFile> = None;
     loop {
@@ -169,7 +170,7 @@ pub async fn run(config: SpoolDirConfig, ctx: SourceContext) -> Result<(), Sourc
             spool = back;
             match next? {
                 Some(file) => {
-                    tracing::info!(source = %ctx.name, path = %file.path.display(), position = file.committed, "reading");
+                    tracing::info!(path = %file.path.display(), position = file.committed, "reading");
                     current = Some(file);
                 }
                 None => {
@@ -211,7 +212,7 @@ pub async fn run(config: SpoolDirConfig, ctx: SourceContext) -> Result<(), Sourc
             let (back, completed) = step(spool, move |s| s.complete(file)).await?;
             spool = back;
             completed?;
-            tracing::info!(source = %ctx.name, path = %path.display(), events, policy = ?config.delete_policy, "file completed");
+            tracing::info!(path = %path.display(), events, policy = ?config.delete_policy, "file completed");
         } else {
             current = Some(file);
         }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tracing::Instrument;
 
 pub use position::{Position, PositionFileError};
 use tailer::{FileGroup, TailOptions, Tailer};
@@ -158,6 +159,11 @@ impl TaildirConfig {
 /// # Errors
 /// The position file cannot be read or written; a put failed for good.
 pub async fn run(config: TaildirConfig, ctx: SourceContext) -> Result<(), SourceError> {
+    let span = tracing::info_span!("source", name = %ctx.name);
+    follow(config, ctx).instrument(span).await
+}
+
+async fn follow(config: TaildirConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let position_file = std::path::absolute(&config.position_file)
         .map_err(SourceError::io(format!("resolve {}", config.position_file.display())))?;
     let saved = {
@@ -175,7 +181,6 @@ pub async fn run(config: TaildirConfig, ctx: SourceContext) -> Result<(), Source
         ignored: vec![position_file.clone(), temporary_path(&position_file)],
     };
     tracing::info!(
-        source = %ctx.name,
         groups = config.filegroups.len(),
         saved_positions = saved.len(),
         position_file = %position_file.display(),
@@ -188,7 +193,7 @@ pub async fn run(config: TaildirConfig, ctx: SourceContext) -> Result<(), Source
         _ => Ok(()),
     };
     if let Err(e) = &stored {
-        tracing::error!(source = %ctx.name, error = %e, "could not write the position file on the way out");
+        tracing::error!(error = %e, "could not write the position file on the way out");
     }
     result.and(stored)
 }
@@ -228,7 +233,7 @@ async fn tail(
                 Delivery::Committed => tailer.commit(&batch.acks),
                 Delivery::Abandoned => return Ok(()),
             }
-            tracing::trace!(source = %ctx.name, events = n, "batch committed");
+            tracing::trace!(events = n, "batch committed");
         }
         if tailer.positions_changed() && last_store.elapsed() >= config.write_pos_interval {
             store_positions(tailer, position_file).await?;
