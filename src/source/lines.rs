@@ -52,6 +52,12 @@ impl LineBuffer {
         self.buf.len()
     }
 
+    /// Whether the buffer holds nothing: no buffered bytes, and not inside the skipped rest of a
+    /// cut line. Such a buffer may be dropped and a new one started at [`LineBuffer::consumed`].
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && !self.skipping
+    }
+
     /// The next complete line, if the buffer holds one (or a cut one when it is over the limit).
     pub fn next_line(&mut self) -> Option<Line> {
         if self.skipping {

@@ -9,6 +9,7 @@
 //! from its last acknowledged position.
 
 pub mod exec;
+pub mod file_input;
 pub mod lines;
 pub mod netcat;
 pub mod sequence_generator;
