@@ -498,4 +498,9 @@ fn quickstart_archives_everything_and_sorts_by_level() {
     for positions in ["archive-positions.json", "by-level-positions.json"] {
         assert!(sandbox.var(&format!("quickstart/{positions}")).is_file(), "no {positions}");
     }
+    // A second run resumes from the saved positions: nothing is read or written twice.
+    let before: Vec<usize> = ["archive", "live", "problems", "routine"].iter().map(|s| out(s).len()).collect();
+    sandbox.run_once("quickstart");
+    let after: Vec<usize> = ["archive", "live", "problems", "routine"].iter().map(|s| out(s).len()).collect();
+    assert_eq!(after, before, "a second run duplicates nothing");
 }
