@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use actix::Message;
 
+use crate::metrics::Counter;
+
 /// Restart delay after `restarts` consecutive failures: none at first, then 100 ms doubling,
 /// capped at 30 s.
 pub fn restart_backoff(restarts: u32) -> Duration {
@@ -15,6 +17,37 @@ pub fn restart_backoff(restarts: u32) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_millis(100u64.saturating_mul(1 << (restarts - 1).min(20))).min(Duration::from_secs(30))
+}
+
+/// Consecutive failures of one supervised component, and the restart backoff they call for.
+///
+/// The backoff grows only while nothing gets through: a component that made progress (delivered
+/// or accepted a batch) since it last started begins again at the shortest delay, as Flume's sink
+/// runner does.
+#[derive(Debug, Default)]
+pub struct Restarts {
+    consecutive: u32,
+}
+
+impl Restarts {
+    /// How long the (re)started component waits before it works again.
+    pub fn delay(&self) -> Duration {
+        restart_backoff(self.consecutive)
+    }
+
+    /// Records a failure of `component` (`"sink"`, `"source"`): counts it in `counter` and logs it.
+    pub fn failed(&mut self, progressed: bool, counter: &Counter, component: &str, error: &dyn std::fmt::Display) {
+        if progressed {
+            self.consecutive = 0;
+        }
+        counter.inc();
+        tracing::error!(error = %error, restart_in = ?restart_backoff(self.consecutive + 1), "{component} failed; restarting");
+    }
+
+    /// Called as the supervisor restarts the actor.
+    pub fn restarting(&mut self) {
+        self.consecutive = self.consecutive.saturating_add(1);
+    }
 }
 
 /// Turns a caught panic payload into words.

@@ -88,7 +88,13 @@ fn second_signal_exits_at_once_and_the_durable_channel_keeps_the_rest() {
     wait_for(
         Duration::from_secs(120),
         || output_lines(&tmp.path().join("out")).0.len() >= lines.len(),
-        || format!("{} of {} lines delivered after the restart", output_lines(&tmp.path().join("out")).0.len(), lines.len()),
+        || {
+            format!(
+                "{} of {} lines delivered after the restart",
+                output_lines(&tmp.path().join("out")).0.len(),
+                lines.len()
+            )
+        },
     );
     assert_eq!(again.terminate(Duration::from_secs(60)), Some(0));
     let (got, _) = output_lines(&tmp.path().join("out"));

@@ -241,11 +241,15 @@ mod tests {
     #[actix_rt::test]
     async fn multiplexing_routes_by_header_with_default_and_counts_unrouted() {
         let metrics = Metrics::new();
-        let (info, warn, other) = (channel("info", 10, &metrics), channel("warn", 10, &metrics), channel("other", 10, &metrics));
+        let (info, warn, other) =
+            (channel("info", 10, &metrics), channel("warn", 10, &metrics), channel("other", 10, &metrics));
         let channels = [&info, &warn, &other].iter().map(|c| (c.name.clone(), (*c).clone())).collect();
         let config = SelectorConfig::Multiplexing {
             header: "level".into(),
-            mapping: BTreeMap::from([("INFO".into(), vec!["info".into()]), ("WARN".into(), vec!["warn".into(), "info".into()])]),
+            mapping: BTreeMap::from([
+                ("INFO".into(), vec!["info".into()]),
+                ("WARN".into(), vec!["warn".into(), "info".into()]),
+            ]),
             optional: BTreeMap::new(),
             default: vec!["other".into()],
         };

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::channel::{ChannelError, ChannelHandle};
 use crate::event::{body_bytes, Event};
 use crate::metrics::SinkCounters;
-use crate::supervision::{panic_message, restart_backoff, IsIdle};
+use crate::supervision::{panic_message, IsIdle, Restarts};
 
 /// A sink as written in a topology: its kind and options, and the channel it drains.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -153,7 +153,7 @@ pub struct SinkRunner {
     factory: SinkFactory,
     counters: Arc<SinkCounters>,
     stop: watch::Receiver<Option<Instant>>,
-    restarts: u32,
+    restarts: Restarts,
     idle: bool,
 }
 
@@ -170,7 +170,16 @@ impl SinkRunner {
         counters: Arc<SinkCounters>,
         stop: watch::Receiver<Option<Instant>>,
     ) -> Self {
-        SinkRunner { name: name.into(), channel, batch_size, factory, counters, stop, restarts: 0, idle: false }
+        SinkRunner {
+            name: name.into(),
+            channel,
+            batch_size,
+            factory,
+            counters,
+            stop,
+            restarts: Restarts::default(),
+            idle: false,
+        }
     }
 }
 
@@ -179,7 +188,7 @@ impl Actor for SinkRunner {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.idle = false;
-        let delay = restart_backoff(self.restarts);
+        let delay = self.restarts.delay();
         let work = drain(
             self.channel.clone(),
             self.batch_size,
@@ -198,12 +207,8 @@ impl Actor for SinkRunner {
             match result {
                 Ok(()) => act.idle = true,
                 Err(e) => {
-                    // Backoff grows only while nothing gets through (as Flume's sink runner).
-                    if act.counters.drain_success.get() > delivered_before {
-                        act.restarts = 0;
-                    }
-                    act.counters.restarts.inc();
-                    tracing::error!(error = %e, restart_in = ?restart_backoff(act.restarts + 1), "sink failed; restarting");
+                    let progressed = act.counters.drain_success.get() > delivered_before;
+                    act.restarts.failed(progressed, &act.counters.restarts, "sink", &e);
                     ctx.stop();
                 }
             }
@@ -213,7 +218,7 @@ impl Actor for SinkRunner {
 
 impl Supervised for SinkRunner {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.restarts = self.restarts.saturating_add(1);
+        self.restarts.restarting();
     }
 }
 

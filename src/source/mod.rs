@@ -31,7 +31,7 @@ use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
 use crate::metrics::SourceCounters;
 use crate::selector::{Route, Selector, SelectorConfig};
-use crate::supervision::{panic_message, restart_backoff, IsIdle};
+use crate::supervision::{panic_message, IsIdle, Restarts};
 use crate::topology::duration;
 
 /// A source as written in a topology: its kind and options, and how it is wired.
@@ -236,14 +236,14 @@ impl SourceContext {
 pub struct SourceActor {
     kind: SourceKind,
     ctx: SourceContext,
-    restarts: u32,
+    restarts: Restarts,
     idle: bool,
 }
 
 impl SourceActor {
     /// An actor that will run `kind` with `ctx`.
     pub fn new(kind: SourceKind, ctx: SourceContext) -> Self {
-        SourceActor { kind, ctx, restarts: 0, idle: false }
+        SourceActor { kind, ctx, restarts: Restarts::default(), idle: false }
     }
 }
 
@@ -251,7 +251,7 @@ impl Actor for SourceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let delay = restart_backoff(self.restarts);
+        let delay = self.restarts.delay();
         let sctx = self.ctx.clone();
         let run = self.kind.run(sctx.clone());
         self.idle = false;
@@ -278,12 +278,8 @@ impl Actor for SourceActor {
                 }
                 Err(_) if act.ctx.is_stopping() => act.idle = true,
                 Err(e) => {
-                    // Backoff grows only while nothing gets through.
-                    if act.ctx.counters.append_batch_accepted.get() > accepted_before {
-                        act.restarts = 0;
-                    }
-                    act.ctx.counters.restarts.inc();
-                    tracing::error!(error = %e, restart_in = ?restart_backoff(act.restarts + 1), "source failed; restarting");
+                    let progressed = act.ctx.counters.append_batch_accepted.get() > accepted_before;
+                    act.restarts.failed(progressed, &act.ctx.counters.restarts, "source", &e);
                     ctx.stop();
                 }
             }
@@ -293,7 +289,7 @@ impl Actor for SourceActor {
 
 impl Supervised for SourceActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.restarts = self.restarts.saturating_add(1);
+        self.restarts.restarting();
     }
 }
 
