@@ -89,14 +89,33 @@ pub async fn start(
     config: RocksDbConfig,
     counters: Arc<ChannelCounters>,
 ) -> Result<ChannelHandle, ChannelError> {
+    Ok(ChannelHandle::new(name, start_actor(name, config, counters).await?))
+}
+
+/// As [`start`], answering the actor's address (which also takes [`Restart`]).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_actor(
+    name: &str,
+    config: RocksDbConfig,
+    counters: Arc<ChannelCounters>,
+) -> Result<Addr<RocksDbChannel>, ChannelError> {
     let dir = config.dir.clone();
     let opened = actix_rt::task::spawn_blocking(move || store::open(&dir))
         .await
         .map_err(|e| ChannelError::Storage(format!("open: {e}")))??;
     tracing::info!(channel = %name, dir = %config.dir.display(), events = opened.queue.held(), "RocksDb channel opened");
     let channel = RocksDbChannel::new(name, config, counters, opened);
-    Ok(ChannelHandle::new(name, Supervisor::start(move |_| channel)))
+    Ok(Supervisor::start(move |_| channel))
 }
+
+/// Stops the channel actor as a failed write does, so that its supervisor restarts it: the
+/// database is closed and opened again, and the queue rebuilt from it. Transactions taken before
+/// are forgotten, their events available again; puts in flight are answered `Closed`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Restart;
 
 /// A put handed to the writer thread, waiting for its [`Written`] answer.
 struct PendingPut {
@@ -112,6 +131,8 @@ pub struct RocksDbChannel {
     counters: Arc<ChannelCounters>,
     /// The open database and its writer; `None` while (re)opening and after [`Close`].
     store: Option<(Arc<rocksdb::DB>, Writer)>,
+    /// The database of the previous start, closed before a restart opens it again.
+    closing: Option<(Arc<rocksdb::DB>, Writer)>,
     /// Opened by [`start`], installed when the actor starts.
     opened: Option<Opened>,
     queue: QueueState,
@@ -137,6 +158,7 @@ impl RocksDbChannel {
             config,
             counters,
             store: None,
+            closing: None,
             opened: Some(opened),
             queue: QueueState::default(),
             next_seq: 0,
@@ -306,10 +328,19 @@ impl Actor for RocksDbChannel {
             self.install(opened, ctx);
             return;
         }
-        // A restart: open the database again, after a backoff; nothing is served meanwhile.
+        // A restart: let the old writer finish (its deletes included), close the database, and
+        // open it again after a backoff; `wait` holds every message until then.
         let (dir, delay) = (self.config.dir.clone(), restart_backoff(self.restarts));
+        let closing = self.closing.take();
         ctx.wait(
             async move {
+                if let Some((db, writer)) = closing {
+                    let _ = actix_rt::task::spawn_blocking(move || {
+                        writer.finish();
+                        drop(db);
+                    })
+                    .await;
+                }
                 actix_rt::time::sleep(delay).await;
                 actix_rt::task::spawn_blocking(move || store::open(&dir))
                     .await
@@ -331,24 +362,12 @@ impl Actor for RocksDbChannel {
 }
 
 impl Supervised for RocksDbChannel {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
+    fn restarting(&mut self, _: &mut Context<Self>) {
         self.restarts = self.restarts.saturating_add(1);
         self.counters.restarts.inc();
         self.fail_waiting(|| ChannelError::Closed);
-        if let Some((db, writer)) = self.store.take() {
-            // Let the old writer finish (its deletes included) and release the database before
-            // `started` opens it again; `wait` holds every message until then.
-            ctx.wait(
-                async move {
-                    let _ = actix_rt::task::spawn_blocking(move || {
-                        writer.finish();
-                        drop(db);
-                    })
-                    .await;
-                }
-                .into_actor(self),
-            );
-        }
+        // `started` lets the old writer finish and releases the database before opening it again.
+        self.closing = self.store.take();
     }
 }
 
@@ -382,6 +401,15 @@ impl Handler<Written> for RocksDbChannel {
             return;
         }
         self.serve_parked(ctx);
+    }
+}
+
+impl Handler<Restart> for RocksDbChannel {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+        tracing::warn!(channel = %self.name, "restart requested");
+        ctx.stop();
     }
 }
 
@@ -489,5 +517,51 @@ impl Handler<Close> for RocksDbChannel {
                 Err(e) => tracing::error!(channel = %name, error = %e, "RocksDb channel: close failed"),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn lines(from: u64, n: u64) -> Vec<Event> {
+        (from..from + n)
+            .map(|i| Event::new(format!("{i} 081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1")))
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_restarted_channel_reopens_its_database_and_returns_taken_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RocksDbConfig {
+            dir: dir.path().join("c1"),
+            capacity: 1000,
+            transaction_capacity: 100,
+            sync: true,
+            cache_events: 1000,
+            keep_alive: Duration::from_millis(50),
+        };
+        let metrics = Metrics::new();
+        let addr = start_actor("c1", config, metrics.channel("c1")).await.unwrap();
+        let ch = ChannelHandle::new("c1", addr.clone());
+        for i in 0..3 {
+            addr.send(Put { events: lines(i * 10, 10) }).await.unwrap().unwrap();
+        }
+        let delivered = ch.take(10, Duration::ZERO).await.unwrap();
+        ch.commit(delivered).await.unwrap();
+        let mut taken = ch.take(10, Duration::ZERO).await.unwrap();
+        assert_eq!(taken.events, lines(10, 10));
+
+        addr.send(Restart).await.unwrap();
+        assert_eq!(addr.send(Size).await.unwrap(), 20, "the committed take stays gone, the open one is back");
+        let id = taken.disarm().unwrap();
+        assert_eq!(addr.send(Commit { txn: id }).await.unwrap(), Err(ChannelError::UnknownTxn(id)));
+        addr.send(Put { events: lines(30, 5) }).await.unwrap().unwrap();
+        let all = ch.take(100, Duration::ZERO).await.unwrap();
+        let expected: Vec<Event> = lines(10, 20).into_iter().chain(lines(30, 5)).collect();
+        assert_eq!(all.events, expected, "FIFO across the restart, nothing lost");
+        ch.commit(all).await.unwrap();
+        assert_eq!(metrics.channel("c1").restarts.get(), 1);
     }
 }
