@@ -249,3 +249,53 @@ fn netcat_udp_makes_one_event_per_datagram() {
     assert_eq!(source_counter(monitoring, "EventMalformedCount"), Some(0));
     assert_eq!(flumen.terminate(WAIT), Some(0));
 }
+
+#[test]
+fn over_tcp_unparsable_and_over_long_messages_are_kept_flagged_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let kind = format!("SyslogTcp(bind: \"127.0.0.1:{port}\", max_message_length: 300)");
+    let topology = topology(tmp.path(), &kind, metrics_port);
+    let mut flumen = Flumen::start(&["run", "--quiet", &topology], &tmp.path().join("flumen.log"));
+    let mut stream = flumen.connect(format!("127.0.0.1:{port}").parse().unwrap(), WAIT);
+
+    let hdfs = sample("HDFS_2k.log");
+    let long = hdfs.iter().find(|l| l.len() > 400).expect("HDFS has lines over 400 bytes");
+    let short = &hdfs[0];
+    let octets = |m: String| format!("{} {m}", m.len());
+    let head = "<29>1 2008-11-09T20:35:18.000Z dn-1 datanode 148 - -";
+    let mut wire = String::new();
+    wire += &octets(format!("{head} {short}"));
+    wire += &format!("not syslog: {short}\n");
+    wire += &octets(format!("{head} {long}"));
+    wire += &format!("{head} {short}\n");
+    stream.write_all(wire.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+
+    let bodies = tmp.path().join("out/bodies");
+    wait_for_lines(&flumen, &bodies, 4);
+    let (lines, _) = output_lines(&bodies);
+    let cut = &format!("{head} {long}")[head.len() + 1..300];
+    let want = [short.clone(), format!("not syslog: {short}"), cut.to_string(), short.clone()];
+    assert!(multiset(lines.clone()) == multiset(want), "bodies: {lines:#?}");
+
+    let monitoring: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    wait_for(
+        WAIT,
+        || source_counter(monitoring, "EventMalformedCount") == Some(2),
+        || format!("EventMalformedCount is {:?}, not 2", source_counter(monitoring, "EventMalformedCount")),
+    );
+    wait_for(
+        WAIT,
+        || logged_headers(&flumen.log_text()).len() >= 4,
+        || format!("the Logger sink showed {} of 4 events", logged_headers(&flumen.log_text()).len()),
+    );
+    let shown = logged_headers(&flumen.log_text());
+    assert_eq!(shown.iter().filter(|h| h.as_str() == r#"{"syslog_invalid": "true"}"#).count(), 1, "{shown:#?}");
+    let truncated: Vec<_> = shown.iter().filter(|h| header(h, "truncated") == Some("true")).collect();
+    assert_eq!(truncated.len(), 1, "{shown:#?}");
+    assert_eq!(header(truncated[0], "app_name"), Some("datanode"), "a cut message keeps its parsed header");
+    let parsed = shown.iter().filter(|h| header(h, "timestamp") == Some("1226262918000")).count();
+    assert_eq!(parsed, 3, "{shown:#?}");
+    assert_eq!(flumen.terminate(WAIT), Some(0));
+}
