@@ -299,3 +299,39 @@ fn over_tcp_unparsable_and_over_long_messages_are_kept_flagged_and_counted() {
     assert_eq!(parsed, 3, "{shown:#?}");
     assert_eq!(flumen.terminate(WAIT), Some(0));
 }
+
+#[test]
+fn keep_fields_makes_the_whole_message_the_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let kind = format!(
+        "SyslogUdp(bind: \"127.0.0.1:{port}\", keep_fields: true, receive_buffer_bytes: Some(1048576), max_message_length: 1000)"
+    );
+    let topology = topology(tmp.path(), &kind, metrics_port);
+    let flumen = Flumen::start(&["run", "--quiet", &topology], &tmp.path().join("flumen.log"));
+    wait_for_log(&flumen, "receiving datagrams");
+
+    let messages: Vec<String> = sample("OpenSSH_2k.log")[..50]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("<38>1 2026-11-23T01:00:{:02}.5Z combo sshd {i} - - {l}", i % 60))
+        .collect();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for m in &messages {
+        socket.send_to(m.as_bytes(), format!("127.0.0.1:{port}")).unwrap();
+    }
+    let bodies = tmp.path().join("out/bodies");
+    wait_for_lines(&flumen, &bodies, messages.len());
+    let (lines, _) = output_lines(&bodies);
+    assert!(multiset(lines) == multiset(messages.iter().cloned()), "the bodies are the whole messages");
+    wait_for(
+        WAIT,
+        || logged_headers(&flumen.log_text()).len() >= messages.len(),
+        || format!("the Logger sink showed {} events", logged_headers(&flumen.log_text()).len()),
+    );
+    for h in logged_headers(&flumen.log_text()) {
+        assert_eq!(header(&h, "app_name"), Some("sshd"), "{h}");
+        assert!(header(&h, "timestamp").is_some_and(|t| t.ends_with("500")), "{h}");
+    }
+    assert_eq!(flumen.terminate(WAIT), Some(0));
+}

@@ -19,20 +19,34 @@ use crate::event::Event;
 /// The largest UDP payload (IPv4), in bytes.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// Problems with a record length limit and a receive buffer size.
+pub fn check(max_len: usize, receive_buffer_bytes: Option<usize>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if max_len > MAX_DATAGRAM {
+        problems.push(format!("the length limit {max_len} is over the largest UDP payload ({MAX_DATAGRAM} bytes)"));
+    }
+    if receive_buffer_bytes == Some(0) {
+        problems.push("receive_buffer_bytes must be positive".into());
+    }
+    problems
+}
+
 /// Receives datagrams on `bind` until the agent stops; `to_events` turns each batch of records
 /// (datagrams without a trailing LF or CRLF, cut to `max_len` bytes and flagged when longer) into
-/// events.
+/// events. `receive_buffer_bytes` sets the socket's `SO_RCVBUF`.
 ///
 /// # Errors
 /// When the address cannot be bound, receiving fails, or a put fails for good.
 pub async fn run(
     bind: &str,
     max_len: usize,
+    receive_buffer_bytes: Option<usize>,
     ctx: SourceContext,
-    to_events: fn(Vec<Line>, &SourceContext) -> Vec<Event>,
+    to_events: impl Fn(Vec<Line>, &SourceContext) -> Vec<Event>,
 ) -> Result<(), SourceError> {
-    let socket = UdpSocket::bind(bind).await.map_err(SourceError::io(format!("bind {bind}")))?;
-    tracing::info!(source = %ctx.name, bind, "receiving datagrams");
+    let socket = open(bind, receive_buffer_bytes).await.map_err(SourceError::io(format!("bind {bind}")))?;
+    let buffer = socket2::SockRef::from(&socket).recv_buffer_size().unwrap_or(0);
+    tracing::info!(source = %ctx.name, bind, receive_buffer_bytes = buffer, "receiving datagrams");
     let (batches, mut to_put) = mpsc::channel::<Vec<Event>>(PIPELINE);
     let ctx = &ctx;
     let receiving = async move {
@@ -67,6 +81,26 @@ pub async fn run(
     };
     let (received, put) = futures_util::join!(receiving, putting);
     put.and(received)
+}
+
+/// A UDP socket bound to `bind` (resolved; the first address that binds), with its receive buffer
+/// set to `receive_buffer_bytes` when given.
+async fn open(bind: &str, receive_buffer_bytes: Option<usize>) -> std::io::Result<UdpSocket> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(bind).await? {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+        if let Some(bytes) = receive_buffer_bytes {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        match socket.bind(&addr.into()) {
+            Ok(()) => {
+                socket.set_nonblocking(true)?;
+                return UdpSocket::from_std(socket.into());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address to bind")))
 }
 
 /// A datagram as a record: one trailing LF or CRLF removed, cut to `max_len` bytes.

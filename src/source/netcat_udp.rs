@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::lines::to_events;
 use super::{datagram, SourceContext, SourceError};
 
-/// `NetcatUdp(bind: "127.0.0.1:44445", max_line_length: 65507)`.
+/// `NetcatUdp(bind: "127.0.0.1:44445", max_line_length: 65507, receive_buffer_bytes: None)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetcatUdpConfig {
@@ -18,6 +18,11 @@ pub struct NetcatUdpConfig {
     /// counted in `EventMalformedCount`. Default 65507 (the largest UDP payload: nothing is cut).
     #[serde(default = "default_max_line_length")]
     pub max_line_length: usize,
+    /// The socket's receive buffer in bytes (`SO_RCVBUF`; Linux caps it at
+    /// `net.core.rmem_max`): datagrams wait there while a put is slow, and the kernel drops what
+    /// does not fit. Default `None`: the system's default (`net.core.rmem_default`).
+    #[serde(default)]
+    pub receive_buffer_bytes: Option<usize>,
 }
 
 fn default_max_line_length() -> usize {
@@ -27,7 +32,9 @@ fn default_max_line_length() -> usize {
 impl NetcatUdpConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
-        super::syslog::check(&self.bind, "max_line_length", self.max_line_length)
+        let mut problems = super::syslog::check(&self.bind, "max_line_length", self.max_line_length);
+        problems.extend(datagram::check(self.max_line_length, self.receive_buffer_bytes));
+        problems
     }
 }
 
@@ -36,5 +43,5 @@ impl NetcatUdpConfig {
 /// # Errors
 /// When the address cannot be bound, receiving fails, or a put fails for good.
 pub async fn run(config: NetcatUdpConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    datagram::run(&config.bind, config.max_line_length, ctx, to_events).await
+    datagram::run(&config.bind, config.max_line_length, config.receive_buffer_bytes, ctx, to_events).await
 }

@@ -27,14 +27,20 @@ pub(crate) fn default_max_message_length() -> usize {
     DEFAULT_MAX_MESSAGE_LENGTH
 }
 
-/// Turns framed messages into events; flags and counts cut and unparsable ones.
-pub fn to_events(messages: Vec<Line>, ctx: &SourceContext) -> Vec<Event> {
+/// Turns framed messages into events; flags and counts cut and unparsable ones. With
+/// `keep_fields` the body is the whole message as received (Flume's `keepFields = all`), else its
+/// MSG part.
+pub fn to_events(messages: Vec<Line>, keep_fields: bool, ctx: &SourceContext) -> Vec<Event> {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let (mut invalid, mut cut) = (0, 0);
     let events = messages
         .into_iter()
         .map(|m| {
+            let whole = m.body.clone();
             let (mut event, parsed) = parse::to_event(m.body, now_ms);
+            if keep_fields {
+                event.body = whole;
+            }
             if m.truncated {
                 cut += 1;
                 event.headers.insert("truncated".into(), "true".into());

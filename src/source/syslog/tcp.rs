@@ -12,7 +12,7 @@ use crate::source::lines::{read_batch, ReadEnd};
 use crate::source::netcat::PIPELINE;
 use crate::source::{SourceContext, SourceError};
 
-/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500)`.
+/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogTcpConfig {
@@ -23,6 +23,10 @@ pub struct SyslogTcpConfig {
     /// Default 2500.
     #[serde(default = "super::default_max_message_length")]
     pub max_message_length: usize,
+    /// Make the body the whole message, header fields included, instead of its MSG part (Flume's
+    /// `keepFields = all`); the headers are set either way. Default `false`.
+    #[serde(default)]
+    pub keep_fields: bool,
 }
 
 impl SyslogTcpConfig {
@@ -43,9 +47,9 @@ pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), Sour
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.map_err(SourceError::io(format!("accept on {}", config.bind)))?;
-                let (max, ctx) = (config.max_message_length, ctx.clone());
+                let (config, ctx) = (config.clone(), ctx.clone());
                 actix_rt::spawn(async move {
-                    if let Err(e) = connection(stream, max, &ctx).await {
+                    if let Err(e) = connection(stream, &config, &ctx).await {
                         tracing::warn!(source = %ctx.name, %peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -57,17 +61,18 @@ pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), Sour
 
 /// Reads one connection: batches of messages, put (up to [`PIPELINE`] at once, in order) while the
 /// next ones are read. Nothing is written back: syslog over TCP has no acknowledgements.
-async fn connection(stream: TcpStream, max: usize, ctx: &SourceContext) -> Result<(), SourceError> {
+async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceContext) -> Result<(), SourceError> {
     let _ = stream.set_nodelay(true);
     let (mut reader, _writer) = stream.into_split();
     let (batches, mut to_put) = mpsc::channel::<Vec<Event>>(1);
     let reading = async move {
-        let mut frames = SyslogFrames::new(max);
+        let mut frames = SyslogFrames::new(config.max_message_length);
         loop {
             let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, ctx.linger, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !messages.is_empty() && batches.send(super::to_events(messages, ctx)).await.is_err() {
+            if !messages.is_empty() && batches.send(super::to_events(messages, config.keep_fields, ctx)).await.is_err()
+            {
                 // The putting side stopped on a failed put; it reports the error.
                 return Ok(());
             }

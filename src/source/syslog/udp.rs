@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::source::{datagram, SourceContext, SourceError};
 
-/// `SyslogUdp(bind: "0.0.0.0:5140", max_message_length: 2500)`.
+/// `SyslogUdp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false, receive_buffer_bytes: None)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogUdpConfig {
@@ -15,12 +15,23 @@ pub struct SyslogUdpConfig {
     /// 65507 (the largest UDP payload). Default 2500.
     #[serde(default = "super::default_max_message_length")]
     pub max_message_length: usize,
+    /// Make the body the whole message, header fields included, instead of its MSG part (Flume's
+    /// `keepFields = all`); the headers are set either way. Default `false`.
+    #[serde(default)]
+    pub keep_fields: bool,
+    /// The socket's receive buffer in bytes (`SO_RCVBUF`; Linux caps it at
+    /// `net.core.rmem_max`): datagrams wait there while a put is slow, and the kernel drops what
+    /// does not fit. Default `None`: the system's default (`net.core.rmem_default`).
+    #[serde(default)]
+    pub receive_buffer_bytes: Option<usize>,
 }
 
 impl SyslogUdpConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
-        super::check(&self.bind, "max_message_length", self.max_message_length)
+        let mut problems = super::check(&self.bind, "max_message_length", self.max_message_length);
+        problems.extend(datagram::check(self.max_message_length, self.receive_buffer_bytes));
+        problems
     }
 }
 
@@ -29,5 +40,7 @@ impl SyslogUdpConfig {
 /// # Errors
 /// When the address cannot be bound, receiving fails, or a put fails for good.
 pub async fn run(config: SyslogUdpConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    datagram::run(&config.bind, config.max_message_length, ctx, super::to_events).await
+    let keep_fields = config.keep_fields;
+    let to_events = move |messages, ctx: &SourceContext| super::to_events(messages, keep_fields, ctx);
+    datagram::run(&config.bind, config.max_message_length, config.receive_buffer_bytes, ctx, to_events).await
 }
