@@ -170,6 +170,29 @@ mod tests {
     }
 }
 
+/// A read buffer that cuts a byte stream into [`Line`]s: [`LineBuffer`] (LF), or another framing
+/// (syslog's octet counting).
+pub trait Framing {
+    /// The buffer to read more bytes into.
+    fn buffer_mut(&mut self) -> &mut BytesMut;
+    /// The next complete frame, if the buffer holds one.
+    fn next_line(&mut self) -> Option<Line>;
+    /// At the end of the stream: the final frame, if bytes are left.
+    fn finish(&mut self) -> Option<Line>;
+}
+
+impl Framing for LineBuffer {
+    fn buffer_mut(&mut self) -> &mut BytesMut {
+        LineBuffer::buffer_mut(self)
+    }
+    fn next_line(&mut self) -> Option<Line> {
+        LineBuffer::next_line(self)
+    }
+    fn finish(&mut self) -> Option<Line> {
+        LineBuffer::finish(self)
+    }
+}
+
 /// Why [`read_batch`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -181,15 +204,15 @@ pub enum ReadEnd {
     Stopping,
 }
 
-/// Reads up to `max` lines from `reader` through `lb`.
+/// Reads up to `max` lines (frames) from `reader` through `lb`.
 ///
 /// Waits as long as needed for a first line; once it has one, waits at most `linger` for more
 /// before returning a partial batch (a source does not hold events back while its input pauses).
 ///
 /// # Errors
 /// The reader's I/O error.
-pub async fn read_batch<R: tokio::io::AsyncRead + Unpin>(
-    lb: &mut LineBuffer,
+pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
+    lb: &mut F,
     reader: &mut R,
     max: usize,
     linger: std::time::Duration,

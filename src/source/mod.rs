@@ -8,12 +8,15 @@
 //! that fails or panics is restarted by its supervisor with capped exponential backoff and resumes
 //! from its last acknowledged position.
 
+pub mod datagram;
 pub mod exec;
 pub mod file_input;
 pub mod lines;
 pub mod netcat;
+pub mod netcat_udp;
 pub mod sequence_generator;
 pub mod spool_dir;
+pub mod syslog;
 pub mod taildir;
 
 use std::path::Path;
@@ -76,6 +79,12 @@ pub enum SourceKind {
     SpoolDir(spool_dir::SpoolDirConfig),
     /// Lines appended to files matching globs.
     Taildir(taildir::TaildirConfig),
+    /// Syslog messages on TCP connections (octet-counted or LF-framed).
+    SyslogTcp(syslog::tcp::SyslogTcpConfig),
+    /// Syslog messages, one per UDP datagram.
+    SyslogUdp(syslog::udp::SyslogUdpConfig),
+    /// UDP datagrams, one event each.
+    NetcatUdp(netcat_udp::NetcatUdpConfig),
 }
 
 impl SourceKind {
@@ -87,6 +96,9 @@ impl SourceKind {
             SourceKind::Exec(c) => c.validate(),
             SourceKind::SpoolDir(c) => c.validate(),
             SourceKind::Taildir(c) => c.validate(),
+            SourceKind::SyslogTcp(c) => c.validate(),
+            SourceKind::SyslogUdp(c) => c.validate(),
+            SourceKind::NetcatUdp(c) => c.validate(),
         }
     }
 
@@ -96,13 +108,20 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
-            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) => {}
+            SourceKind::Netcat(_)
+            | SourceKind::SequenceGenerator(_)
+            | SourceKind::SyslogTcp(_)
+            | SourceKind::SyslogUdp(_)
+            | SourceKind::NetcatUdp(_) => {}
         }
     }
 
     /// Whether the source can reach the end of its input (and so end `run --once`).
     pub fn is_finite(&self) -> bool {
-        !matches!(self, SourceKind::Netcat(_))
+        !matches!(
+            self,
+            SourceKind::Netcat(_) | SourceKind::SyslogTcp(_) | SourceKind::SyslogUdp(_) | SourceKind::NetcatUdp(_)
+        )
     }
 
     /// Runs the source until its input ends (`Ok`) or it fails (`Err`).
@@ -115,6 +134,9 @@ impl SourceKind {
             SourceKind::Exec(c) => exec::run(c, ctx).boxed_local(),
             SourceKind::SpoolDir(c) => spool_dir::run(c, ctx).boxed_local(),
             SourceKind::Taildir(c) => taildir::run(c, ctx).boxed_local(),
+            SourceKind::SyslogTcp(c) => syslog::tcp::run(c, ctx).boxed_local(),
+            SourceKind::SyslogUdp(c) => syslog::udp::run(c, ctx).boxed_local(),
+            SourceKind::NetcatUdp(c) => netcat_udp::run(c, ctx).boxed_local(),
         }
     }
 }

@@ -1,0 +1,73 @@
+//! `SyslogTcp` and `SyslogUdp`: syslog messages (RFC 5424 or RFC 3164) as events, as Flume's
+//! `syslogtcp` and `syslogudp` sources.
+//!
+//! Each message becomes one event whose body is the message's MSG part and whose headers are its
+//! header fields (see [`parse`]). A message that does not parse is kept whole as the body, flagged
+//! `syslog_invalid: "true"` and counted in `EventMalformedCount`; a message over
+//! `max_message_length` is cut, flagged `truncated: "true"` and counted too. Nothing is dropped.
+//! Syslog has no acknowledgements: TCP messages are read while earlier batches are put, and UDP
+//! datagrams that arrive while the channel is full wait in the socket's buffer (and are lost by the
+//! kernel when it overflows, as with any UDP receiver).
+
+pub mod frame;
+pub mod parse;
+pub mod tcp;
+pub mod udp;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::event::Event;
+use crate::source::lines::Line;
+use crate::source::SourceContext;
+
+/// The default `max_message_length` in bytes (Flume's syslog `eventSize`).
+pub const DEFAULT_MAX_MESSAGE_LENGTH: usize = 2500;
+
+pub(crate) fn default_max_message_length() -> usize {
+    DEFAULT_MAX_MESSAGE_LENGTH
+}
+
+/// Turns framed messages into events; flags and counts cut and unparsable ones. With
+/// `keep_fields` the body is the whole message as received (Flume's `keepFields = all`), else its
+/// MSG part.
+pub fn to_events(messages: Vec<Line>, keep_fields: bool, ctx: &SourceContext) -> Vec<Event> {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let (mut invalid, mut cut) = (0, 0);
+    let events = messages
+        .into_iter()
+        .map(|m| {
+            let whole = m.body.clone();
+            let (mut event, parsed) = parse::to_event(m.body, now_ms);
+            if keep_fields {
+                event.body = whole;
+            }
+            if m.truncated {
+                cut += 1;
+                event.headers.insert("truncated".into(), "true".into());
+            }
+            if !parsed {
+                invalid += 1;
+            }
+            if m.truncated || !parsed {
+                ctx.counters.malformed.inc();
+            }
+            event
+        })
+        .collect();
+    if invalid > 0 || cut > 0 {
+        tracing::warn!(source = %ctx.name, invalid, cut, "kept syslog messages that did not parse or were cut");
+    }
+    events
+}
+
+/// Problems with a `bind` address and a positive length option.
+pub(crate) fn check(bind: &str, length_name: &str, length: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(why) = crate::topology::check_address(bind) {
+        problems.push(format!("bind address {bind:?} is not host:port (e.g. \"0.0.0.0:5140\"): {why}"));
+    }
+    if length == 0 {
+        problems.push(format!("{length_name} must be positive"));
+    }
+    problems
+}
