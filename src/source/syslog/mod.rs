@@ -71,3 +71,67 @@ pub(crate) fn check(bind: &str, length_name: &str, length: usize) -> Vec<String>
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tcp::SyslogTcpConfig;
+    use super::udp::SyslogUdpConfig;
+    use crate::source::netcat_udp::NetcatUdpConfig;
+    use crate::source::SourceKind;
+
+    fn parse(ron_text: &str) -> Result<SourceKind, ron::error::SpannedError> {
+        ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES)
+            .from_str(ron_text)
+    }
+
+    fn kind(ron_text: &str) -> SourceKind {
+        parse(ron_text).unwrap_or_else(|e| panic!("{ron_text}: {e}"))
+    }
+
+    #[test]
+    fn options_default_as_documented() {
+        let tcp = kind(r#"SyslogTcp(bind: "0.0.0.0:5140")"#);
+        assert_eq!(
+            tcp,
+            SourceKind::SyslogTcp(SyslogTcpConfig {
+                bind: "0.0.0.0:5140".into(),
+                max_message_length: 2500,
+                keep_fields: false
+            })
+        );
+        let udp = kind(r#"SyslogUdp(bind: "0.0.0.0:5140")"#);
+        assert_eq!(
+            udp,
+            SourceKind::SyslogUdp(SyslogUdpConfig {
+                bind: "0.0.0.0:5140".into(),
+                max_message_length: 2500,
+                keep_fields: false,
+                receive_buffer_bytes: None
+            })
+        );
+        let netcat = kind(r#"NetcatUdp(bind: "127.0.0.1:44445")"#);
+        assert_eq!(
+            netcat,
+            SourceKind::NetcatUdp(NetcatUdpConfig {
+                bind: "127.0.0.1:44445".into(),
+                max_line_length: 65_507,
+                receive_buffer_bytes: None
+            })
+        );
+        for k in [tcp, udp, netcat] {
+            assert!(k.validate().is_empty(), "{k:?}");
+            assert!(!k.is_finite(), "{k:?} never ends");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_reported() {
+        let problems =
+            kind(r#"SyslogUdp(bind: "nowhere", max_message_length: 70000, receive_buffer_bytes: Some(0))"#).validate();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(kind(r#"SyslogTcp(bind: "127.0.0.1:5140", max_message_length: 0)"#).validate().len(), 1);
+        assert_eq!(kind(r#"NetcatUdp(bind: "127.0.0.1:99999")"#).validate().len(), 1);
+        assert!(parse(r#"SyslogTcp(bind: "127.0.0.1:5140", port: 5140)"#).is_err());
+    }
+}
