@@ -95,6 +95,11 @@ pub struct HdfsConfig {
     /// is closed. Default 5000.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: usize,
+    /// fsync each file written before a take is committed, and before a file is renamed (survives
+    /// power loss, costs a sync per file per batch). Default `false`: committed once written to
+    /// the OS.
+    #[serde(default)]
+    pub sync: bool,
     /// What happens to an event whose path cannot be resolved (a header value holding `/` or NUL
     /// or being `..`, a time escape without a valid `timestamp` header). Default `Bucket`.
     #[serde(default)]
@@ -229,6 +234,8 @@ impl HdfsSink {
             },
             format: config.format,
             max_open: config.max_open_files,
+            sync: config.sync,
+            seq: 0,
             next: first,
             counters: counters.clone(),
         };
@@ -289,6 +296,9 @@ struct Files {
     policy: RollPolicy,
     format: Format,
     max_open: usize,
+    sync: bool,
+    /// Counts appends, to order files by their last write.
+    seq: u64,
     /// The counter of the next file: the sink's start time in ms, plus one per file (Flume's).
     next: u64,
     counters: Arc<SinkCounters>,
@@ -310,6 +320,8 @@ impl Files {
                 self.counters.connection_failed.inc();
                 return Err(SinkError::Io { what: format!("write to {}", file.in_use.display()), source: e });
             }
+            self.seq += 1;
+            file.written_seq = self.seq;
             touched[*i] = true;
             if file.full(&self.policy) {
                 self.close(dir)?;
@@ -317,7 +329,7 @@ impl Files {
         }
         for (dir, _) in dirs.iter().zip(touched).filter(|(_, t)| *t) {
             if let Some(file) = self.open.get_mut(dir) {
-                if let Err(e) = file.flush() {
+                if let Err(e) = file.flush(self.sync) {
                     self.counters.connection_failed.inc();
                     return Err(SinkError::Io { what: format!("write to {}", file.in_use.display()), source: e });
                 }
@@ -330,7 +342,7 @@ impl Files {
     /// first when `max_open` files are open.
     fn open_in(&mut self, dir: &Path) -> Result<(), SinkError> {
         if self.open.len() >= self.max_open {
-            let oldest = self.open.iter().min_by_key(|(_, f)| f.last_write()).map(|(d, _)| d.clone());
+            let oldest = self.open.iter().min_by_key(|(_, f)| f.written_seq).map(|(d, _)| d.clone());
             if let Some(oldest) = oldest {
                 self.close(&oldest)?;
             }
@@ -363,7 +375,7 @@ impl Files {
     fn close(&mut self, dir: &Path) -> Result<(), SinkError> {
         let Some(file) = self.open.remove(dir) else { return Ok(()) };
         let in_use = file.in_use.clone();
-        match file.close() {
+        match file.close(self.sync) {
             Ok(done) => {
                 self.counters.connection_closed.inc();
                 tracing::debug!(file = %done.display(), "rolled");

@@ -81,14 +81,27 @@ impl Writer {
         self.inner().flush()
     }
 
+    /// The file under the format's stream.
+    fn file(&self) -> &File {
+        match self {
+            Writer::Plain(w) => w.get_ref(),
+            Writer::Gzip(w) => w.get_ref().get_ref(),
+            Writer::Zstd(w) => w.get_ref().get_ref(),
+        }
+    }
+
     /// Ends the stream (gzip trailer, zstd end of frame) and writes it all to the OS.
-    fn finish(self) -> io::Result<()> {
+    fn finish(self, sync: bool) -> io::Result<()> {
         let mut buffered = match self {
             Writer::Plain(w) => w,
             Writer::Gzip(w) => w.finish()?,
             Writer::Zstd(w) => w.finish()?,
         };
-        buffered.flush()
+        buffered.flush()?;
+        if sync {
+            buffered.get_ref().sync_all()?;
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +116,8 @@ pub struct OpenFile {
     last_write: Instant,
     bytes: u64,
     events: u64,
+    /// Orders files by their last write (a sequence number the owner sets; ties cannot happen).
+    pub written_seq: u64,
 }
 
 impl OpenFile {
@@ -121,6 +136,7 @@ impl OpenFile {
             last_write: now,
             bytes: 0,
             events: 0,
+            written_seq: 0,
         })
     }
 
@@ -138,12 +154,17 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Hands what was appended to the OS (compressed streams up to a sync point).
+    /// Hands what was appended to the OS (compressed streams up to a sync point), and with
+    /// `sync` to the disk (`fdatasync`).
     ///
     /// # Errors
-    /// When the write fails.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+    /// When the write or the sync fails.
+    pub fn flush(&mut self, sync: bool) -> io::Result<()> {
+        self.writer.flush()?;
+        if sync {
+            self.writer.file().sync_data()?;
+        }
+        Ok(())
     }
 
     /// Whether the count or size trigger is reached: checked after each event, so a file holds at
@@ -158,17 +179,12 @@ impl OpenFile {
             || (!policy.idle.is_zero() && now.duration_since(self.last_write) >= policy.idle)
     }
 
-    /// When the file was last written.
-    pub fn last_write(&self) -> Instant {
-        self.last_write
-    }
-
-    /// Ends the stream and renames the file to its final name.
+    /// Ends the stream (fsynced with `sync`) and renames the file to its final name.
     ///
     /// # Errors
-    /// When the last write or the rename fails.
-    pub fn close(self) -> io::Result<PathBuf> {
-        self.writer.finish()?;
+    /// When the last write, the sync or the rename fails.
+    pub fn close(self, sync: bool) -> io::Result<PathBuf> {
+        self.writer.finish(sync)?;
         if self.in_use != self.done {
             std::fs::rename(&self.in_use, &self.done)?;
         }

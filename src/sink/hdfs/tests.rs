@@ -131,6 +131,7 @@ fn compressed_files_are_readable_after_each_batch_and_complete_after_close() {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = config(tmp.path(), "out");
         (c.roll_count, c.roll_size, c.roll_interval, c.format) = (700, 0, Duration::ZERO, format);
+        c.sync = format == Format::Zstd;
         let mut sink = HdfsSink::new(c, Arc::new(SinkCounters::default())).unwrap();
         let events = apache_events(2000);
         let mut written = 0;
@@ -200,4 +201,30 @@ fn config_defaults_are_flumes_and_problems_are_named() {
     let problems = bad.validate();
     assert_eq!(problems.len(), 4, "{problems:?}");
     assert!(ron::from_str::<HdfsConfig>("(path: \"out\", roll_sise: 1)").is_err());
+}
+
+#[test]
+fn past_max_open_files_the_least_recently_written_file_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path(), "out/%{host}");
+    (c.roll_count, c.roll_size, c.roll_interval, c.max_open_files) = (0, 0, Duration::ZERO, 2);
+    let counters = Arc::new(SinkCounters::default());
+    let mut sink = HdfsSink::new(c, counters.clone()).unwrap();
+    let mut events = apache_events(9);
+    for (i, e) in events.iter_mut().enumerate() {
+        e.headers.insert("host".into(), format!("web-{}", i / 3));
+    }
+    run(sink.deliver(&events)).unwrap();
+    // web-0 was closed when web-2 opened; web-1 and web-2 are open.
+    let open: Vec<PathBuf> =
+        files(&tmp.path().join("out")).into_iter().filter(|p| p.extension().unwrap() == "tmp").collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(open.iter().all(|p| !p.starts_with(tmp.path().join("out/web-0"))), "{open:?}");
+    assert_eq!(counters.connection_closed.get(), 1);
+    run(sink.close()).unwrap();
+    for host in 0..3 {
+        let lines: Vec<String> =
+            files(&tmp.path().join(format!("out/web-{host}"))).iter().flat_map(|p| text_lines(p)).collect();
+        assert_eq!(lines, body_lines(&events[host * 3..host * 3 + 3]));
+    }
 }
