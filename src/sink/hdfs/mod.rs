@@ -471,5 +471,23 @@ impl Sink for HdfsSink {
     }
 }
 
+/// A sink dropped without `close` (its delivery failed and the runner restarts it) still closes
+/// and renames its files, on a blocking thread when a runtime is there, best effort.
+impl Drop for HdfsSink {
+    fn drop(&mut self) {
+        let Some(files) = self.files.take().filter(|f| !f.open.is_empty()) else { return };
+        let close = move || {
+            let mut files = files;
+            if let Err(e) = files.close_all() {
+                tracing::warn!(error = %e, "closing the files of a failed sink");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(close)),
+            Err(_) => close(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

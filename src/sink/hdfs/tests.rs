@@ -228,3 +228,22 @@ fn past_max_open_files_the_least_recently_written_file_is_closed() {
         assert_eq!(lines, body_lines(&events[host * 3..host * 3 + 3]));
     }
 }
+
+#[test]
+fn a_dropped_sink_still_closes_and_renames_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path(), "out");
+    (c.roll_count, c.format) = (0, Format::Gzip);
+    let sink = HdfsSink::new(c, Arc::new(SinkCounters::default()));
+    let mut sink = sink.unwrap();
+    let events = apache_events(7);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(sink.deliver(&events)).unwrap();
+    // Dropped inside the runtime, as the runner drops a failed sink: closed on a blocking thread.
+    rt.block_on(async move { drop(sink) });
+    drop(rt); // waits for the blocking close
+    let all = files(&tmp.path().join("out"));
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].to_string_lossy().ends_with(".gz"), "{all:?}");
+    assert_eq!(decompressed_lines(&all[0], Format::Gzip), (body_lines(&events), true));
+}
