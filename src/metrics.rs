@@ -125,6 +125,10 @@ counter_set!(
         bytes_delivered => "BytesDeliveredCount",
         /// Takes rolled back after a failed delivery.
         rollbacks => "RollbackCount",
+        /// Events whose output path could not be resolved safely (`Hdfs`: a header value that
+        /// could leave the base directory, a missing or bad `timestamp`); written to a `rejected`
+        /// bucket or failing their batch, never dropped.
+        event_rejected => "EventRejectedCount",
         /// Times the supervisor restarted this sink.
         restarts => "RestartCount",
     }

@@ -7,6 +7,7 @@
 //! exponential backoff. A panic is contained the same way.
 
 pub mod file_roll;
+pub mod hdfs;
 pub mod logger;
 pub mod null;
 
@@ -52,6 +53,8 @@ pub enum SinkKind {
     Null(null::NullConfig),
     /// Appends bodies to files in a directory, rolled on an interval.
     FileRoll(file_roll::FileRollConfig),
+    /// Writes bucketed, rolled files under a path with escapes, as Flume's HDFS sink.
+    Hdfs(hdfs::HdfsConfig),
 }
 
 impl SinkKind {
@@ -60,13 +63,16 @@ impl SinkKind {
         match self {
             SinkKind::Logger(_) | SinkKind::Null(_) => Vec::new(),
             SinkKind::FileRoll(c) => c.validate(),
+            SinkKind::Hdfs(c) => c.validate(),
         }
     }
 
     /// Resolves relative paths against `base` (the topology file's folder).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let SinkKind::FileRoll(c) = self {
-            c.dir = crate::topology::resolve(base, &c.dir);
+        match self {
+            SinkKind::FileRoll(c) => c.dir = crate::topology::resolve(base, &c.dir),
+            SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
+            SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
 
@@ -79,6 +85,7 @@ impl SinkKind {
             SinkKind::Logger(c) => Box::new(logger::LoggerSink::new(name, c.clone())),
             SinkKind::Null(_) => Box::new(null::NullSink),
             SinkKind::FileRoll(c) => Box::new(file_roll::FileRollSink::new(c.clone(), counters)?),
+            SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
         })
     }
 
@@ -88,6 +95,7 @@ impl SinkKind {
             SinkKind::Logger(_) => "the log (stderr)".into(),
             SinkKind::Null(_) => "nowhere (discarded)".into(),
             SinkKind::FileRoll(c) => c.dir.display().to_string(),
+            SinkKind::Hdfs(c) => c.output(),
         }
     }
 }
