@@ -7,6 +7,7 @@
 //! exponential backoff. A panic is contained the same way.
 
 pub mod file_roll;
+pub mod http;
 pub mod logger;
 pub mod null;
 
@@ -52,6 +53,8 @@ pub enum SinkKind {
     Null(null::NullConfig),
     /// Appends bodies to files in a directory, rolled on an interval.
     FileRoll(file_roll::FileRollConfig),
+    /// Posts each batch to an HTTP server (another agent's `Http` source, or Flume's).
+    Http(http::HttpSinkConfig),
 }
 
 impl SinkKind {
@@ -60,13 +63,16 @@ impl SinkKind {
         match self {
             SinkKind::Logger(_) | SinkKind::Null(_) => Vec::new(),
             SinkKind::FileRoll(c) => c.validate(),
+            SinkKind::Http(c) => c.validate(),
         }
     }
 
     /// Resolves relative paths against `base` (the topology file's folder).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let SinkKind::FileRoll(c) = self {
-            c.dir = crate::topology::resolve(base, &c.dir);
+        match self {
+            SinkKind::FileRoll(c) => c.dir = crate::topology::resolve(base, &c.dir),
+            SinkKind::Http(c) => c.resolve_paths(base),
+            SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
 
@@ -79,6 +85,7 @@ impl SinkKind {
             SinkKind::Logger(c) => Box::new(logger::LoggerSink::new(name, c.clone())),
             SinkKind::Null(_) => Box::new(null::NullSink),
             SinkKind::FileRoll(c) => Box::new(file_roll::FileRollSink::new(c.clone(), counters)?),
+            SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -88,6 +95,7 @@ impl SinkKind {
             SinkKind::Logger(_) => "the log (stderr)".into(),
             SinkKind::Null(_) => "nowhere (discarded)".into(),
             SinkKind::FileRoll(c) => c.dir.display().to_string(),
+            SinkKind::Http(c) => c.url.clone(),
         }
     }
 }

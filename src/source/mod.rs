@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod file_input;
+pub mod http;
 pub mod lines;
 pub mod netcat;
 pub mod sequence_generator;
@@ -18,7 +19,7 @@ pub mod taildir;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -30,7 +31,7 @@ use crate::channel::ChannelError;
 use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
 use crate::metrics::SourceCounters;
-use crate::selector::{Route, Selector, SelectorConfig};
+use crate::selector::{Route, RouteUntil, Selector, SelectorConfig};
 use crate::supervision::{panic_message, IsIdle, Restarts};
 use crate::topology::duration;
 
@@ -76,6 +77,8 @@ pub enum SourceKind {
     SpoolDir(spool_dir::SpoolDirConfig),
     /// Lines appended to files matching globs.
     Taildir(taildir::TaildirConfig),
+    /// Events posted to an HTTP server.
+    Http(http::HttpConfig),
 }
 
 impl SourceKind {
@@ -87,6 +90,7 @@ impl SourceKind {
             SourceKind::Exec(c) => c.validate(),
             SourceKind::SpoolDir(c) => c.validate(),
             SourceKind::Taildir(c) => c.validate(),
+            SourceKind::Http(c) => c.validate(),
         }
     }
 
@@ -96,13 +100,13 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
-            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) => {}
+            SourceKind::Netcat(_) | SourceKind::SequenceGenerator(_) | SourceKind::Http(_) => {}
         }
     }
 
     /// Whether the source can reach the end of its input (and so end `run --once`).
     pub fn is_finite(&self) -> bool {
-        !matches!(self, SourceKind::Netcat(_))
+        !matches!(self, SourceKind::Netcat(_) | SourceKind::Http(_))
     }
 
     /// Runs the source until its input ends (`Ok`) or it fails (`Err`).
@@ -115,6 +119,7 @@ impl SourceKind {
             SourceKind::Exec(c) => exec::run(c, ctx).boxed_local(),
             SourceKind::SpoolDir(c) => spool_dir::run(c, ctx).boxed_local(),
             SourceKind::Taildir(c) => taildir::run(c, ctx).boxed_local(),
+            SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
         }
     }
 }
@@ -194,7 +199,22 @@ impl SourceContext {
     /// # Errors
     /// [`SourceError::Put`] when a required channel refused for good; the input is then not
     /// acknowledged and the source is restarted.
-    pub async fn put(&self, mut events: Vec<Event>) -> Result<(), SourceError> {
+    pub async fn put(&self, events: Vec<Event>) -> Result<(), SourceError> {
+        self.put_routed(events, None).await
+    }
+
+    /// As [`SourceContext::put`], but gives up on a required channel that is still full at
+    /// `deadline`, answering [`SourceError::Put`] with [`ChannelError::Full`] (a source that can
+    /// tell its client to retry, as `Http`'s 503, uses it rather than waiting without bound).
+    /// Channels that committed their part before keep it (a retry then duplicates it there).
+    ///
+    /// # Errors
+    /// As [`SourceContext::put`], plus `Full` at the deadline.
+    pub async fn put_until(&self, events: Vec<Event>, deadline: Instant) -> Result<(), SourceError> {
+        self.put_routed(events, Some(deadline)).await
+    }
+
+    async fn put_routed(&self, mut events: Vec<Event>, deadline: Option<Instant>) -> Result<(), SourceError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -208,7 +228,11 @@ impl SourceContext {
         }
         if !events.is_empty() {
             let kept = events.len() as u64;
-            self.selector.send(Route { events }).await.map_err(ChannelError::from)??;
+            match deadline {
+                None => self.selector.send(Route { events }).await,
+                Some(deadline) => self.selector.send(RouteUntil { events, deadline }).await,
+            }
+            .map_err(ChannelError::from)??;
             self.counters.event_accepted.add(kept);
         }
         self.counters.append_batch_accepted.inc();
