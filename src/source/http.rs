@@ -292,7 +292,9 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
         let given = given.strip_prefix("Bearer ").unwrap_or("");
         if !same_bytes(given.as_bytes(), token.as_bytes()) {
             tracing::warn!(source = %ctx.name, peer = ?req.peer_addr(), "request without the right bearer token");
+            discard(&mut payload).await;
             return HttpResponse::Unauthorized()
+                .force_close()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
                 .body("missing or wrong bearer token\n");
         }
@@ -302,7 +304,7 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
     }
     let too_large = || {
         tracing::warn!(source = %ctx.name, limit = config.max_body_bytes, "request body over max_body_bytes");
-        HttpResponse::PayloadTooLarge().body(format!("request body over {} bytes\n", config.max_body_bytes))
+        HttpResponse::PayloadTooLarge().force_close().body(format!("request body over {} bytes\n", config.max_body_bytes))
     };
     let declared = req
         .headers()
@@ -310,12 +312,16 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        discard(&mut payload).await;
         return too_large();
     }
     let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = payload.next().await {
         match chunk {
-            Ok(chunk) if body.len() + chunk.len() > config.max_body_bytes => return too_large(),
+            Ok(chunk) if body.len() + chunk.len() > config.max_body_bytes => {
+                discard(&mut payload).await;
+                return too_large();
+            }
             Ok(chunk) => body.extend_from_slice(&chunk),
             Err(e) => {
                 tracing::warn!(source = %ctx.name, error = %e, "reading a request body failed");
@@ -363,6 +369,25 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
     HttpResponse::Ok().content_type("application/json").body(format!("{{\"accepted\":{n}}}\n"))
 }
 
+/// Most bytes of a refused body read and thrown away before the answer.
+const DISCARD_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads and throws away the rest of a refused body (at most [`DISCARD_MAX`] bytes, for at most
+/// two seconds) before the answer and the close, so that the close does not reset the connection
+/// (a TCP RST) while the client is still sending, which would lose the answer.
+async fn discard(payload: &mut web::Payload) {
+    let mut read = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = payload.next().await {
+            read += chunk.len();
+            if read > DISCARD_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// `503 Service Unavailable` with `Retry-After: 1` (seconds).
 fn unavailable(why: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "1")).body(format!("{why}: retry later\n"))
@@ -408,7 +433,7 @@ mod tests {
 
     #[test]
     fn malformed_bodies_say_where() {
-        let e = Format::FlumeJson.decode(format!(r#"[{{"body": "{APACHE}"}"#).into()).unwrap_err();
+        let e = Format::FlumeJson.decode(format!(r#"[{{"body": "{APACHE}"}}"#).into()).unwrap_err();
         assert!(e.0.contains("line 1"), "{e}");
         let e = Format::Ndjson.decode(format!("{{\"body\": \"{SSH}\"}}\n{{\"body\": 7}}\n").into()).unwrap_err();
         assert!(e.0.starts_with("NDJSON line 2"), "{e}");
