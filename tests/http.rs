@@ -18,11 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs `curl` with `args`; answers the status code (0 when no answer came) and the body.
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
+    let out =
+        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -88,10 +85,8 @@ fn curl_posts_flume_json_ndjson_and_plain_lines() {
 
     // Flume's JSONHandler format: a JSON array of {headers, body}.
     let apache = sample("Apache_2k.log");
-    let json: Vec<serde_json::Value> = apache
-        .iter()
-        .map(|l| serde_json::json!({"headers": {"sample": "apache"}, "body": l}))
-        .collect();
+    let json: Vec<serde_json::Value> =
+        apache.iter().map(|l| serde_json::json!({"headers": {"sample": "apache"}, "body": l})).collect();
     let json_file = tmp.path().join("apache.json");
     std::fs::write(&json_file, serde_json::to_vec(&json).unwrap()).unwrap();
     let (code, answer) =
@@ -216,7 +211,8 @@ fn flood(url: String, lines: Arc<Vec<String>>, per_request: usize, clients: usiz
         let requests: Vec<Vec<u8>> = lines.chunks(per_request).map(joined).collect();
         let requests = Arc::new(requests);
         let tasks = (0..clients).map(|c| {
-            let (client, requests, url, unavailable) = (client.clone(), requests.clone(), url.clone(), unavailable.clone());
+            let (client, requests, url, unavailable) =
+                (client.clone(), requests.clone(), url.clone(), unavailable.clone());
             async move {
                 for body in requests.iter().skip(c).step_by(clients) {
                     loop {

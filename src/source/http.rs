@@ -304,13 +304,12 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
     }
     let too_large = || {
         tracing::warn!(source = %ctx.name, limit = config.max_body_bytes, "request body over max_body_bytes");
-        HttpResponse::PayloadTooLarge().force_close().body(format!("request body over {} bytes\n", config.max_body_bytes))
+        HttpResponse::PayloadTooLarge()
+            .force_close()
+            .body(format!("request body over {} bytes\n", config.max_body_bytes))
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
         discard(&mut payload).await;
         return too_large();
