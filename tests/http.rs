@@ -408,3 +408,82 @@ fn tiers_deliver_every_line_when_the_collector_is_killed_mid_stream() {
     );
     assert_eq!(missing, 0, "lines lost");
 }
+
+#[test]
+fn a_refused_batch_goes_to_the_dead_letter_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (front_port, back_port, monitoring) = (free_port(), free_port(), free_port());
+    // The back agent wants a token the front's sink does not send: every post is answered 401.
+    let back = start(
+        tmp.path(),
+        "back",
+        &format!(
+            r#"Topology(
+    agent: "back",
+    sources: {{ "in": (kind: Http(bind: "127.0.0.1:{back_port}", bearer_token: Some("s3cret")), channels: ["c"]) }},
+    channels: {{ "c": Memory() }},
+    sinks: {{ "file": (kind: FileRoll(dir: "back-out"), channel: "c") }},
+)"#
+        ),
+        addr(back_port),
+    );
+    let front = start(
+        tmp.path(),
+        "front",
+        &format!(
+            r#"Topology(
+    agent: "front",
+    monitoring: Some(Http(bind: "127.0.0.1:{monitoring}")),
+    sources: {{ "in": (kind: Http(bind: "127.0.0.1:{front_port}", format: Lines), channels: ["c"]) }},
+    channels: {{ "c": Memory() }},
+    sinks: {{
+        "out": (
+            kind: Http(
+                url: "http://127.0.0.1:{back_port}/",
+                format: Ndjson,
+                on_client_error: DeadLetter(dir: "dead"),
+                headers: {{ "X-Tier": "front" }},
+            ),
+            channel: "c",
+        ),
+    }},
+)"#
+        ),
+        addr(front_port),
+    );
+    let hdfs = loghub_dir().join("HDFS_2k.log");
+    let (code, _) =
+        curl(&["--data-binary", &format!("@{}", hdfs.display()), &format!("http://127.0.0.1:{front_port}/")]);
+    assert_eq!(code, 200);
+
+    let dead = tmp.path().join("dead");
+    let dead_bodies = || -> Vec<String> {
+        output_lines(&dead)
+            .0
+            .iter()
+            .map(|l| {
+                let event: serde_json::Value = serde_json::from_str(l).expect("a dead letter holds NDJSON events");
+                event["body"].as_str().expect("a text body").to_string()
+            })
+            .collect()
+    };
+    wait_for(
+        DEADLINE,
+        || dead_bodies().len() >= 2000,
+        || format!("{} dead letters; log:\n{}", dead_bodies().len(), front.log_text()),
+    );
+    assert!(multiset(dead_bodies()) == multiset(sample("HDFS_2k.log")), "the dead letters hold other lines");
+    let names: Vec<String> =
+        std::fs::read_dir(&dead).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n.ends_with("-401.ndjson")), "{names:?}");
+    // The refusals are counted, and the batches committed (the channel is empty).
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{monitoring}/metrics")]);
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let counter = |component: &str, name: &str| json[component][name].as_str().unwrap_or("?").to_string();
+    assert_eq!(counter("SINK.out", "ConnectionFailedCount"), names.len().to_string());
+    assert_eq!(counter("SINK.out", "EventDrainSuccessCount"), "2000");
+    assert_eq!(front.terminate(DEADLINE), Some(0));
+    assert_eq!(back.terminate(DEADLINE), Some(0));
+    assert!(output_lines(&tmp.path().join("back-out")).0.is_empty(), "the back agent accepted a refused post");
+}

@@ -312,6 +312,21 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn route_until_gives_up_on_a_channel_still_full_at_the_deadline() {
+        let metrics = Metrics::new();
+        let main = channel("main", 4, &metrics);
+        let channels = BTreeMap::from([("main".to_string(), main.clone())]);
+        let selector =
+            Selector::new(SelectorConfig::Replicating { optional: vec![] }, channels, metrics.source("r1")).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let answer = selector.send(RouteUntil { events: batch(), deadline }).await.unwrap();
+        assert_eq!(answer, Err(ChannelError::Full { capacity: 4 }));
+        assert_eq!(main.size.send(crate::channel::Size).await.unwrap(), 4, "the refused batch left nothing");
+        assert_eq!(bodies(&main).await, LINES.to_vec());
+    }
+
+    #[actix_rt::test]
     async fn a_full_required_channel_makes_the_put_wait_until_there_is_room() {
         let metrics = Metrics::new();
         let main = channel("main", 4, &metrics);
