@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_flumen");
 
 /// Every example in `topologies/`; each has a test below.
-const EXAMPLES: [&str; 9] = [
+const EXAMPLES: [&str; 11] = [
     "durable-channel",
     "exec",
     "fan-out",
@@ -26,6 +26,8 @@ const EXAMPLES: [&str; 9] = [
     "quickstart",
     "spool-dir",
     "taildir",
+    "tier-collector",
+    "tier-edge",
 ];
 
 /// The Loghub samples.
@@ -503,4 +505,49 @@ fn quickstart_archives_everything_and_sorts_by_level() {
     sandbox.run_once("quickstart");
     let after: Vec<usize> = ["archive", "live", "problems", "routine"].iter().map(|s| out(s).len()).collect();
     assert_eq!(after, before, "a second run duplicates nothing");
+}
+
+#[test]
+fn tier_edge_forwards_every_line_to_the_collector() {
+    let sandbox = Sandbox::new(&["tier-collector", "tier-edge"]);
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let bind = format!("127.0.0.1:{port}");
+    sandbox.edit("tier-collector", "127.0.0.1:41480", &bind);
+    sandbox.edit("tier-edge", "127.0.0.1:41480", &bind);
+    sandbox.validate("tier-collector");
+    sandbox.validate("tier-edge");
+    let before = files_under(&sandbox.root().join("topologies"));
+    let mut collector = sandbox.start("tier-collector", &[]);
+    wait_for("the collector's Http source to listen", DEADLINE, || {
+        if let Ok(Some(status)) = collector.child.try_wait() {
+            panic!("the collector exited with {status}:\n{}", collector.stderr());
+        }
+        TcpStream::connect(&bind).map_err(|e| e.to_string())
+    });
+    // The edge ends once every file was read and the collector acknowledged every line.
+    let mut edge = sandbox.start("tier-edge", &["--once"]);
+    let status = edge.wait(DEADLINE);
+    assert!(status.success(), "the edge exited with {status}:\n{}", edge.stderr());
+
+    let all = input(&LOGS);
+    let out = sandbox.var("tier-collector/out");
+    wait_for("the collector to write every line", DEADLINE, || {
+        let n = output(&out).len();
+        if n >= all.lines.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} of {} lines written", all.lines.len()))
+        }
+    });
+    collector.terminate();
+    let status = collector.wait(DEADLINE);
+    assert!(status.success(), "the collector exited with {status} on SIGTERM:\n{}", collector.stderr());
+    assert_lines_but_unfinished("tier-collector", &output(&out), &all);
+    assert_eq!(files_under(&sandbox.root().join("topologies")), before, "the run changed files beside the examples");
+    let mut written: Vec<String> = std::fs::read_dir(sandbox.root().join("var"))
+        .expect("read var/")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["tier-collector", "tier-edge"], "outputs must go under var/tier-*/");
 }

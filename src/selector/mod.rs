@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -57,6 +57,18 @@ impl Default for SelectorConfig {
 pub struct Route {
     /// The batch, after interceptors.
     pub events: Vec<Event>,
+}
+
+/// As [`Route`], but a required channel that is still full at `deadline` is given up on: the
+/// answer is then [`ChannelError::Full`] (for a source that answers its client "retry later",
+/// as the `Http` source's 503). Channels that committed their part before keep it.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ChannelError>")]
+pub struct RouteUntil {
+    /// The batch, after interceptors.
+    pub events: Vec<Event>,
+    /// When to stop retrying a full required channel.
+    pub deadline: Instant,
 }
 
 /// The selector actor of one source.
@@ -150,31 +162,40 @@ impl Handler<Route> for Selector {
     type Result = ResponseFuture<Result<(), ChannelError>>;
 
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
-        let parts = self.split(msg.events);
-        let counters = self.counters.clone();
-        Box::pin(async move {
-            let results = join_all(parts.into_iter().map(put_part)).await;
-            let mut first_error = None;
-            for (required, name, result) in results {
-                match result {
-                    Ok(()) => {}
-                    Err(e) if !required => {
-                        counters.optional_put_failed.inc();
-                        tracing::warn!(channel = %name, error = %e, "optional channel refused a put");
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            first_error.map_or(Ok(()), Err)
-        })
+        Box::pin(route(self.split(msg.events), self.counters.clone(), None))
     }
 }
 
-/// Puts one part. A required part is retried while its channel is full (back-pressure); an
-/// optional part gets one attempt.
-async fn put_part(part: Part) -> (bool, String, Result<(), ChannelError>) {
+impl Handler<RouteUntil> for Selector {
+    type Result = ResponseFuture<Result<(), ChannelError>>;
+
+    fn handle(&mut self, msg: RouteUntil, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(route(self.split(msg.events), self.counters.clone(), Some(msg.deadline)))
+    }
+}
+
+/// Puts every part; answers the first error of a required part.
+async fn route(parts: Vec<Part>, counters: Arc<SourceCounters>, deadline: Option<Instant>) -> Result<(), ChannelError> {
+    let results = join_all(parts.into_iter().map(|p| put_part(p, deadline))).await;
+    let mut first_error = None;
+    for (required, name, result) in results {
+        match result {
+            Ok(()) => {}
+            Err(e) if !required => {
+                counters.optional_put_failed.inc();
+                tracing::warn!(channel = %name, error = %e, "optional channel refused a put");
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Puts one part. A required part is retried while its channel is full (back-pressure), until
+/// `deadline` if there is one; an optional part gets one attempt.
+async fn put_part(part: Part, deadline: Option<Instant>) -> (bool, String, Result<(), ChannelError>) {
     let Part { channel, events, required } = part;
     if events.is_empty() {
         return (required, channel.name, Ok(()));
@@ -187,7 +208,9 @@ async fn put_part(part: Part) -> (bool, String, Result<(), ChannelError>) {
             Err(e) => Err(e.into()),
         };
         match result {
-            Err(ChannelError::Full { capacity }) if required => {
+            Err(ChannelError::Full { capacity })
+                if required && deadline.is_none_or(|d| Instant::now() + backoff < d) =>
+            {
                 if !warned {
                     tracing::debug!(channel = %channel.name, capacity, "channel full; the source waits");
                     warned = true;
@@ -286,6 +309,21 @@ mod tests {
         assert_eq!(bodies(&main).await, LINES.to_vec());
         let held = spare.size.send(crate::channel::Size).await.unwrap();
         assert_eq!(held, 4, "only what was there before: the second batch did not fit");
+    }
+
+    #[actix_rt::test]
+    async fn route_until_gives_up_on_a_channel_still_full_at_the_deadline() {
+        let metrics = Metrics::new();
+        let main = channel("main", 4, &metrics);
+        let channels = BTreeMap::from([("main".to_string(), main.clone())]);
+        let selector =
+            Selector::new(SelectorConfig::Replicating { optional: vec![] }, channels, metrics.source("r1")).start();
+        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let answer = selector.send(RouteUntil { events: batch(), deadline }).await.unwrap();
+        assert_eq!(answer, Err(ChannelError::Full { capacity: 4 }));
+        assert_eq!(main.size.send(crate::channel::Size).await.unwrap(), 4, "the refused batch left nothing");
+        assert_eq!(bodies(&main).await, LINES.to_vec());
     }
 
     #[actix_rt::test]

@@ -8,6 +8,7 @@
 
 pub mod file_roll;
 pub mod hdfs;
+pub mod http;
 pub mod logger;
 pub mod null;
 
@@ -55,6 +56,8 @@ pub enum SinkKind {
     FileRoll(file_roll::FileRollConfig),
     /// Writes bucketed, rolled files under a path with escapes, as Flume's HDFS sink.
     Hdfs(hdfs::HdfsConfig),
+    /// Posts each batch to an HTTP server (another agent's `Http` source, or Flume's).
+    Http(http::HttpSinkConfig),
 }
 
 impl SinkKind {
@@ -64,6 +67,7 @@ impl SinkKind {
             SinkKind::Logger(_) | SinkKind::Null(_) => Vec::new(),
             SinkKind::FileRoll(c) => c.validate(),
             SinkKind::Hdfs(c) => c.validate(),
+            SinkKind::Http(c) => c.validate(),
         }
     }
 
@@ -72,6 +76,7 @@ impl SinkKind {
         match self {
             SinkKind::FileRoll(c) => c.dir = crate::topology::resolve(base, &c.dir),
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
+            SinkKind::Http(c) => c.resolve_paths(base),
             SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
@@ -86,6 +91,7 @@ impl SinkKind {
             SinkKind::Null(_) => Box::new(null::NullSink),
             SinkKind::FileRoll(c) => Box::new(file_roll::FileRollSink::new(c.clone(), counters)?),
             SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
+            SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -96,6 +102,7 @@ impl SinkKind {
             SinkKind::Null(_) => "nowhere (discarded)".into(),
             SinkKind::FileRoll(c) => c.dir.display().to_string(),
             SinkKind::Hdfs(c) => c.output(),
+            SinkKind::Http(c) => c.url.clone(),
         }
     }
 }

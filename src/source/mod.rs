@@ -11,6 +11,7 @@
 pub mod datagram;
 pub mod exec;
 pub mod file_input;
+pub mod http;
 pub mod lines;
 pub mod netcat;
 pub mod netcat_udp;
@@ -21,7 +22,7 @@ pub mod taildir;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -33,7 +34,7 @@ use crate::channel::ChannelError;
 use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
 use crate::metrics::SourceCounters;
-use crate::selector::{Route, Selector, SelectorConfig};
+use crate::selector::{Route, RouteUntil, Selector, SelectorConfig};
 use crate::supervision::{panic_message, IsIdle, Restarts};
 use crate::topology::duration;
 
@@ -85,6 +86,8 @@ pub enum SourceKind {
     SyslogUdp(syslog::udp::SyslogUdpConfig),
     /// UDP datagrams, one event each.
     NetcatUdp(netcat_udp::NetcatUdpConfig),
+    /// Events posted to an HTTP server.
+    Http(http::HttpConfig),
 }
 
 impl SourceKind {
@@ -99,6 +102,7 @@ impl SourceKind {
             SourceKind::SyslogTcp(c) => c.validate(),
             SourceKind::SyslogUdp(c) => c.validate(),
             SourceKind::NetcatUdp(c) => c.validate(),
+            SourceKind::Http(c) => c.validate(),
         }
     }
 
@@ -112,7 +116,8 @@ impl SourceKind {
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
-            | SourceKind::NetcatUdp(_) => {}
+            | SourceKind::NetcatUdp(_)
+            | SourceKind::Http(_) => {}
         }
     }
 
@@ -120,7 +125,11 @@ impl SourceKind {
     pub fn is_finite(&self) -> bool {
         !matches!(
             self,
-            SourceKind::Netcat(_) | SourceKind::SyslogTcp(_) | SourceKind::SyslogUdp(_) | SourceKind::NetcatUdp(_)
+            SourceKind::Netcat(_)
+                | SourceKind::SyslogTcp(_)
+                | SourceKind::SyslogUdp(_)
+                | SourceKind::NetcatUdp(_)
+                | SourceKind::Http(_)
         )
     }
 
@@ -137,6 +146,7 @@ impl SourceKind {
             SourceKind::SyslogTcp(c) => syslog::tcp::run(c, ctx).boxed_local(),
             SourceKind::SyslogUdp(c) => syslog::udp::run(c, ctx).boxed_local(),
             SourceKind::NetcatUdp(c) => netcat_udp::run(c, ctx).boxed_local(),
+            SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
         }
     }
 }
@@ -216,7 +226,22 @@ impl SourceContext {
     /// # Errors
     /// [`SourceError::Put`] when a required channel refused for good; the input is then not
     /// acknowledged and the source is restarted.
-    pub async fn put(&self, mut events: Vec<Event>) -> Result<(), SourceError> {
+    pub async fn put(&self, events: Vec<Event>) -> Result<(), SourceError> {
+        self.put_routed(events, None).await
+    }
+
+    /// As [`SourceContext::put`], but gives up on a required channel that is still full at
+    /// `deadline`, answering [`SourceError::Put`] with [`ChannelError::Full`] (a source that can
+    /// tell its client to retry, as `Http`'s 503, uses it rather than waiting without bound).
+    /// Channels that committed their part before keep it (a retry then duplicates it there).
+    ///
+    /// # Errors
+    /// As [`SourceContext::put`], plus `Full` at the deadline.
+    pub async fn put_until(&self, events: Vec<Event>, deadline: Instant) -> Result<(), SourceError> {
+        self.put_routed(events, Some(deadline)).await
+    }
+
+    async fn put_routed(&self, mut events: Vec<Event>, deadline: Option<Instant>) -> Result<(), SourceError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -230,7 +255,11 @@ impl SourceContext {
         }
         if !events.is_empty() {
             let kept = events.len() as u64;
-            self.selector.send(Route { events }).await.map_err(ChannelError::from)??;
+            match deadline {
+                None => self.selector.send(Route { events }).await,
+                Some(deadline) => self.selector.send(RouteUntil { events, deadline }).await,
+            }
+            .map_err(ChannelError::from)??;
             self.counters.event_accepted.add(kept);
         }
         self.counters.append_batch_accepted.inc();

@@ -1,0 +1,263 @@
+//! `Http`: posts each taken batch as one HTTP request, as Flume's HTTP sink; with `format: Events`
+//! it is the sending end of the agent-to-agent hop (another agent's `Http` source).
+//!
+//! The take is committed only after a `2xx` answer, which an `Http` source gives only once the
+//! events are committed to its channels: delivery across the hop is at-least-once. Connection
+//! errors, timeouts, `429` and `5xx` are retried inside the delivery with capped exponential
+//! backoff (honouring `Retry-After`) until they succeed, so nothing is dropped and the sink keeps
+//! its place; a retry after a timeout may deliver a batch twice. Any other status (a `4xx`: the
+//! request itself is wrong) is counted in `ConnectionFailedCount`, logged with the answer, and
+//! the batch is rolled back (the sink restarts with its supervisor's backoff and tries again) or
+//! written to a dead-letter directory and committed, as `on_client_error` says. Plain HTTP only:
+//! no TLS stack is built in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::LocalBoxFuture;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::{Sink, SinkError};
+use crate::event::Event;
+use crate::metrics::SinkCounters;
+use crate::source::http::Format;
+use crate::topology::duration;
+
+/// `Http(url: "http://127.0.0.1:8080/", format: Events, timeout: "10s", max_backoff: "30s",
+/// on_client_error: Rollback, headers: {}, bearer_token: None)`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Where batches are posted: an `http://` URL (no TLS).
+    pub url: String,
+    /// The body format (and `Content-Type`) of the requests. Default `Events` (flumen's binary
+    /// codec: headers and bodies of any bytes, what an `Http` source reads for the agent hop);
+    /// `FlumeJson` for Flume's HTTP source, `Ndjson` or `Lines` for other servers.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// How long one request may take, connecting included, before it is retried. Default `"10s"`.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Longest wait between retries (the wait starts at 100 ms and doubles). Default `"30s"`.
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    /// What to do with a batch the server refuses with a `4xx` other than `429`.
+    /// Default `Rollback`.
+    #[serde(default)]
+    pub on_client_error: OnClientError,
+    /// Extra request headers, name to value. Default `{}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer <token>` when set. Default `None`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+}
+
+fn default_format() -> Format {
+    Format::Events
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// What the `Http` sink does with a batch refused with a client error (`4xx` but `429`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub enum OnClientError {
+    /// Roll the take back: the batch returns to the head of the channel and the sink restarts
+    /// (with backoff) and posts it again; nothing behind it is delivered until it goes through.
+    #[default]
+    Rollback,
+    /// Write the request body, fsynced, to a file in `dir` named
+    /// `<time in ms>-<n>-<status>.<json|ndjson|txt|events>`, then commit the take.
+    DeadLetter {
+        /// The dead-letter directory, created if missing; relative to the topology file's folder.
+        dir: PathBuf,
+    },
+}
+
+impl HttpSinkConfig {
+    /// Problems with the options.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if url.scheme() == "http" => {}
+            Ok(url) => problems.push(format!("url scheme {:?} is not supported (plain http:// only)", url.scheme())),
+            Err(e) => problems.push(format!("url {:?} does not parse: {e}", self.url)),
+        }
+        if self.timeout.is_zero() {
+            problems.push("timeout must be positive".into());
+        }
+        if self.max_backoff.is_zero() {
+            problems.push("max_backoff must be positive".into());
+        }
+        if let Err(e) = self.header_map() {
+            problems.push(e);
+        }
+        if let OnClientError::DeadLetter { dir } = &self.on_client_error {
+            if dir.exists() && !dir.is_dir() {
+                problems.push(format!("dead-letter {} exists and is not a directory", dir.display()));
+            }
+        }
+        problems
+    }
+
+    /// Resolves the dead-letter directory against `base` (the topology file's folder).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let OnClientError::DeadLetter { dir } = &mut self.on_client_error {
+            *dir = crate::topology::resolve(base, dir);
+        }
+    }
+
+    /// The request headers every post carries: `headers`, the bearer token, the content type.
+    fn header_map(&self) -> Result<HeaderMap, String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"))?;
+            let v = HeaderValue::from_str(value).map_err(|e| format!("header {name:?} value {value:?}: {e}"))?;
+            map.insert(n, v);
+        }
+        if let Some(token) = &self.bearer_token {
+            let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("bearer_token: {e}"))?;
+            map.insert(AUTHORIZATION, v);
+        }
+        map.insert(CONTENT_TYPE, HeaderValue::from_static(self.format.content_type()));
+        Ok(map)
+    }
+}
+
+/// The HTTP sink.
+pub struct HttpSink {
+    config: HttpSinkConfig,
+    name: String,
+    client: reqwest::Client,
+    counters: Arc<SinkCounters>,
+    dead_letters: u64,
+}
+
+impl HttpSink {
+    /// A sink posting to `config.url`.
+    ///
+    /// # Errors
+    /// When a header does not parse or the HTTP client cannot be built.
+    pub fn new(name: &str, config: HttpSinkConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
+        let headers = config.header_map().map_err(SinkError::Other)?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .default_headers(headers)
+            .build()
+            .map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
+        Ok(HttpSink { config, name: name.into(), client, counters, dead_letters: 0 })
+    }
+
+    /// Writes a refused request body into the dead-letter directory, fsynced.
+    async fn dead_letter(&mut self, dir: PathBuf, body: bytes::Bytes, status: StatusCode) -> Result<(), SinkError> {
+        self.dead_letters += 1;
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let ext = match self.config.format {
+            Format::FlumeJson => "json",
+            Format::Ndjson => "ndjson",
+            Format::Lines => "txt",
+            Format::Events => "events",
+        };
+        let path = dir.join(format!("{millis}-{}-{}.{ext}", self.dead_letters, status.as_u16()));
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            std::fs::create_dir_all(&dir)?;
+            let mut file = std::fs::File::create(&target)?;
+            file.write_all(&body)?;
+            file.sync_all()?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(SinkError::io(format!("write dead letter {}", path.display())))?;
+        tracing::error!(sink = %self.name, path = %path.display(), "refused batch written to the dead-letter directory");
+        Ok(())
+    }
+}
+
+impl Sink for HttpSink {
+    fn deliver<'a>(&'a mut self, events: &'a [Event]) -> LocalBoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let body = self.config.format.encode(events);
+            let mut backoff = Duration::from_millis(100);
+            let mut failures = 0u32;
+            loop {
+                let answer = self.client.post(&self.config.url).body(body.clone()).send().await;
+                let wait = match answer {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        if failures > 0 {
+                            tracing::info!(sink = %self.name, failures, "batch delivered after retries");
+                        }
+                        return Ok(());
+                    }
+                    Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                        self.counters.connection_failed.inc();
+                        let status = resp.status();
+                        let retry_after = resp
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(Duration::from_secs);
+                        let text = answer_text(resp).await;
+                        tracing::warn!(sink = %self.name, url = %self.config.url, %status, answer = %text, events = events.len(), "server busy or failing; retrying");
+                        retry_after.unwrap_or(backoff).min(self.config.max_backoff)
+                    }
+                    Ok(resp) => {
+                        self.counters.connection_failed.inc();
+                        let status = resp.status();
+                        let text = answer_text(resp).await;
+                        tracing::error!(sink = %self.name, url = %self.config.url, %status, answer = %text, events = events.len(), "batch refused");
+                        return match self.config.on_client_error.clone() {
+                            OnClientError::Rollback => {
+                                Err(SinkError::Other(format!("{} answered {status}: {text}", self.config.url)))
+                            }
+                            OnClientError::DeadLetter { dir } => self.dead_letter(dir, body, status).await,
+                        };
+                    }
+                    Err(e) => {
+                        self.counters.connection_failed.inc();
+                        tracing::warn!(sink = %self.name, url = %self.config.url, error = %chain(&e), events = events.len(), "post failed; retrying");
+                        backoff
+                    }
+                };
+                failures += 1;
+                actix_rt::time::sleep(wait).await;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            }
+        })
+    }
+}
+
+/// The start of an answer's body, for the log.
+async fn answer_text(resp: reqwest::Response) -> String {
+    let text = resp.text().await.unwrap_or_default();
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// An error and its causes, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -1,0 +1,453 @@
+//! `Http`: events posted to an HTTP server, as Flume's HTTP source; also the receiving end of the
+//! agent-to-agent hop (an `Http` sink of another agent posting `application/x-flumen-events`).
+//!
+//! Each `POST` to `path` carries a batch of events in one of the [`Format`]s, picked by the
+//! request's `Content-Type` (the configured `format` when it names none of them). The answer is
+//! `200` only once every event of the request was committed to the source's required channels;
+//! `503` with `Retry-After` when a channel stayed full for `put_timeout`; `413` over
+//! `max_body_bytes`; `400` with the parse error for a malformed body (counted in
+//! `EventMalformedCount`); `401` without the right bearer token. The server (actix-web) runs
+//! inside the source's `run` future, so it lives and restarts with the source actor, and it stops
+//! (gracefully, letting puts in flight finish) when the agent stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{SourceContext, SourceError};
+use crate::channel::ChannelError;
+use crate::event::{Event, Headers};
+use crate::topology::duration;
+
+/// `Http(bind: "127.0.0.1:8080", path: "/", max_body_bytes: 10485760, format: FlumeJson,
+/// bearer_token: None, put_timeout: "5s")`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on (Flume's `bind` and `port`).
+    pub bind: String,
+    /// The URL path events are posted to; other paths answer `404`, other methods `405`.
+    /// Default `"/"`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Largest request body in bytes; a larger one is answered `413 Payload Too Large`.
+    /// Default 10485760 (10 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The body format of requests whose `Content-Type` names none (see [`Format`]).
+    /// Default `FlumeJson` (Flume's `JSONHandler`).
+    #[serde(default)]
+    pub format: Format,
+    /// When set, requests must carry `Authorization: Bearer <token>`; others get `401`.
+    /// Default `None` (no authentication).
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// How long a request waits for room in a full channel before it is answered `503` with
+    /// `Retry-After: 1`. Default `"5s"`.
+    #[serde(default = "default_put_timeout", with = "duration")]
+    pub put_timeout: Duration,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_max_body_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_put_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl HttpConfig {
+    /// Problems with the options.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(why) = crate::topology::check_address(&self.bind) {
+            problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:8080\"): {why}", self.bind));
+        }
+        if !self.path.starts_with('/') {
+            problems.push(format!("path {:?} must start with '/'", self.path));
+        }
+        if self.max_body_bytes == 0 {
+            problems.push("max_body_bytes must be positive".into());
+        }
+        if self.put_timeout.is_zero() {
+            problems.push("put_timeout must be positive".into());
+        }
+        if self.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            problems.push("bearer_token is empty (write None for no authentication)".into());
+        }
+        problems
+    }
+}
+
+/// How a request body holds its events (the `Http` source reads, the `Http` sink writes them).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`: a JSON array of `{"headers": {"k": "v"}, "body": "text"}` objects, as
+    /// Flume's `JSONHandler` (both fields optional; the body is text, UTF-8).
+    #[default]
+    FlumeJson,
+    /// `application/x-ndjson`: one such JSON object per line (empty lines are skipped).
+    Ndjson,
+    /// `text/plain`: one event per line, without its line ending (LF, or CRLF); no headers.
+    Lines,
+    /// `application/x-flumen-events`: events in flumen's binary codec
+    /// ([`Event::encode`]), one after the other; headers and bodies of any bytes travel intact.
+    Events,
+}
+
+impl Format {
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::FlumeJson => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Lines => "text/plain; charset=utf-8",
+            Format::Events => "application/x-flumen-events",
+        }
+    }
+
+    /// The format a `Content-Type` names (parameters such as `charset` are ignored), if any.
+    pub fn from_content_type(content_type: &str) -> Option<Format> {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Some(Format::FlumeJson),
+            "application/x-ndjson" | "application/jsonl" => Some(Format::Ndjson),
+            "text/plain" => Some(Format::Lines),
+            "application/x-flumen-events" => Some(Format::Events),
+            _ => None,
+        }
+    }
+
+    /// Reads the events of a request body.
+    ///
+    /// # Errors
+    /// [`MalformedBody`] saying where the body is wrong (JSON line and column, NDJSON line, or
+    /// the codec's error with the event's index).
+    pub fn decode(self, body: Bytes) -> Result<Vec<Event>, MalformedBody> {
+        match self {
+            Format::FlumeJson => {
+                let events: Vec<JsonEvent> =
+                    serde_json::from_slice(&body).map_err(|e| MalformedBody(format!("JSON: {e}")))?;
+                Ok(events.into_iter().map(JsonEvent::into_event).collect())
+            }
+            Format::Ndjson => {
+                let mut events = Vec::new();
+                for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let event: JsonEvent = serde_json::from_slice(line)
+                        .map_err(|e| MalformedBody(format!("NDJSON line {}: {e}", i + 1)))?;
+                    events.push(event.into_event());
+                }
+                Ok(events)
+            }
+            Format::Lines => {
+                let mut events = Vec::new();
+                let mut start = 0;
+                while start < body.len() {
+                    let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+                    let line_end = if end > start && body[end - 1] == b'\r' { end - 1 } else { end };
+                    events.push(Event::new(body.slice(start..line_end)));
+                    start = end + 1;
+                }
+                Ok(events)
+            }
+            Format::Events => {
+                let mut rest = body;
+                let mut events = Vec::new();
+                while !rest.is_empty() {
+                    let event = Event::decode(&mut rest)
+                        .map_err(|e| MalformedBody(format!("event {} of the body: {e}", events.len())))?;
+                    events.push(event);
+                }
+                Ok(events)
+            }
+        }
+    }
+
+    /// Writes `events` as a request body of this format.
+    ///
+    /// JSON formats carry bodies as text: a body that is not UTF-8 has its invalid bytes replaced
+    /// by U+FFFD (use `Events` to carry any bytes). `Lines` carries the bodies only.
+    pub fn encode(self, events: &[Event]) -> Bytes {
+        match self {
+            Format::FlumeJson => {
+                let json: Vec<JsonEventRef<'_>> = events.iter().map(JsonEventRef::of).collect();
+                serde_json::to_vec(&json).expect("string maps and strings always serialize").into()
+            }
+            Format::Ndjson => {
+                let mut out = Vec::with_capacity(events.iter().map(|e| e.body.len() + 32).sum());
+                for e in events {
+                    serde_json::to_writer(&mut out, &JsonEventRef::of(e)).expect("writing to a Vec never fails");
+                    out.push(b'\n');
+                }
+                out.into()
+            }
+            Format::Lines => {
+                let mut out = BytesMut::with_capacity(events.iter().map(|e| e.body.len() + 1).sum());
+                for e in events {
+                    out.extend_from_slice(&e.body);
+                    out.extend_from_slice(b"\n");
+                }
+                out.freeze()
+            }
+            Format::Events => {
+                let mut out = BytesMut::with_capacity(events.iter().map(Event::encoded_len).sum());
+                for e in events {
+                    e.encode(&mut out);
+                }
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// What is wrong with a request body, in words (answered with `400`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed body: {0}")]
+pub struct MalformedBody(pub String);
+
+/// One event of Flume's JSON format.
+#[derive(Deserialize)]
+struct JsonEvent {
+    #[serde(default)]
+    headers: Headers,
+    #[serde(default)]
+    body: String,
+}
+
+impl JsonEvent {
+    fn into_event(self) -> Event {
+        Event { headers: self.headers, body: Bytes::from(self.body) }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonEventRef<'a> {
+    headers: &'a Headers,
+    body: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> JsonEventRef<'a> {
+    fn of(e: &'a Event) -> Self {
+        JsonEventRef { headers: &e.headers, body: String::from_utf8_lossy(&e.body) }
+    }
+}
+
+/// What every request handler shares.
+struct Receiver {
+    config: HttpConfig,
+    ctx: SourceContext,
+}
+
+/// Serves `config.path` until the agent stops.
+///
+/// # Errors
+/// When the address cannot be bound, or the server stops by itself.
+pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceError> {
+    let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone() });
+    let path = config.path.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::from(receiver.clone()))
+            .service(web::resource(path.as_str()).route(web::post().to(receive)))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(config.put_timeout.as_secs() + 5)
+    .bind(&config.bind)
+    .map_err(SourceError::io(format!("bind {}", config.bind)))?
+    .run();
+    let handle = server.handle();
+    tracing::info!(source = %ctx.name, bind = %config.bind, path = %config.path, "listening for HTTP posts");
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => {
+            result.map_err(SourceError::io(format!("serve HTTP on {}", config.bind)))?;
+            Err(SourceError::Other(format!("the HTTP server on {} stopped", config.bind)))
+        }
+        _ = ctx.stopping() => {
+            // Stops accepting, and lets requests in flight finish (their puts commit).
+            drop(handle.stop(true));
+            let _ = server.await;
+            Ok(())
+        }
+    }
+}
+
+/// Answers one `POST`: checks the token and size, reads and decodes the body, puts its events.
+async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Data<Receiver>) -> HttpResponse {
+    let Receiver { config, ctx } = receiver.get_ref();
+    if let Some(token) = &config.bearer_token {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let given = given.strip_prefix("Bearer ").unwrap_or("");
+        if !same_bytes(given.as_bytes(), token.as_bytes()) {
+            tracing::warn!(source = %ctx.name, peer = ?req.peer_addr(), "request without the right bearer token");
+            discard(&mut payload).await;
+            return HttpResponse::Unauthorized()
+                .force_close()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .body("missing or wrong bearer token\n");
+        }
+    }
+    if ctx.is_stopping() {
+        return unavailable("the agent is stopping");
+    }
+    let too_large = || {
+        tracing::warn!(source = %ctx.name, limit = config.max_body_bytes, "request body over max_body_bytes");
+        HttpResponse::PayloadTooLarge()
+            .force_close()
+            .body(format!("request body over {} bytes\n", config.max_body_bytes))
+    };
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        discard(&mut payload).await;
+        return too_large();
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() > config.max_body_bytes => {
+                discard(&mut payload).await;
+                return too_large();
+            }
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(e) => {
+                tracing::warn!(source = %ctx.name, error = %e, "reading a request body failed");
+                return HttpResponse::BadRequest().body(format!("reading the body failed: {e}\n"));
+            }
+        }
+    }
+    let format = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Format::from_content_type)
+        .unwrap_or(config.format);
+    let events = match format.decode(body.freeze()) {
+        Ok(events) => events,
+        Err(e) => {
+            ctx.counters.malformed.inc();
+            tracing::warn!(source = %ctx.name, ?format, error = %e, "malformed request rejected");
+            return HttpResponse::BadRequest().body(format!("{e}\n"));
+        }
+    };
+    let n = events.len();
+    let deadline = Instant::now() + config.put_timeout;
+    let mut events = events.into_iter();
+    loop {
+        let batch: Vec<Event> = events.by_ref().take(ctx.batch_size.max(1)).collect();
+        if batch.is_empty() {
+            break;
+        }
+        match ctx.put_until(batch, deadline).await {
+            Ok(()) => {}
+            Err(SourceError::Put(ChannelError::Full { capacity })) => {
+                tracing::debug!(source = %ctx.name, capacity, "channel full: answering 503");
+                return unavailable("a channel is full");
+            }
+            Err(SourceError::Put(ChannelError::Closed) | SourceError::Stopping) => {
+                return unavailable("the channel is closed");
+            }
+            Err(e) => {
+                tracing::error!(source = %ctx.name, error = %e, "put failed: answering 500");
+                return HttpResponse::InternalServerError().body(format!("put failed: {e}\n"));
+            }
+        }
+    }
+    HttpResponse::Ok().content_type("application/json").body(format!("{{\"accepted\":{n}}}\n"))
+}
+
+/// Most bytes of a refused body read and thrown away before the answer.
+const DISCARD_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads and throws away the rest of a refused body (at most [`DISCARD_MAX`] bytes, for at most
+/// two seconds) before the answer and the close, so that the close does not reset the connection
+/// (a TCP RST) while the client is still sending, which would lose the answer.
+async fn discard(payload: &mut web::Payload) {
+    let mut read = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(chunk)) = payload.next().await {
+            read += chunk.len();
+            if read > DISCARD_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// `503 Service Unavailable` with `Retry-After: 1` (seconds).
+fn unavailable(why: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "1")).body(format!("{why}: retry later\n"))
+}
+
+/// Compares in time independent of where the bytes differ (for the bearer token).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APACHE: &str = "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties";
+    const SSH: &str = "Dec 10 06:55:46 LabSZ sshd[24200]: reverse mapping checking getaddrinfo for ns.marryaldkfaczcz.com [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!";
+
+    fn batch() -> Vec<Event> {
+        vec![Event::new(APACHE).with_header("host", "web-1").with_header("level", "notice"), Event::new(SSH)]
+    }
+
+    #[test]
+    fn every_format_round_trips_headers_and_text_bodies() {
+        for format in [Format::FlumeJson, Format::Ndjson, Format::Events] {
+            assert_eq!(format.decode(format.encode(&batch())).unwrap(), batch(), "{format:?}");
+        }
+        let bodies: Vec<Event> = batch().into_iter().map(|e| Event::new(e.body)).collect();
+        assert_eq!(Format::Lines.decode(Format::Lines.encode(&batch())).unwrap(), bodies);
+    }
+
+    #[test]
+    fn flume_json_reads_flume_handler_bodies() {
+        let body = format!(r#"[{{"headers": {{"host": "web-1"}}, "body": "{APACHE}"}}, {{"body": "{SSH}"}}]"#);
+        let events = Format::FlumeJson.decode(body.into()).unwrap();
+        assert_eq!(events, vec![Event::new(APACHE).with_header("host", "web-1"), Event::new(SSH)]);
+    }
+
+    #[test]
+    fn lines_drop_line_endings_and_keep_an_unterminated_last_line() {
+        let events = Format::Lines.decode(format!("{APACHE}\r\n\n{SSH}").into()).unwrap();
+        assert_eq!(events, vec![Event::new(APACHE), Event::new(""), Event::new(SSH)]);
+    }
+
+    #[test]
+    fn malformed_bodies_say_where() {
+        let e = Format::FlumeJson.decode(format!(r#"[{{"body": "{APACHE}"}}"#).into()).unwrap_err();
+        assert!(e.0.contains("line 1"), "{e}");
+        let e = Format::Ndjson.decode(format!("{{\"body\": \"{SSH}\"}}\n{{\"body\": 7}}\n").into()).unwrap_err();
+        assert!(e.0.starts_with("NDJSON line 2"), "{e}");
+        let mut events = Format::Events.encode(&batch()).to_vec();
+        events.truncate(events.len() - 3);
+        let e = Format::Events.decode(events.into()).unwrap_err();
+        assert!(e.0.starts_with("event 1 of the body"), "{e}");
+    }
+
+    #[test]
+    fn content_types_pick_formats() {
+        assert_eq!(Format::from_content_type("application/json; charset=UTF-8"), Some(Format::FlumeJson));
+        assert_eq!(Format::from_content_type("Text/Plain"), Some(Format::Lines));
+        assert_eq!(Format::from_content_type("application/x-ndjson"), Some(Format::Ndjson));
+        assert_eq!(Format::from_content_type("application/x-flumen-events"), Some(Format::Events));
+        assert_eq!(Format::from_content_type("application/x-www-form-urlencoded"), None);
+    }
+}
