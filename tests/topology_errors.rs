@@ -541,7 +541,7 @@ fn unknown_source_kind() {
 "#,
         (4, 22),
         Some("source \"r1\""),
-        "unknown source kind `Kafka`, expected one of `Netcat`, `SequenceGenerator`, `Exec`, `SpoolDir`, `Taildir`, `Http`",
+        "unknown source kind `Kafka`, expected one of `Netcat`, `SequenceGenerator`, `Exec`, `SpoolDir`, `Taildir`, `SyslogTcp`, `SyslogUdp`, `NetcatUdp`, `Http`",
     );
 }
 
