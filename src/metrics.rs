@@ -125,7 +125,8 @@ counter_set!(
         bytes_delivered => "BytesDeliveredCount",
         /// Takes rolled back after a failed delivery.
         rollbacks => "RollbackCount",
-        /// Times the supervisor restarted this sink.
+        /// Times this sink was restarted after a failure: by its supervisor, or rebuilt by its
+        /// sink group's processor.
         restarts => "RestartCount",
     }
 );
