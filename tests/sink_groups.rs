@@ -6,13 +6,16 @@
 //! by rename) to point at a plain file, so opening or creating its output fails with "not a
 //! directory"; swapping the link back to the directory mends it. Each sink rolls its file every
 //! 200 ms, so a broken sink fails at its next open. In every case the outputs of all the sinks
-//! together hold exactly the lines sent, as a multiset.
+//! together hold exactly the lines sent, as a multiset. A group also drains its channel on
+//! SIGTERM, and (in process, over a `Memory` channel) a member that panics is penalised while the
+//! group goes on.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -283,4 +286,131 @@ fn load_balance_backs_off_a_failing_sink_and_loses_nothing() {
         assert_eq!(agent.counter(sink, "EventDrainSuccessCount"), agent.lines(&[sink]).len() as u64, "{sink}");
     }
     agent.finish(&all);
+}
+
+#[test]
+fn a_group_drains_its_channel_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let topology = tmp.path().join("drain.ron");
+    write_file(
+        &topology,
+        &format!(
+            r#"Topology(
+    agent: "drain",
+    sources: {{
+        "r1": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536, ack_every_event: true), channels: ["c1"]),
+    }},
+    channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
+    sinks: {{
+        "k1": (kind: FileRoll(dir: "out/k1", sync: true), channel: "c1", batch_size: 20),
+        "k2": (kind: FileRoll(dir: "out/k2", sync: true), channel: "c1", batch_size: 20),
+    }},
+    sink_groups: {{ "g1": (sinks: ["k1", "k2"], processor: LoadBalance(selector: RoundRobin)) }},
+)"#
+        ),
+    );
+    let lines = loghub_lines();
+    let mut flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
+    // Every line acknowledged: each is then in the channel (or already delivered).
+    let mut stream = flumen.connect(format!("127.0.0.1:{port}").parse().unwrap(), DEADLINE);
+    let mut reader = stream.try_clone().unwrap();
+    let payload = joined(&lines);
+    let sender = std::thread::spawn(move || stream.write_all(&payload));
+    let (mut acked, mut buf) = (0, [0u8; 8192]);
+    while acked < lines.len() {
+        let n = reader.read(&mut buf).expect("acknowledgements arrive");
+        assert!(n > 0, "the agent closed the connection after {acked} acknowledgements");
+        acked += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    sender.join().unwrap().unwrap();
+    drop(reader);
+    assert_eq!(flumen.terminate(DEADLINE), Some(0), "graceful stop exits 0");
+    let (got, partial) = output_lines(&tmp.path().join("out"));
+    assert_eq!(partial, 0);
+    assert!(multiset(got) == multiset(lines), "everything acknowledged was delivered before the exit");
+    for k in ["k1", "k2"] {
+        assert!(!output_lines(&tmp.path().join("out").join(k)).0.is_empty(), "{k} took its turn");
+    }
+}
+
+/// A sink that panics on every delivery, as it is called.
+struct Panicking;
+
+impl flumen::sink::Sink for Panicking {
+    fn deliver<'a>(
+        &'a mut self,
+        events: &'a [flumen::event::Event],
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<(), flumen::sink::SinkError>> {
+        panic!("injected panic on a delivery of {} events", events.len());
+    }
+}
+
+#[test]
+fn a_panicking_sink_is_penalised_and_the_group_goes_on() {
+    use actix::{Actor, Supervisor};
+    use flumen::channel::memory::{MemoryChannel, MemoryConfig};
+    use flumen::channel::{ChannelHandle, Put};
+    use flumen::metrics::Metrics;
+    use flumen::sink::file_roll::{FileRollConfig, FileRollSink};
+    use flumen::sink::group::Member;
+    use flumen::sink::{Sink, SinkFactory, SinkRunner};
+    use flumen::topology::SinkProcessorConfig;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_path_buf();
+    actix_rt::System::new().block_on(async move {
+        let metrics = Metrics::new();
+        let config = MemoryConfig { capacity: 20_000, transaction_capacity: 1000, keep_alive: Duration::from_secs(3) };
+        let channel = ChannelHandle::new("c1", MemoryChannel::new(config, metrics.channel("c1")).start());
+        let file_roll = |name: &str| FileRollConfig {
+            dir: out.join(name),
+            roll_interval: Duration::ZERO,
+            prefix: String::new(),
+            extension: String::new(),
+            sync: false,
+        };
+        let (primary, backup) = (metrics.sink("primary"), metrics.sink("backup"));
+        let (stop_tx, stop) = tokio::sync::watch::channel(None);
+        let runner = {
+            let (channel, primary, backup) = (channel.clone(), primary.clone(), backup.clone());
+            let backup_dir = file_roll("backup");
+            Supervisor::start(move |_| {
+                let panicky: SinkFactory = Rc::new(|| Ok(Box::new(Panicking) as Box<dyn Sink>));
+                let plain: SinkFactory = {
+                    let counters = backup.clone();
+                    Rc::new(move || {
+                        Ok(Box::new(FileRollSink::new(backup_dir.clone(), counters.clone())?) as Box<dyn Sink>)
+                    })
+                };
+                let members = vec![
+                    Member { name: "primary".into(), batch_size: 100, factory: panicky, counters: primary.clone() },
+                    Member { name: "backup".into(), batch_size: 100, factory: plain, counters: backup.clone() },
+                ];
+                let processor = SinkProcessorConfig::Failover {
+                    priority: [("primary".to_string(), 10), ("backup".to_string(), 5)].into(),
+                    max_penalty: Duration::from_secs(30),
+                };
+                SinkRunner::group("g1", channel, members, processor, stop)
+            })
+        };
+        let input = loghub_lines();
+        for chunk in input.chunks(250) {
+            let events = chunk.iter().map(|l| flumen::event::Event::new(l.clone())).collect();
+            channel.put.send(Put { events }).await.unwrap().unwrap();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while output_lines(&out).0.len() < input.len() {
+            assert!(Instant::now() < deadline, "{} of {} lines delivered", output_lines(&out).0.len(), input.len());
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Each panicked batch went back to the channel and on to the backup, in order.
+        assert!(output_lines(&out.join("backup")).0 == input, "the backup holds every line once, in order");
+        assert!(primary.restarts.get() >= 1, "the panicking sink was rebuilt");
+        assert_eq!(primary.rollbacks.get(), primary.restarts.get(), "a rollback per panic");
+        assert_eq!(backup.restarts.get(), 0, "the group itself was not restarted");
+        assert_eq!(backup.drain_success.get(), input.len() as u64);
+        let _ = stop_tx.send(Some(Instant::now() + Duration::from_secs(5)));
+        drop(runner);
+    });
 }

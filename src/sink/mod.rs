@@ -244,7 +244,7 @@ impl Actor for SinkRunner {
             drain(self.channel.clone(), self.members.clone(), processor, self.stop.clone(), self.restarts.delay())
                 .instrument(self.span());
         let delivered_before = self.delivered();
-        let fut = contained(work);
+        let fut = contained(|| work);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             let _span = act.span().entered();
             match result {
@@ -278,9 +278,17 @@ impl Handler<IsIdle> for SinkRunner {
     }
 }
 
-/// Awaits `work`, turning a panic inside it into [`SinkError::Panic`].
-async fn contained<T>(work: impl Future<Output = Result<T, SinkError>>) -> Result<T, SinkError> {
-    std::panic::AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|p| Err(SinkError::Panic(panic_message(p))))
+/// Makes and awaits the future `work` returns, turning a panic in either into [`SinkError::Panic`]
+/// (a sink may panic as it is called, before it returns its future).
+async fn contained<T, F>(work: impl FnOnce() -> F) -> Result<T, SinkError>
+where
+    F: Future<Output = Result<T, SinkError>>,
+{
+    let panicked = |p| Err(SinkError::Panic(panic_message(p)));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(fut) => std::panic::AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(panicked),
+        Err(p) => panicked(p),
+    }
 }
 
 /// Waits `delay` (the restart backoff), then runs the take / deliver / commit loop until the
@@ -303,7 +311,7 @@ async fn drain(
     let mut closed = Ok(());
     for (member, sink) in members.iter().zip(&mut sinks) {
         if let Some(mut sink) = sink.take() {
-            if let Err(e) = contained(sink.close()).await {
+            if let Err(e) = contained(|| sink.close()).await {
                 tracing::warn!(sink = %member.name, error = %e, "closing the sink failed");
                 closed = closed.and(Err(e));
             }
@@ -338,9 +346,7 @@ async fn take_loop(
         };
         let member = &members[k];
         if sinks[k].is_none() {
-            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (member.factory)()))
-                .unwrap_or_else(|p| Err(SinkError::Panic(panic_message(p))));
-            match built {
+            match contained(|| std::future::ready((member.factory)())).await {
                 Ok(sink) => sinks[k] = Some(sink),
                 Err(e) => {
                     failed(processor, member, &mut sinks[k], k, e)?;
@@ -359,7 +365,7 @@ async fn take_loop(
             }
             for (j, sink) in sinks.iter_mut().enumerate() {
                 if let Some(s) = sink {
-                    if let Err(e) = contained(s.idle()).await {
+                    if let Err(e) = contained(|| s.idle()).await {
                         failed(processor, &members[j], sink, j, e)?;
                     }
                 }
@@ -373,7 +379,7 @@ async fn take_loop(
         }
         counters.drain_attempt.add(n as u64);
         let sink = sinks[k].as_mut().expect("built above");
-        match contained(sink.deliver(&txn.events)).await {
+        match contained(|| sink.deliver(&txn.events)).await {
             Ok(()) => {
                 let bytes = body_bytes(&txn.events);
                 channel.commit(txn).await?;
