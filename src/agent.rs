@@ -3,9 +3,9 @@
 //! Channels run on the agent's own arbiter (RocksDB work on their own threads), sources and their
 //! selectors on a "sources" arbiter, sink runners on a "sinks" arbiter, so that reading and writing
 //! use both cores. A sink in no sink group runs in its own runner; the sinks of a group run in one
-//! runner under the group's sink processor. Shutdown goes in the order that loses nothing: sources stop reading and finish
-//! their in-flight puts; sinks drain their channels (until empty or the drain deadline) and close;
-//! channels flush and close.
+//! runner under the group's sink processor. Shutdown goes in the order that loses nothing: sources
+//! stop reading and finish their in-flight puts; sinks drain their channels (until empty or the
+//! drain deadline) and close; channels flush and close.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;

@@ -410,14 +410,12 @@ fn failed(
         (Verdict::Continue, left_out_for) => {
             *sink = None;
             member.counters.restarts.inc();
-            match left_out_for {
-                Some(d) => {
-                    tracing::warn!(sink = %member.name, error = %error, left_out_for = ?d, "sink failed; its batch goes to another sink")
-                }
-                None => {
-                    tracing::warn!(sink = %member.name, error = %error, "sink failed; its batch goes to another sink")
-                }
-            }
+            tracing::warn!(
+                sink = %member.name,
+                error = %error,
+                left_out_for = ?left_out_for,
+                "sink failed; the group goes on with its other sinks"
+            );
             Ok(())
         }
     }
