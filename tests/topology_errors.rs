@@ -429,6 +429,23 @@ fn sink_group_over_two_channels() {
 }
 
 #[test]
+fn sink_group_without_penalty() {
+    expect_error(
+        r#"Topology(
+    agent: "a",
+    sources: { "r1": (kind: SequenceGenerator(), channels: ["c1"]) },
+    channels: { "c1": Memory() },
+    sinks: { "k1": (kind: Null(), channel: "c1"), "k2": (kind: Null(), channel: "c1") },
+    sink_groups: { "g1": (sinks: ["k1", "k2"], processor: Failover(max_penalty: "0s")) },
+)
+"#,
+        (6, 81),
+        Some("sink group \"g1\""),
+        "max_penalty must be positive",
+    );
+}
+
+#[test]
 fn missing_topology_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("nowhere.ron");

@@ -300,6 +300,18 @@ fn sink_groups(t: &Topology, broken: &Broken, p: &mut Problems) {
                 Some(_) => {}
             }
         }
+        let (field, longest) = match &group.processor {
+            SinkProcessorConfig::Failover { max_penalty, .. } => ("max_penalty", max_penalty),
+            SinkProcessorConfig::LoadBalance { max_backoff, .. } => ("max_backoff", max_backoff),
+        };
+        if longest.is_zero() {
+            p.add(
+                "sink group",
+                name,
+                vec![Step::Field("processor"), Step::Field(field)],
+                format!("{field} must be positive: a failed sink is left out for at least a moment"),
+            );
+        }
         if let SinkProcessorConfig::Failover { priority, .. } = &group.processor {
             for s in priority.keys() {
                 if !group.sinks.contains(s) {
