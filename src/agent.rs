@@ -2,9 +2,10 @@
 //!
 //! Channels run on the agent's own arbiter (RocksDB work on their own threads), sources and their
 //! selectors on a "sources" arbiter, sink runners on a "sinks" arbiter, so that reading and writing
-//! use both cores. Shutdown goes in the order that loses nothing: sources stop reading and finish
-//! their in-flight puts; sinks drain their channels (until empty or the drain deadline) and close;
-//! channels flush and close.
+//! use both cores. A sink in no sink group runs in its own runner; the sinks of a group run in one
+//! runner under the group's sink processor. Shutdown goes in the order that loses nothing: sources
+//! stop reading and finish their in-flight puts; sinks drain their channels (until empty or the
+//! drain deadline) and close; channels flush and close.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -20,6 +21,7 @@ use crate::channel::{ChannelError, ChannelHandle, Close, Size};
 use crate::interceptor::InterceptorChain;
 use crate::metrics::{ComponentCounters, Metrics};
 use crate::selector::Selector;
+use crate::sink::group::Member;
 use crate::sink::{SinkFactory, SinkRunner};
 use crate::source::{SourceActor, SourceContext};
 use crate::supervision::IsIdle;
@@ -115,17 +117,36 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     let ended: Arc<Mutex<BTreeSet<String>>> = Arc::default();
 
     let mut sinks = Vec::new();
-    for (name, config) in &topology.sinks {
-        let channel = channels[&config.channel].clone();
+    let grouped: BTreeSet<&String> = topology.sink_groups.values().flat_map(|g| &g.sinks).collect();
+    let member = |name: &String| {
+        let config = &topology.sinks[name];
         let counters = metrics.sink(name);
-        let (name, kind, batch_size, stop) =
-            (name.clone(), config.kind.clone(), config.batch_size, sink_stop_rx.clone());
-        sinks.push(Supervisor::start_in_arbiter(&sinks_arbiter.handle(), move |_| {
+        let (name, kind, batch_size) = (name.clone(), config.kind.clone(), config.batch_size);
+        // Called on the sinks arbiter: a factory is not `Send`.
+        move || {
             let factory: SinkFactory = {
-                let (name, counters) = (name.clone(), counters.clone());
+                let (name, kind, counters) = (name.clone(), kind.clone(), counters.clone());
                 std::rc::Rc::new(move || kind.build(&name, counters.clone()))
             };
-            SinkRunner::new(&name, channel, batch_size, factory, counters, stop)
+            Member { name: name.clone(), batch_size, factory, counters: counters.clone() }
+        }
+    };
+    for (name, config) in topology.sinks.iter().filter(|(name, _)| !grouped.contains(name)) {
+        let channel = channels[&config.channel].clone();
+        let (name, stop, member) = (name.clone(), sink_stop_rx.clone(), member(name));
+        sinks.push(Supervisor::start_in_arbiter(&sinks_arbiter.handle(), move |_| {
+            let m = member();
+            SinkRunner::new(&name, channel, m.batch_size, m.factory, m.counters, stop)
+        }));
+    }
+    for (name, group) in &topology.sink_groups {
+        // Validation makes every sink of a group drain the same channel.
+        let channel = channels[&topology.sinks[&group.sinks[0]].channel].clone();
+        let members: Vec<_> = group.sinks.iter().map(member).collect();
+        let (name, processor, stop) = (name.clone(), group.processor.clone(), sink_stop_rx.clone());
+        sinks.push(Supervisor::start_in_arbiter(&sinks_arbiter.handle(), move |_| {
+            let members = members.iter().map(|m| m()).collect();
+            SinkRunner::group(&name, channel, members, processor, stop)
         }));
     }
 
@@ -170,6 +191,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
         sources = topology.sources.len(),
         channels = topology.channels.len(),
         sinks = topology.sinks.len(),
+        sink_groups = topology.sink_groups.len(),
         "agent started"
     );
     Ok(RunningAgent {

@@ -129,7 +129,8 @@ counter_set!(
         /// could leave the base directory, a missing or bad `timestamp`); written to a `rejected`
         /// bucket or failing their batch, never dropped.
         event_rejected => "EventRejectedCount",
-        /// Times the supervisor restarted this sink.
+        /// Times this sink was restarted after a failure: by its supervisor, or rebuilt by its
+        /// sink group's processor.
         restarts => "RestartCount",
     }
 );

@@ -407,6 +407,45 @@ fn sink_in_two_sink_groups() {
 }
 
 #[test]
+fn sink_group_over_two_channels() {
+    expect_error(
+        r#"Topology(
+    agent: "a",
+    sources: { "r1": (kind: SequenceGenerator(), channels: ["c1", "c2"]) },
+    channels: { "c1": Memory(), "c2": Memory() },
+    sinks: {
+        "k1": (kind: Null(), channel: "c1"),
+        "k2": (kind: Null(), channel: "c2"),
+    },
+    sink_groups: {
+        "g1": (sinks: ["k1", "k2"], processor: Failover(priority: { "k1": 10, "k2": 5 })),
+    },
+)
+"#,
+        (10, 30),
+        Some("sink group \"g1\""),
+        "sink \"k2\" drains channel \"c2\" but sink \"k1\" drains \"c1\": the sinks of a group drain one channel",
+    );
+}
+
+#[test]
+fn sink_group_without_penalty() {
+    expect_error(
+        r#"Topology(
+    agent: "a",
+    sources: { "r1": (kind: SequenceGenerator(), channels: ["c1"]) },
+    channels: { "c1": Memory() },
+    sinks: { "k1": (kind: Null(), channel: "c1"), "k2": (kind: Null(), channel: "c1") },
+    sink_groups: { "g1": (sinks: ["k1", "k2"], processor: Failover(max_penalty: "0s")) },
+)
+"#,
+        (6, 81),
+        Some("sink group \"g1\""),
+        "max_penalty must be positive",
+    );
+}
+
+#[test]
 fn missing_topology_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("nowhere.ron");

@@ -4,14 +4,18 @@
 //! channel in a transaction, hand them to the [`Sink`], and commit the take only once the sink has
 //! handed them over (written to the OS, fsynced where promised); on failure the take is rolled
 //! back, so the events return to the head of the channel, and the sink is restarted with capped
-//! exponential backoff. A panic is contained the same way.
+//! exponential backoff. A panic is contained the same way. The sinks of a sink group run in one
+//! runner, whose sink processor ([`group`]) chooses the sink of each batch and sends a failed
+//! batch to another sink.
 
 pub mod file_roll;
 pub mod hdfs;
 pub mod http;
+pub mod group;
 pub mod logger;
 pub mod null;
 
+use std::future::Future;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,11 +26,14 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::channel::{ChannelError, ChannelHandle};
 use crate::event::{body_bytes, Event};
 use crate::metrics::SinkCounters;
 use crate::supervision::{panic_message, IsIdle, Restarts};
+use crate::topology::SinkProcessorConfig;
+use group::{Choice, Member, Processor, Verdict};
 
 /// A sink as written in a topology: its kind and options, and the channel it drains.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -160,13 +167,20 @@ pub type SinkFactory = Rc<dyn Fn() -> Result<Box<dyn Sink>, SinkError>>;
 /// How long an idle sink waits on an empty channel before it looks again (and rolls by time).
 pub const TAKE_WAIT: Duration = Duration::from_millis(100);
 
-/// The supervised actor that drains one channel into one sink.
+/// The supervised actor that drains one channel into one sink, or into the sinks of a sink group
+/// under its sink processor (as Flume's `SinkRunner` running a `SinkProcessor`).
+///
+/// Before every take the [`Processor`] chooses the sink the batch is for; the runner takes up to
+/// that sink's `batch_size` events, hands them to it and commits the take once it delivered. A
+/// failed delivery rolls the take back; under the `Default` processor (a sink in no group) the
+/// runner then fails and its supervisor restarts it with backoff, while a group's processor
+/// rebuilds the failed sink later and the events are taken again for another sink.
 pub struct SinkRunner {
     name: String,
     channel: ChannelHandle,
-    batch_size: usize,
-    factory: SinkFactory,
-    counters: Arc<SinkCounters>,
+    members: Vec<Member>,
+    /// `None`: the `Default` processor over one sink.
+    processor: Option<SinkProcessorConfig>,
     stop: watch::Receiver<Option<Instant>>,
     restarts: Restarts,
     idle: bool,
@@ -185,15 +199,49 @@ impl SinkRunner {
         counters: Arc<SinkCounters>,
         stop: watch::Receiver<Option<Instant>>,
     ) -> Self {
+        let member = Member { name: name.into(), batch_size, factory, counters };
         SinkRunner {
             name: name.into(),
             channel,
-            batch_size,
-            factory,
-            counters,
+            members: vec![member],
+            processor: None,
             stop,
             restarts: Restarts::default(),
             idle: false,
+        }
+    }
+
+    /// A runner for sink group `name`: its `members` (at least one, in the group's order) all
+    /// drain `channel`, and `processor` chooses the member of each batch. `stop` as for
+    /// [`SinkRunner::new`]; on stop every member that was built is closed.
+    pub fn group(
+        name: &str,
+        channel: ChannelHandle,
+        members: Vec<Member>,
+        processor: SinkProcessorConfig,
+        stop: watch::Receiver<Option<Instant>>,
+    ) -> Self {
+        assert!(!members.is_empty(), "validation rejects a sink group without sinks");
+        SinkRunner {
+            name: name.into(),
+            channel,
+            members,
+            processor: Some(processor),
+            stop,
+            restarts: Restarts::default(),
+            idle: false,
+        }
+    }
+
+    /// Events delivered by all members together.
+    fn delivered(&self) -> u64 {
+        self.members.iter().map(|m| m.counters.drain_success.get()).sum()
+    }
+
+    fn span(&self) -> tracing::Span {
+        match self.processor {
+            None => tracing::info_span!("sink", name = %self.name),
+            Some(_) => tracing::info_span!("sink_group", name = %self.name),
         }
     }
 }
@@ -203,27 +251,27 @@ impl Actor for SinkRunner {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.idle = false;
-        let delay = self.restarts.delay();
-        let work = drain(
-            self.channel.clone(),
-            self.batch_size,
-            self.factory.clone(),
-            self.counters.clone(),
-            self.stop.clone(),
-            delay,
-        );
-        let delivered_before = self.counters.drain_success.get();
-        let fut = async move {
-            let result = std::panic::AssertUnwindSafe(work).catch_unwind().await;
-            result.unwrap_or_else(|p| Err(SinkError::Panic(panic_message(p))))
+        let processor = match &self.processor {
+            None => Processor::Default,
+            Some(config) => Processor::new(config, &self.members),
         };
+        let work =
+            drain(self.channel.clone(), self.members.clone(), processor, self.stop.clone(), self.restarts.delay())
+                .instrument(self.span());
+        let delivered_before = self.delivered();
+        let fut = contained(|| work);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            let _span = tracing::info_span!("sink", name = %act.name).entered();
+            let _span = act.span().entered();
             match result {
                 Ok(()) => act.idle = true,
                 Err(e) => {
-                    let progressed = act.counters.drain_success.get() > delivered_before;
-                    act.restarts.failed(progressed, &act.counters.restarts, "sink", &e);
+                    let progressed = act.delivered() > delivered_before;
+                    let (first, rest) = act.members.split_first().expect("a runner has at least one sink");
+                    let component = if act.processor.is_some() { "sink group" } else { "sink" };
+                    act.restarts.failed(progressed, &first.counters.restarts, component, &e);
+                    for m in rest {
+                        m.counters.restarts.inc();
+                    }
                     ctx.stop();
                 }
             }
@@ -245,12 +293,25 @@ impl Handler<IsIdle> for SinkRunner {
     }
 }
 
-/// The take / deliver / commit loop, until the agent stops and the channel is drained.
+/// Makes and awaits the future `work` returns, turning a panic in either into [`SinkError::Panic`]
+/// (a sink may panic as it is called, before it returns its future).
+async fn contained<T, F>(work: impl FnOnce() -> F) -> Result<T, SinkError>
+where
+    F: Future<Output = Result<T, SinkError>>,
+{
+    let panicked = |p| Err(SinkError::Panic(panic_message(p)));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(fut) => std::panic::AssertUnwindSafe(fut).catch_unwind().await.unwrap_or_else(panicked),
+        Err(p) => panicked(p),
+    }
+}
+
+/// Waits `delay` (the restart backoff), then runs the take / deliver / commit loop until the
+/// agent stops and the channel is drained, and closes every sink that was built.
 async fn drain(
     channel: ChannelHandle,
-    batch_size: usize,
-    factory: SinkFactory,
-    counters: Arc<SinkCounters>,
+    members: Vec<Member>,
+    mut processor: Processor,
     mut stop: watch::Receiver<Option<Instant>>,
     delay: Duration,
 ) -> Result<(), SinkError> {
@@ -260,42 +321,135 @@ async fn drain(
             _ = stop.wait_for(Option::is_some) => {}
         }
     }
-    let mut sink = factory()?;
+    let mut sinks: Vec<Option<Box<dyn Sink>>> = members.iter().map(|_| None).collect();
+    take_loop(&channel, &members, &mut processor, &mut sinks, &mut stop).await?;
+    let mut closed = Ok(());
+    for (member, sink) in members.iter().zip(&mut sinks) {
+        if let Some(mut sink) = sink.take() {
+            if let Err(e) = contained(|| sink.close()).await {
+                tracing::warn!(sink = %member.name, error = %e, "closing the sink failed");
+                closed = closed.and(Err(e));
+            }
+        }
+    }
+    closed
+}
+
+/// Takes a batch for the sink the processor chooses, delivers it, commits the take; until the
+/// agent stops and the channel is empty (or the drain deadline passed).
+///
+/// # Errors
+/// A channel error, or a sink's error when the processor gives up (always, for `Default`).
+async fn take_loop(
+    channel: &ChannelHandle,
+    members: &[Member],
+    processor: &mut Processor,
+    sinks: &mut [Option<Box<dyn Sink>>],
+    stop: &mut watch::Receiver<Option<Instant>>,
+) -> Result<(), SinkError> {
     loop {
         let stopping = *stop.borrow();
         if matches!(stopping, Some(deadline) if Instant::now() >= deadline) {
-            break;
+            return Ok(());
+        }
+        let k = match processor.choose(Instant::now()) {
+            Choice::Sink(k) => k,
+            Choice::WaitUntil(until) => {
+                wait_until(until, stopping, stop).await;
+                continue;
+            }
+        };
+        let member = &members[k];
+        if sinks[k].is_none() {
+            match contained(|| std::future::ready((member.factory)())).await {
+                Ok(sink) => sinks[k] = Some(sink),
+                Err(e) => {
+                    failed(processor, member, &mut sinks[k], k, e)?;
+                    continue;
+                }
+            }
         }
         let wait = if stopping.is_some() { Duration::ZERO } else { TAKE_WAIT };
-        let txn = channel.take(batch_size, wait).await?;
+        let txn = channel.take(member.batch_size, wait).await?;
         let n = txn.events.len();
+        let counters = &member.counters;
         if n == 0 {
             counters.batch_empty.inc();
             if stopping.is_some() {
-                break;
+                return Ok(());
             }
-            sink.idle().await?;
+            for (j, sink) in sinks.iter_mut().enumerate() {
+                if let Some(s) = sink {
+                    if let Err(e) = contained(|| s.idle()).await {
+                        failed(processor, &members[j], sink, j, e)?;
+                    }
+                }
+            }
             continue;
         }
-        if n == batch_size {
+        if n == member.batch_size {
             counters.batch_complete.inc();
         } else {
             counters.batch_underflow.inc();
         }
         counters.drain_attempt.add(n as u64);
-        match sink.deliver(&txn.events).await {
+        let sink = sinks[k].as_mut().expect("built above");
+        match contained(|| sink.deliver(&txn.events)).await {
             Ok(()) => {
                 let bytes = body_bytes(&txn.events);
                 channel.commit(txn).await?;
                 counters.drain_success.add(n as u64);
                 counters.bytes_delivered.add(bytes);
+                processor.delivered(k);
             }
             Err(e) => {
                 counters.rollbacks.inc();
                 let _ = channel.rollback(txn).await;
-                return Err(e);
+                failed(processor, member, &mut sinks[k], k, e)?;
             }
         }
     }
-    sink.close().await
+}
+
+/// Member `k` failed with `error`: the runner fails (`Default`, or a processor that gives up), or
+/// the sink is dropped, to be rebuilt when it is chosen again, and counted as restarted.
+fn failed(
+    processor: &mut Processor,
+    member: &Member,
+    sink: &mut Option<Box<dyn Sink>>,
+    k: usize,
+    error: SinkError,
+) -> Result<(), SinkError> {
+    match processor.failed(k, Instant::now()) {
+        (Verdict::GiveUp, _) => Err(error),
+        (Verdict::Continue, left_out_for) => {
+            *sink = None;
+            member.counters.restarts.inc();
+            tracing::warn!(
+                sink = %member.name,
+                error = %error,
+                left_out_for = ?left_out_for,
+                "sink failed; the group goes on with its other sinks"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Sleeps until `until` (but not past the drain deadline, if stopping), or until the agent starts
+/// stopping.
+async fn wait_until(until: Instant, stopping: Option<Instant>, stop: &mut watch::Receiver<Option<Instant>>) {
+    let sleep = actix_rt::time::sleep_until(stopping.map_or(until, |d| d.min(until)).into());
+    if stopping.is_some() {
+        sleep.await;
+        return;
+    }
+    tokio::select! {
+        _ = sleep => {}
+        _ = async {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => {}
+    }
 }

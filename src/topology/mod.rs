@@ -75,21 +75,27 @@ pub struct SinkGroupConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub enum SinkProcessorConfig {
-    /// Every batch goes to the live sink of highest priority; a failed sink is penalised.
+    /// Every batch goes to the live sink of highest priority; a failed sink is penalised and its
+    /// batch goes to the next live sink (Flume's `failover` processor).
     Failover {
-        /// Sink name to priority (higher wins).
+        /// Sink name to priority (higher wins); a sink not named has priority 0, and equal
+        /// priorities go in name order.
         #[serde(default)]
         priority: BTreeMap<String, i64>,
-        /// Longest penalty of a failed sink. Default `"30s"`.
+        /// Longest penalty of a failed sink: 1 s after its first consecutive failure, doubling per
+        /// further one, at most this. Default `"30s"`.
         #[serde(default = "default_max_penalty", with = "duration")]
         max_penalty: std::time::Duration,
     },
-    /// Batches are spread over the sinks.
+    /// Batches are spread over the sinks; a failed batch goes to another sink (Flume's
+    /// `load_balance` processor).
     LoadBalance {
         /// `RoundRobin` or `Random`. Default `RoundRobin`.
         #[serde(default)]
         selector: LoadBalanceSelector,
-        /// Whether a failed sink is backed off. Default `false`.
+        /// Whether a failed sink is left out for a while (1 s after its first consecutive failure,
+        /// doubling per further one, at most `max_backoff`). Default `false`: it stays in turn, and
+        /// when every sink failed in a row the group is restarted with backoff.
         #[serde(default)]
         backoff: bool,
         /// Longest back-off of a failed sink. Default `"30s"`.

@@ -281,6 +281,37 @@ fn sink_groups(t: &Topology, broken: &Broken, p: &mut Problems) {
                 None => {}
             }
         }
+        // Every sink of a group drains one channel: the processor takes from it for them all.
+        let mut first: Option<(&str, &str)> = None;
+        for s in &group.sinks {
+            let Some(sink) = t.sinks.get(s) else { continue };
+            match first {
+                None => first = Some((s, &sink.channel)),
+                Some((k, ch)) if ch != sink.channel => p.add(
+                    "sink group",
+                    name,
+                    vec![Step::Field("sinks"), item(s)],
+                    format!(
+                        "sink \"{s}\" drains channel \"{}\" but sink \"{k}\" drains \"{ch}\": \
+                         the sinks of a group drain one channel",
+                        sink.channel
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        let (field, longest) = match &group.processor {
+            SinkProcessorConfig::Failover { max_penalty, .. } => ("max_penalty", max_penalty),
+            SinkProcessorConfig::LoadBalance { max_backoff, .. } => ("max_backoff", max_backoff),
+        };
+        if longest.is_zero() {
+            p.add(
+                "sink group",
+                name,
+                vec![Step::Field("processor"), Step::Field(field)],
+                format!("{field} must be positive: a failed sink is left out for at least a moment"),
+            );
+        }
         if let SinkProcessorConfig::Failover { priority, .. } = &group.processor {
             for s in priority.keys() {
                 if !group.sinks.contains(s) {
