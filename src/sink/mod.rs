@@ -9,9 +9,9 @@
 //! batch to another sink.
 
 pub mod file_roll;
+pub mod group;
 pub mod hdfs;
 pub mod http;
-pub mod group;
 pub mod logger;
 pub mod null;
 
