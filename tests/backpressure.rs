@@ -13,15 +13,9 @@ use support::*;
 
 const BYTES: usize = 64 << 20;
 
-/// `ChannelSize` of `channel`, read from the agent's `GET /metrics` (Flume's JSON format).
+/// `ChannelSize` of `channel`, read from the agent's `GET /metrics`.
 fn channel_size(monitoring: SocketAddr, channel: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(monitoring).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?;
-    let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    json[format!("CHANNEL.{channel}")]["ChannelSize"].as_str()?.parse().ok()
+    metric(monitoring, &format!("CHANNEL.{channel}"), "ChannelSize")
 }
 
 #[test]

@@ -14,15 +14,9 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A counter of `component` (`"SINK.k1"`) from the agent's `GET /metrics` (Flume's JSON format).
+/// A counter of `component` (`"SINK.k1"`) from the agent's `GET /metrics`.
 fn counter(monitoring: SocketAddr, component: &str, name: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(monitoring).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?;
-    let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    json[component][name].as_str()?.parse().ok()
+    metric(monitoring, component, name)
 }
 
 /// Every file under `dir`, recursively, in name order.

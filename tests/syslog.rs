@@ -49,15 +49,9 @@ fn topology(dir: &Path, kind: &str, metrics_port: u16) -> String {
     path.to_str().expect("UTF-8 temp path").to_string()
 }
 
-/// A counter of `SOURCE.r1` from the agent's `GET /metrics` (Flume's JSON format).
+/// A counter of `SOURCE.r1` from the agent's `GET /metrics`.
 fn source_counter(monitoring: SocketAddr, name: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(monitoring).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?;
-    let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    json["SOURCE.r1"][name].as_str()?.parse().ok()
+    metric(monitoring, "SOURCE.r1", name)
 }
 
 /// The headers (as the `Logger` sink shows them, `{"key": "value", ...}`) of every logged event.

@@ -198,6 +198,19 @@ impl Drop for Flumen {
     }
 }
 
+/// A counter of `component` (`"SOURCE.r1"`, `"CHANNEL.c1"`, `"SINK.k1"`) read from the agent's
+/// `GET /metrics` (Flume's JSON format, values as strings); `None` while nothing answers.
+pub fn metric(monitoring: SocketAddr, component: &str, name: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(monitoring).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let body = response.split("\r\n\r\n").nth(1)?;
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    json[component][name].as_str()?.parse().ok()
+}
+
 /// Writes `text` to `path`, creating parent directories.
 pub fn write_file(path: &Path, text: &str) {
     if let Some(parent) = path.parent() {
