@@ -5,8 +5,8 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
