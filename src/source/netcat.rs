@@ -56,16 +56,40 @@ impl NetcatConfig {
 /// # Errors
 /// When the address cannot be bound or accepting fails.
 pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    let listener = TcpListener::bind(&config.bind).await.map_err(SourceError::io(format!("bind {}", config.bind)))?;
-    tracing::info!(source = %ctx.name, bind = %config.bind, "listening");
+    let bind = config.bind.clone();
+    accept(&bind, &ctx, "listening", move |stream, ctx| {
+        let config = config.clone();
+        async move { connection(stream, &config, &ctx).await }
+    })
+    .await
+}
+
+/// Accepts TCP connections on `bind` until the agent stops, running `connection` for each on its
+/// own task (a connection that ends with an error is logged; the source goes on).
+///
+/// # Errors
+/// When the address cannot be bound or accepting fails.
+pub(crate) async fn accept<F, Fut>(
+    bind: &str,
+    ctx: &SourceContext,
+    what: &str,
+    connection: F,
+) -> Result<(), SourceError>
+where
+    F: Fn(TcpStream, SourceContext) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SourceError>> + 'static,
+{
+    let listener = TcpListener::bind(bind).await.map_err(SourceError::io(format!("bind {bind}")))?;
+    tracing::info!(source = %ctx.name, %bind, "{what}");
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = accepted.map_err(SourceError::io(format!("accept on {}", config.bind)))?;
-                let (config, ctx) = (config.clone(), ctx.clone());
+                let (stream, peer) = accepted.map_err(SourceError::io(format!("accept on {bind}")))?;
+                let name = ctx.name.clone();
+                let work = connection(stream, ctx.clone());
                 actix_rt::spawn(async move {
-                    if let Err(e) = connection(stream, &config, &ctx).await {
-                        tracing::warn!(source = %ctx.name, %peer, error = %e, "connection ended with an error");
+                    if let Err(e) = work.await {
+                        tracing::warn!(source = %name, %peer, error = %e, "connection ended with an error");
                     }
                 });
             }
@@ -98,22 +122,25 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
             }
         }
     };
-    let committing = commit_in_order(committer_rx, writer, config.ack_every_event, ctx);
+    let committing = commit_in_order(committer_rx, config.ack_every_event.then_some(writer), ctx);
     let (read, committed) = futures_util::join!(reading, committing);
     committed.and(read)
 }
 
-/// Puts the batches read from one connection, at most [`PIPELINE`] at a time, and writes one `OK`
-/// line per event (with `ack`) once its batch committed, in the order the batches were read.
-async fn commit_in_order(
+/// Puts the batches read from one connection, at most [`PIPELINE`] at a time, and (given `acks`,
+/// the connection's writing half) writes one `OK` line per event once its batch committed, in the
+/// order the batches were read.
+///
+/// # Errors
+/// The first failed put, or a failed write of acknowledgements.
+pub(crate) async fn commit_in_order(
     mut batches: mpsc::Receiver<Vec<Event>>,
-    mut writer: OwnedWriteHalf,
-    ack: bool,
+    mut acks: Option<OwnedWriteHalf>,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let mut in_flight = FuturesOrdered::new();
     let mut reading = true;
-    let mut acks = Vec::new();
+    let mut buf = Vec::new();
     loop {
         tokio::select! {
             batch = batches.recv(), if reading && in_flight.len() < PIPELINE => match batch {
@@ -125,15 +152,17 @@ async fn commit_in_order(
             },
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 let n = done?;
-                if ack {
-                    acks.clear();
-                    acks.extend(std::iter::repeat_n(*b"OK\n", n).flatten());
-                    writer.write_all(&acks).await.map_err(SourceError::io("write acknowledgements"))?;
+                if let Some(writer) = acks.as_mut() {
+                    buf.clear();
+                    buf.extend(std::iter::repeat_n(*b"OK\n", n).flatten());
+                    writer.write_all(&buf).await.map_err(SourceError::io("write acknowledgements"))?;
                 }
             }
             else => break,
         }
     }
-    let _ = writer.shutdown().await;
+    if let Some(mut writer) = acks {
+        let _ = writer.shutdown().await;
+    }
     Ok(())
 }

@@ -1,15 +1,14 @@
 //! `SyslogTcp`: syslog messages on TCP connections, framed by octet counting or by LF (RFC 6587),
 //! as Flume's `syslogtcp` source.
 
-use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::frame::SyslogFrames;
 use crate::event::Event;
 use crate::source::lines::{read_batch, ReadEnd};
-use crate::source::netcat::PIPELINE;
+use crate::source::netcat::{accept, commit_in_order};
 use crate::source::{SourceContext, SourceError};
 
 /// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false)`.
@@ -41,30 +40,20 @@ impl SyslogTcpConfig {
 /// # Errors
 /// When the address cannot be bound or accepting fails.
 pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    let listener = TcpListener::bind(&config.bind).await.map_err(SourceError::io(format!("bind {}", config.bind)))?;
-    tracing::info!(source = %ctx.name, bind = %config.bind, "listening for syslog over TCP");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = accepted.map_err(SourceError::io(format!("accept on {}", config.bind)))?;
-                let (config, ctx) = (config.clone(), ctx.clone());
-                actix_rt::spawn(async move {
-                    if let Err(e) = connection(stream, &config, &ctx).await {
-                        tracing::warn!(source = %ctx.name, %peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = ctx.stopping() => return Ok(()),
-        }
-    }
+    let bind = config.bind.clone();
+    accept(&bind, &ctx, "listening for syslog over TCP", move |stream, ctx| {
+        let config = config.clone();
+        async move { connection(stream, &config, &ctx).await }
+    })
+    .await
 }
 
-/// Reads one connection: batches of messages, put (up to [`PIPELINE`] at once, in order) while the
+/// Reads one connection: batches of messages, put (up to [`PIPELINE`](crate::source::netcat::PIPELINE) at once, in order) while the
 /// next ones are read. Nothing is written back: syslog over TCP has no acknowledgements.
 async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceContext) -> Result<(), SourceError> {
     let _ = stream.set_nodelay(true);
     let (mut reader, _writer) = stream.into_split();
-    let (batches, mut to_put) = mpsc::channel::<Vec<Event>>(1);
+    let (batches, to_put) = mpsc::channel::<Vec<Event>>(1);
     let reading = async move {
         let mut frames = SyslogFrames::new(config.max_message_length);
         loop {
@@ -81,20 +70,7 @@ async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceCon
             }
         }
     };
-    let putting = async move {
-        let mut in_flight = FuturesOrdered::new();
-        let mut open = true;
-        loop {
-            tokio::select! {
-                batch = to_put.recv(), if open && in_flight.len() < PIPELINE => match batch {
-                    Some(events) => in_flight.push_back(ctx.put(events)),
-                    None => open = false,
-                },
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => done?,
-                else => return Ok::<(), SourceError>(()),
-            }
-        }
-    };
+    let putting = commit_in_order(to_put, None, ctx);
     let (read, put) = futures_util::join!(reading, putting);
     put.and(read)
 }
