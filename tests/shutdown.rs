@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,21 +29,6 @@ fn topology(dir: &Path, port: u16, sink_batch: usize) -> std::path::PathBuf {
     path
 }
 
-/// Sends `lines` and waits for one `OK` per line: every line is then in the durable channel.
-fn send_acknowledged(flumen: &mut Flumen, addr: SocketAddr, lines: &[String]) {
-    let mut stream = flumen.connect(addr, Duration::from_secs(60));
-    let mut reader = stream.try_clone().unwrap();
-    let payload = joined(lines);
-    let sender = std::thread::spawn(move || stream.write_all(&payload));
-    let (mut acked, mut buf) = (0, [0u8; 8192]);
-    while acked < lines.len() {
-        let n = reader.read(&mut buf).expect("acknowledgements arrive");
-        assert!(n > 0, "the agent closed the connection after {acked} acknowledgements");
-        acked += buf[..n].iter().filter(|&&b| b == b'\n').count();
-    }
-    sender.join().unwrap().unwrap();
-}
-
 #[test]
 fn sigint_drains_and_exits_zero_with_a_summary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -52,7 +36,7 @@ fn sigint_drains_and_exits_zero_with_a_summary() {
     let path = topology(tmp.path(), port, 1000);
     let lines = loghub_lines();
     let mut flumen = Flumen::start(&["run", "--quiet", path.to_str().unwrap()], &tmp.path().join("flumen.log"));
-    send_acknowledged(&mut flumen, format!("127.0.0.1:{port}").parse().unwrap(), &lines);
+    flumen.send_acknowledged(format!("127.0.0.1:{port}").parse().unwrap(), &lines, Duration::from_secs(60));
     flumen.signal(libc::SIGINT);
     let output = flumen.child.wait_with_output_timeout(Duration::from_secs(60));
     assert_eq!(output.0, Some(0), "graceful stop exits 0");
@@ -70,7 +54,7 @@ fn second_signal_exits_at_once_and_the_durable_channel_keeps_the_rest() {
     let lines = numbered_lines(20_000);
     let log = tmp.path().join("flumen.log");
     let mut flumen = Flumen::start(&["run", "--quiet", path.to_str().unwrap()], &log);
-    send_acknowledged(&mut flumen, format!("127.0.0.1:{port}").parse().unwrap(), &lines);
+    flumen.send_acknowledged(format!("127.0.0.1:{port}").parse().unwrap(), &lines, Duration::from_secs(60));
     flumen.signal(libc::SIGTERM);
     wait_for(
         Duration::from_secs(30),

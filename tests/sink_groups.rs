@@ -313,18 +313,7 @@ fn a_group_drains_its_channel_on_sigterm() {
     let lines = loghub_lines();
     let mut flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
     // Every line acknowledged: each is then in the channel (or already delivered).
-    let mut stream = flumen.connect(format!("127.0.0.1:{port}").parse().unwrap(), DEADLINE);
-    let mut reader = stream.try_clone().unwrap();
-    let payload = joined(&lines);
-    let sender = std::thread::spawn(move || stream.write_all(&payload));
-    let (mut acked, mut buf) = (0, [0u8; 8192]);
-    while acked < lines.len() {
-        let n = reader.read(&mut buf).expect("acknowledgements arrive");
-        assert!(n > 0, "the agent closed the connection after {acked} acknowledgements");
-        acked += buf[..n].iter().filter(|&&b| b == b'\n').count();
-    }
-    sender.join().unwrap().unwrap();
-    drop(reader);
+    flumen.send_acknowledged(format!("127.0.0.1:{port}").parse().unwrap(), &lines, DEADLINE);
     assert_eq!(flumen.terminate(DEADLINE), Some(0), "graceful stop exits 0");
     let (got, partial) = output_lines(&tmp.path().join("out"));
     assert_eq!(partial, 0);

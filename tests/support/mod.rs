@@ -138,6 +138,23 @@ impl Flumen {
         }
     }
 
+    /// Sends `lines` to the agent's Netcat source at `addr` (with `ack_every_event: true`) and
+    /// waits for one `OK` per line: every line is then committed to the channels.
+    pub fn send_acknowledged(&mut self, addr: SocketAddr, lines: &[String], timeout: Duration) {
+        use std::io::Read;
+        let mut stream = self.connect(addr, timeout);
+        let mut reader = stream.try_clone().expect("clone the connection");
+        let payload = joined(lines);
+        let sender = std::thread::spawn(move || stream.write_all(&payload));
+        let (mut acked, mut buf) = (0, [0u8; 8192]);
+        while acked < lines.len() {
+            let n = reader.read(&mut buf).expect("acknowledgements arrive");
+            assert!(n > 0, "the agent closed the connection after {acked} acknowledgements");
+            acked += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        }
+        sender.join().expect("sender thread").expect("every line sent");
+    }
+
     /// Sends `signal` (libc::SIGKILL, SIGTERM, ...).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own child.
