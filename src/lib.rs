@@ -8,6 +8,7 @@ pub mod agent;
 pub mod channel;
 pub mod event;
 pub mod interceptor;
+pub mod kafka;
 pub mod metrics;
 pub mod selector;
 pub mod sink;

@@ -12,6 +12,7 @@ pub mod file_roll;
 pub mod group;
 pub mod hdfs;
 pub mod http;
+pub mod kafka;
 pub mod logger;
 pub mod null;
 
@@ -65,6 +66,8 @@ pub enum SinkKind {
     Hdfs(hdfs::HdfsConfig),
     /// Posts each batch to an HTTP server (another agent's `Http` source, or Flume's).
     Http(http::HttpSinkConfig),
+    /// Produces each event as a Kafka record (idempotent, `acks=all`).
+    Kafka(kafka::KafkaSinkConfig),
 }
 
 impl SinkKind {
@@ -75,6 +78,7 @@ impl SinkKind {
             SinkKind::FileRoll(c) => c.validate(),
             SinkKind::Hdfs(c) => c.validate(),
             SinkKind::Http(c) => c.validate(),
+            SinkKind::Kafka(c) => c.validate(),
         }
     }
 
@@ -84,7 +88,7 @@ impl SinkKind {
             SinkKind::FileRoll(c) => c.dir = crate::topology::resolve(base, &c.dir),
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
             SinkKind::Http(c) => c.resolve_paths(base),
-            SinkKind::Logger(_) | SinkKind::Null(_) => {}
+            SinkKind::Logger(_) | SinkKind::Null(_) | SinkKind::Kafka(_) => {}
         }
     }
 
@@ -99,6 +103,7 @@ impl SinkKind {
             SinkKind::FileRoll(c) => Box::new(file_roll::FileRollSink::new(c.clone(), counters)?),
             SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
             SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?),
+            SinkKind::Kafka(c) => Box::new(kafka::KafkaSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -110,6 +115,7 @@ impl SinkKind {
             SinkKind::FileRoll(c) => c.dir.display().to_string(),
             SinkKind::Hdfs(c) => c.output(),
             SinkKind::Http(c) => c.url.clone(),
+            SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod datagram;
 pub mod exec;
 pub mod file_input;
 pub mod http;
+pub mod kafka;
 pub mod lines;
 pub mod netcat;
 pub mod netcat_udp;
@@ -88,6 +89,8 @@ pub enum SourceKind {
     NetcatUdp(netcat_udp::NetcatUdpConfig),
     /// Events posted to an HTTP server.
     Http(http::HttpConfig),
+    /// Records of Kafka topics, read as a member of a consumer group.
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 impl SourceKind {
@@ -103,6 +106,7 @@ impl SourceKind {
             SourceKind::SyslogUdp(c) => c.validate(),
             SourceKind::NetcatUdp(c) => c.validate(),
             SourceKind::Http(c) => c.validate(),
+            SourceKind::Kafka(c) => c.validate(),
         }
     }
 
@@ -117,7 +121,8 @@ impl SourceKind {
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
             | SourceKind::NetcatUdp(_)
-            | SourceKind::Http(_) => {}
+            | SourceKind::Http(_)
+            | SourceKind::Kafka(_) => {}
         }
     }
 
@@ -130,6 +135,7 @@ impl SourceKind {
                 | SourceKind::SyslogUdp(_)
                 | SourceKind::NetcatUdp(_)
                 | SourceKind::Http(_)
+                | SourceKind::Kafka(_)
         )
     }
 
@@ -147,6 +153,7 @@ impl SourceKind {
             SourceKind::SyslogUdp(c) => syslog::udp::run(c, ctx).boxed_local(),
             SourceKind::NetcatUdp(c) => netcat_udp::run(c, ctx).boxed_local(),
             SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
+            SourceKind::Kafka(c) => kafka::run(c, ctx).boxed_local(),
         }
     }
 }

@@ -1,0 +1,314 @@
+//! The `Kafka` sink and source in the real `flumen` binary, against librdkafka's mock cluster
+//! (real brokers on 127.0.0.1 sockets, speaking the Kafka protocol, inside this test process), or
+//! against a real cluster when `KAFKA_BROKERS` is set (a fresh topic per test is created there).
+//!
+//! Loghub lines go over TCP into one agent, through its `Kafka` sink into a topic, and out of the
+//! topic through a `Kafka` source in a second agent, which writes them with an `Hdfs` sink into
+//! buckets named by the headers the source sets. The consuming agent is SIGKILLed mid-stream and
+//! restarted: every line arrives. Another test takes every broker down under a producing sink: the
+//! sink's batch fails its delivery reports and is rolled back, and once the brokers are back every
+//! line is in the topic, as read by an independent librdkafka consumer.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::ClientConfig;
+
+use support::*;
+
+/// A bound for hangs, not a timing assertion.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The brokers a test talks to, with its topic created.
+struct Cluster {
+    mock: Option<MockCluster<'static, DefaultProducerContext>>,
+    brokers: String,
+    topic: String,
+}
+
+impl Cluster {
+    /// A cluster with a fresh topic of `partitions` partitions: the mock cluster (3 brokers,
+    /// every partition replicated 3 times), or `KAFKA_BROKERS`'s cluster.
+    fn with_topic(partitions: i32) -> Cluster {
+        let topic = format!("loghub-{}", uuid::Uuid::new_v4().simple());
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin client");
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+                let result = runtime.block_on(admin.create_topics([&new], &AdminOptions::new())).expect("create topic");
+                assert!(result.iter().all(Result::is_ok), "create topic {topic}: {result:?}");
+                Cluster { mock: None, brokers, topic }
+            }
+            _ => {
+                let mock = MockCluster::new(3).expect("start the mock cluster");
+                mock.create_topic(&topic, partitions, 3).expect("create topic");
+                let brokers = mock.bootstrap_servers();
+                Cluster { mock: Some(mock), brokers, topic }
+            }
+        }
+    }
+
+    /// Every record of the topic, read from the start by an independent consumer until `n` were
+    /// read: (value, headers, key).
+    fn read_all(&self, n: usize) -> Vec<(String, BTreeMap<String, String>, Option<String>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        consumer.subscribe(&[&self.topic]).expect("subscribe");
+        let mut records = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while records.len() < n {
+            assert!(Instant::now() < deadline, "read {} of {n} records from {}", records.len(), self.topic);
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| {
+                                    (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                    records.push((value, headers, key));
+                }
+                Some(Err(e)) => eprintln!("reader: {e}"),
+                None => {}
+            }
+        }
+        records
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Starts `flumen run` on the topology `text`, written as `dir/<name>.ron`.
+fn start(dir: &Path, name: &str, text: &str) -> Flumen {
+    let topology = dir.join(format!("{name}.ron"));
+    write_file(&topology, text);
+    Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &dir.join(format!("{name}.log")))
+}
+
+/// The producing agent: Netcat (acknowledging every line) → Memory → `Kafka` sink, keyed by the
+/// line's first digit, with a static `origin` header.
+fn producer_topology(port: u16, monitoring: u16, cluster: &Cluster, timeout: &str) -> String {
+    format!(
+        r#"Topology(
+    agent: "edge",
+    monitoring: Some(Http(bind: "127.0.0.1:{monitoring}")),
+    sources: {{
+        "in": (
+            kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536),
+            channels: ["c"],
+            interceptors: [Static(key: "origin", value: "edge-1"), RegexExtractor(regex: r"^(\d)", headers: ["lead"])],
+        ),
+    }},
+    channels: {{ "c": Memory(capacity: 200000, transaction_capacity: 1000) }},
+    sinks: {{
+        "to-kafka": (
+            kind: Kafka(brokers: "{brokers}", topic: "{topic}", key_header: Some("lead"), timeout: "{timeout}"),
+            channel: "c",
+            batch_size: 500,
+        ),
+    }},
+)"#,
+        brokers = cluster.brokers,
+        topic = cluster.topic,
+    )
+}
+
+/// The complete lines under `dir` (in-use files included).
+fn lines_under(dir: &Path) -> Vec<String> {
+    output_lines(dir).0
+}
+
+/// How many lines of `expected` (a multiset) are missing from `got`, and how many extra lines
+/// (duplicates) `got` holds.
+fn compare(got: &[String], expected: &[String]) -> (usize, usize) {
+    let mut want = multiset(expected.iter().cloned());
+    let mut extra = 0;
+    for line in got {
+        match want.get_mut(line) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => extra += 1,
+        }
+    }
+    (want.values().sum(), extra)
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn loghub_lines_cross_kafka_between_agents_while_the_consumer_is_killed() {
+    let cluster = Cluster::with_topic(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, monitoring) = (free_port(), free_port());
+    let lines = numbered_lines(40_000);
+    let (first, second) = lines.split_at(20_000);
+
+    let mut edge = start(tmp.path(), "edge", &producer_topology(port, monitoring, &cluster, "30s"));
+    // The consuming agent: its durable channel holds what it read before the offsets are
+    // committed; the Hdfs buckets are named by the headers the Kafka source sets.
+    let consumer_topology = format!(
+        r#"Topology(
+    agent: "collector",
+    sources: {{
+        "from-kafka": (
+            kind: Kafka(
+                brokers: "{brokers}",
+                topics: ["{topic}"],
+                group_id: "collectors",
+                properties: {{ "session.timeout.ms": "6000", "heartbeat.interval.ms": "500" }},
+            ),
+            channels: ["disk"],
+        ),
+    }},
+    channels: {{ "disk": RocksDb(dir: "collector/channel", capacity: 1000000, sync: true) }},
+    sinks: {{
+        "buckets": (
+            kind: Hdfs(path: "out/%{{topic}}/%{{origin}}/key-%{{key}}/p%{{partition}}", roll_count: 2000, roll_size: 0, roll_interval: "1s"),
+            channel: "disk",
+        ),
+    }},
+)"#,
+        brokers = cluster.brokers,
+        topic = cluster.topic,
+    );
+    let collector = start(tmp.path(), "collector", &consumer_topology);
+    edge.send_acknowledged(addr(port), first, DEADLINE);
+
+    // Kill the consumer once part of the stream arrived, send the rest while it is down, start
+    // it again on the same channel directory and group.
+    let out = tmp.path().join("out");
+    wait_for(
+        DEADLINE,
+        || lines_under(&out).len() >= 5_000,
+        || format!("{} lines arrived; collector log:\n{}", lines_under(&out).len(), collector.log_text()),
+    );
+    collector.kill();
+    let before_kill = lines_under(&out).len();
+    edge.send_acknowledged(addr(port), second, DEADLINE);
+    let collector = start(tmp.path(), "collector", &consumer_topology);
+    wait_for(
+        DEADLINE,
+        || compare(&lines_under(&out), &lines).0 == 0,
+        || {
+            format!(
+                "{} lines missing; edge log:\n{}\ncollector log:\n{}",
+                compare(&lines_under(&out), &lines).0,
+                edge.log_text(),
+                collector.log_text()
+            )
+        },
+    );
+    assert_eq!(collector.terminate(DEADLINE), Some(0));
+    assert_eq!(edge.terminate(DEADLINE), Some(0));
+
+    let output = lines_under(&out);
+    let (missing, duplicates) = compare(&output, &lines);
+    eprintln!(
+        "kafka: {} lines, {before_kill} arrived before the kill, {duplicates} duplicates after the restart",
+        lines.len()
+    );
+    assert_eq!(missing, 0, "lines lost");
+
+    // The buckets prove the headers: the topic, the Kafka header `origin` set on the other agent,
+    // the record key (the line's first digit), and the partition (one per key: records with one
+    // key go to one partition).
+    let bucket_root = out.join(&cluster.topic).join("edge-1");
+    let mut partitions_of_key: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for file in files_under(&out) {
+        let rel = file.strip_prefix(&bucket_root).unwrap_or_else(|_| panic!("{} outside its bucket", file.display()));
+        let mut parts = rel.iter().map(|p| p.to_str().unwrap());
+        let (key_dir, partition_dir) = (parts.next().unwrap(), parts.next().unwrap());
+        let digit = key_dir.strip_prefix("key-").expect("key-<digit>");
+        let partition = partition_dir.trim_start_matches('p').to_string();
+        assert!(partition.parse::<i32>().is_ok_and(|p| (0..3).contains(&p)), "partition in {}", rel.display());
+        partitions_of_key.entry(digit.to_string()).or_default().insert(partition);
+        for line in lines_of(&std::fs::read(&file).unwrap()) {
+            assert!(line.starts_with(digit), "{line:?} in the bucket of key {digit}");
+        }
+    }
+    assert_eq!(partitions_of_key.len(), 10, "keys 0-9: {partitions_of_key:?}");
+    assert!(partitions_of_key.values().all(|p| p.len() == 1), "one partition per key: {partitions_of_key:?}");
+}
+
+#[test]
+fn a_batch_whose_deliveries_fail_is_rolled_back_and_produced_later() {
+    let cluster = Cluster::with_topic(2);
+    let Some(mock) = cluster.mock.as_ref() else {
+        eprintln!("skipped against a real cluster: its brokers cannot be taken down from here");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, monitoring) = (free_port(), free_port());
+    let lines = numbered_lines(6_000);
+    let (first, second) = lines.split_at(3_000);
+    let mut edge = start(tmp.path(), "edge", &producer_topology(port, monitoring, &cluster, "2s"));
+    let drained = || metric(addr(monitoring), "SINK.to-kafka", "EventDrainSuccessCount").unwrap_or(0);
+    edge.send_acknowledged(addr(port), first, DEADLINE);
+    wait_for(DEADLINE, || drained() == 3_000, || format!("drained {}; log:\n{}", drained(), edge.log_text()));
+
+    // Every broker down: delivery reports fail after the sink's 2 s timeout, the take is rolled
+    // back (and retried, failing again) while the events stay in the channel.
+    for broker in 1..=3 {
+        mock.broker_down(broker).expect("broker down");
+    }
+    edge.send_acknowledged(addr(port), second, DEADLINE);
+    let rollbacks = || metric(addr(monitoring), "SINK.to-kafka", "RollbackCount").unwrap_or(0);
+    wait_for(DEADLINE, || rollbacks() >= 1, || format!("no rollback; log:\n{}", edge.log_text()));
+    assert!(metric(addr(monitoring), "SINK.to-kafka", "ConnectionFailedCount").unwrap_or(0) >= 1);
+    assert!(drained() < 6_000, "the batch was committed with its brokers down");
+    for broker in 1..=3 {
+        mock.broker_up(broker).expect("broker up");
+    }
+    wait_for(DEADLINE, || drained() == 6_000, || format!("drained {}; log:\n{}", drained(), edge.log_text()));
+    assert_eq!(edge.terminate(DEADLINE), Some(0));
+
+    // An independent consumer finds every line, with its key and headers.
+    let records = cluster.read_all(lines.len());
+    let values: Vec<String> = records.iter().map(|r| r.0.clone()).collect();
+    let (missing, duplicates) = compare(&values, &lines);
+    eprintln!("kafka sink: {} records, {duplicates} duplicates from rolled-back batches", records.len());
+    assert_eq!(missing, 0, "lines lost");
+    for (value, headers, key) in &records {
+        assert_eq!(headers.get("origin").map(String::as_str), Some("edge-1"), "headers of {value:?}");
+        assert_eq!(key.as_deref(), Some(&value[..1]), "key of {value:?}");
+    }
+}
