@@ -174,20 +174,13 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn loghub_lines_cross_kafka_between_agents_while_the_consumer_is_killed() {
-    let cluster = Cluster::with_topic(3);
-    let tmp = tempfile::tempdir().unwrap();
-    let (port, monitoring) = (free_port(), free_port());
-    let lines = numbered_lines(40_000);
-    let (first, second) = lines.split_at(20_000);
-
-    let mut edge = start(tmp.path(), "edge", &producer_topology(port, monitoring, &cluster, "30s"));
-    // The consuming agent: its durable channel holds what it read before the offsets are
-    // committed; the Hdfs buckets are named by the headers the Kafka source sets.
-    let consumer_topology = format!(
+/// A consuming agent `name` of the group `collectors`: `Kafka` source → `RocksDb` (its durable
+/// channel holds what it read before the offsets are committed) → `Hdfs` buckets named by the
+/// headers the Kafka source sets, under `out/<name>`.
+fn consumer_topology(name: &str, cluster: &Cluster) -> String {
+    format!(
         r#"Topology(
-    agent: "collector",
+    agent: "{name}",
     sources: {{
         "from-kafka": (
             kind: Kafka(
@@ -199,70 +192,104 @@ fn loghub_lines_cross_kafka_between_agents_while_the_consumer_is_killed() {
             channels: ["disk"],
         ),
     }},
-    channels: {{ "disk": RocksDb(dir: "collector/channel", capacity: 1000000, sync: true) }},
+    channels: {{ "disk": RocksDb(dir: "{name}/channel", capacity: 1000000, sync: true) }},
     sinks: {{
         "buckets": (
-            kind: Hdfs(path: "out/%{{topic}}/%{{origin}}/key-%{{key}}/p%{{partition}}", roll_count: 2000, roll_size: 0, roll_interval: "1s"),
+            kind: Hdfs(path: "out/{name}/%{{topic}}/%{{origin}}/key-%{{key}}/p%{{partition}}", roll_count: 2000, roll_size: 0, roll_interval: "1s"),
             channel: "disk",
         ),
     }},
 )"#,
         brokers = cluster.brokers,
         topic = cluster.topic,
-    );
-    let collector = start(tmp.path(), "collector", &consumer_topology);
+    )
+}
+
+#[test]
+fn loghub_lines_cross_kafka_between_agents_while_a_consumer_is_killed() {
+    let cluster = Cluster::with_topic(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, monitoring) = (free_port(), free_port());
+    let lines = numbered_lines(40_000);
+    let (first, second) = lines.split_at(20_000);
+
+    let mut edge = start(tmp.path(), "edge", &producer_topology(port, monitoring, &cluster, "30s"));
+    // Two consuming agents share the topic's three partitions.
+    let a = start(tmp.path(), "a", &consumer_topology("a", &cluster));
+    let b = start(tmp.path(), "b", &consumer_topology("b", &cluster));
     edge.send_acknowledged(addr(port), first, DEADLINE);
 
-    // Kill the consumer once part of the stream arrived, send the rest while it is down, start
-    // it again on the same channel directory and group.
-    let out = tmp.path().join("out");
+    // Kill `a` once it wrote part of the stream: the group rebalances its partitions to `b`,
+    // from their last committed offsets. The rest is sent while `a` is down; then `a` comes back
+    // on the same channel directory and the group rebalances again.
+    let (out, out_a, out_b) = (tmp.path().join("out"), tmp.path().join("out/a"), tmp.path().join("out/b"));
     wait_for(
         DEADLINE,
-        || lines_under(&out).len() >= 5_000,
-        || format!("{} lines arrived; collector log:\n{}", lines_under(&out).len(), collector.log_text()),
+        || lines_under(&out_a).len() >= 3_000 && !lines_under(&out_b).is_empty(),
+        || {
+            format!(
+                "a wrote {}, b {}; a's log:\n{}",
+                lines_under(&out_a).len(),
+                lines_under(&out_b).len(),
+                a.log_text()
+            )
+        },
     );
-    collector.kill();
+    a.kill();
     let before_kill = lines_under(&out).len();
     edge.send_acknowledged(addr(port), second, DEADLINE);
-    let collector = start(tmp.path(), "collector", &consumer_topology);
+    let b_before = lines_under(&out_b).len();
+    wait_for(
+        DEADLINE,
+        || lines_under(&out_b).len() >= b_before + 3_000,
+        || format!("b took nothing over after the kill; b's log:\n{}", b.log_text()),
+    );
+    let a = start(tmp.path(), "a", &consumer_topology("a", &cluster));
     wait_for(
         DEADLINE,
         || compare(&lines_under(&out), &lines).0 == 0,
         || {
             format!(
-                "{} lines missing; edge log:\n{}\ncollector log:\n{}",
+                "{} lines missing; edge log:\n{}\na's log:\n{}\nb's log:\n{}",
                 compare(&lines_under(&out), &lines).0,
                 edge.log_text(),
-                collector.log_text()
+                a.log_text(),
+                b.log_text()
             )
         },
     );
-    assert_eq!(collector.terminate(DEADLINE), Some(0));
+    assert_eq!(a.terminate(DEADLINE), Some(0));
+    assert_eq!(b.terminate(DEADLINE), Some(0));
     assert_eq!(edge.terminate(DEADLINE), Some(0));
 
     let output = lines_under(&out);
     let (missing, duplicates) = compare(&output, &lines);
     eprintln!(
-        "kafka: {} lines, {before_kill} arrived before the kill, {duplicates} duplicates after the restart",
-        lines.len()
+        "kafka: {} lines, {before_kill} arrived before the kill, {} by a and {} by b in all, {duplicates} duplicates",
+        lines.len(),
+        lines_under(&out_a).len(),
+        lines_under(&out_b).len()
     );
     assert_eq!(missing, 0, "lines lost");
 
     // The buckets prove the headers: the topic, the Kafka header `origin` set on the other agent,
     // the record key (the line's first digit), and the partition (one per key: records with one
     // key go to one partition).
-    let bucket_root = out.join(&cluster.topic).join("edge-1");
     let mut partitions_of_key: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for file in files_under(&out) {
-        let rel = file.strip_prefix(&bucket_root).unwrap_or_else(|_| panic!("{} outside its bucket", file.display()));
-        let mut parts = rel.iter().map(|p| p.to_str().unwrap());
-        let (key_dir, partition_dir) = (parts.next().unwrap(), parts.next().unwrap());
-        let digit = key_dir.strip_prefix("key-").expect("key-<digit>");
-        let partition = partition_dir.trim_start_matches('p').to_string();
-        assert!(partition.parse::<i32>().is_ok_and(|p| (0..3).contains(&p)), "partition in {}", rel.display());
-        partitions_of_key.entry(digit.to_string()).or_default().insert(partition);
-        for line in lines_of(&std::fs::read(&file).unwrap()) {
-            assert!(line.starts_with(digit), "{line:?} in the bucket of key {digit}");
+    for name in ["a", "b"] {
+        let bucket_root = out.join(name).join(&cluster.topic).join("edge-1");
+        for file in files_under(&out.join(name)) {
+            let rel =
+                file.strip_prefix(&bucket_root).unwrap_or_else(|_| panic!("{} outside its bucket", file.display()));
+            let mut parts = rel.iter().map(|p| p.to_str().unwrap());
+            let (key_dir, partition_dir) = (parts.next().unwrap(), parts.next().unwrap());
+            let digit = key_dir.strip_prefix("key-").expect("key-<digit>");
+            let partition = partition_dir.trim_start_matches('p').to_string();
+            assert!(partition.parse::<i32>().is_ok_and(|p| (0..3).contains(&p)), "partition in {}", rel.display());
+            partitions_of_key.entry(digit.to_string()).or_default().insert(partition);
+            for line in lines_of(&std::fs::read(&file).unwrap()) {
+                assert!(line.starts_with(digit), "{line:?} in the bucket of key {digit}");
+            }
         }
     }
     assert_eq!(partitions_of_key.len(), 10, "keys 0-9: {partitions_of_key:?}");

@@ -572,7 +572,7 @@ fn unknown_source_kind() {
         r#"Topology(
     agent: "a",
     sources: {
-        "r1": (kind: Kafka(brokers: "127.0.0.1:9092", topic: "t"), channels: ["c1"]),
+        "r1": (kind: Jms(destination_name: "orders"), channels: ["c1"]),
     },
     channels: { "c1": Memory() },
     sinks: { "k1": (kind: Null(), channel: "c1") },
@@ -580,7 +580,7 @@ fn unknown_source_kind() {
 "#,
         (4, 22),
         Some("source \"r1\""),
-        "unknown source kind `Kafka`, expected one of `Netcat`, `SequenceGenerator`, `Exec`, `SpoolDir`, `Taildir`, `SyslogTcp`, `SyslogUdp`, `NetcatUdp`, `Http`",
+        "unknown source kind `Jms`, expected one of `Netcat`, `SequenceGenerator`, `Exec`, `SpoolDir`, `Taildir`, `SyslogTcp`, `SyslogUdp`, `NetcatUdp`, `Http`, `Kafka`",
     );
 }
 
@@ -717,4 +717,22 @@ fn relative_paths_resolve_against_the_topology_files_folder() {
     // Validated from another folder: "incoming" is found beside the topology, not in the cwd.
     let out = Command::new(BIN).arg("validate").arg(&w.path).current_dir("/").output().expect("run flumen validate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn kafka_sink_acks_cannot_be_weakened() {
+    expect_error(
+        r#"Topology(
+    agent: "a",
+    sources: { "r1": (kind: SequenceGenerator(), channels: ["c1"]) },
+    channels: { "c1": Memory() },
+    sinks: {
+        "k1": (kind: Kafka(brokers: "127.0.0.1:9092", topic: "logs", properties: { "acks": "1" }), channel: "c1"),
+    },
+)
+"#,
+        (6, 82),
+        Some("sink \"k1\""),
+        "properties: \"acks\" is set by flumen for its delivery guarantee",
+    );
 }

@@ -186,7 +186,7 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
 }
 
 /// The event of one record: its value as body; its headers, then where it came from.
-fn event_of(message: &BorrowedMessage<'_>) -> Event {
+fn event_of<M: Message>(message: &M) -> Event {
     let mut headers = EventHeaders::new();
     if let Some(kafka_headers) = message.headers() {
         for header in kafka_headers.iter() {
@@ -224,5 +224,72 @@ impl NextOffsets {
                 .map_err(|e| SourceError::Other(format!("offsets of {topic}/{partition}: {e}")))?;
         }
         Ok(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn a_record_becomes_an_event_with_its_origin_in_headers() {
+        let line = "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating";
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "host", value: Some("edge-1") })
+            .insert(Header { key: "topic", value: Some("spoofed") })
+            .insert(Header { key: "raw", value: Some(&b"\xff\xfe"[..]) });
+        let message = OwnedMessage::new(
+            Some(line.as_bytes().to_vec()),
+            Some(b"blk_38865049064139660".to_vec()),
+            "hdfs-logs".into(),
+            Timestamp::CreateTime(1_226_234_175_000),
+            2,
+            41_017,
+            Some(headers),
+        );
+        let event = event_of(&message);
+        assert_eq!(&event.body[..], line.as_bytes());
+        let h = |k: &str| event.headers.get(k).map(String::as_str);
+        assert_eq!(h("host"), Some("edge-1"));
+        assert_eq!(h("topic"), Some("hdfs-logs"), "where the record came from wins over a record header");
+        assert_eq!(h("partition"), Some("2"));
+        assert_eq!(h("offset"), Some("41017"));
+        assert_eq!(h("timestamp"), Some("1226234175000"));
+        assert_eq!(h("key"), Some("blk_38865049064139660"));
+        assert_eq!(h("raw"), Some("\u{fffd}\u{fffd}"));
+
+        let tombstone = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 7, None);
+        let event = event_of(&tombstone);
+        assert!(event.body.is_empty());
+        assert_eq!(event.headers.get("key"), None);
+        assert_eq!(event.headers.get("timestamp"), None);
+        assert_eq!(event.headers.get("offset").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn options_the_guarantee_rests_on_cannot_be_overridden() {
+        let config = KafkaSourceConfig {
+            brokers: "127.0.0.1:9092,kafka-2:9092".into(),
+            topics: vec!["logs".into(), "^app-.*".into()],
+            group_id: "flumen".into(),
+            auto_offset_reset: OffsetReset::Earliest,
+            properties: [("enable.auto.commit".to_string(), "true".to_string())].into(),
+        };
+        assert_eq!(
+            config.validate(),
+            vec!["properties: \"enable.auto.commit\" is set by flumen for its delivery guarantee"]
+        );
+        let config = KafkaSourceConfig {
+            brokers: "kafka".into(),
+            topics: vec!["^(".into()],
+            properties: BTreeMap::new(),
+            ..config
+        };
+        let problems = config.validate();
+        assert!(problems[0].contains("\"kafka\" is not host:port"), "{problems:?}");
+        assert!(problems[1].contains("does not compile"), "{problems:?}");
     }
 }
