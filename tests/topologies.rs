@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_flumen");
 
 /// Every example in `topologies/`; each has a test below.
-const EXAMPLES: [&str; 11] = [
+const EXAMPLES: [&str; 12] = [
     "durable-channel",
     "exec",
     "fan-out",
     "interceptors",
+    "kafka",
     "multiplexing",
     "netcat",
     "quickstart",
@@ -550,4 +551,53 @@ fn tier_edge_forwards_every_line_to_the_collector() {
         .collect();
     written.sort();
     assert_eq!(written, ["tier-collector", "tier-edge"], "outputs must go under var/tier-*/");
+}
+
+#[test]
+fn kafka_carries_every_line_through_a_topic_and_back() {
+    // librdkafka's mock cluster: three brokers on 127.0.0.1 sockets, inside this test process.
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("start the mock cluster");
+    cluster.create_topic("loghub", 3, 3).expect("create the topic");
+    let sandbox = Sandbox::new(&["kafka"]);
+    sandbox.edit("kafka", "127.0.0.1:9092", &cluster.bootstrap_servers());
+    sandbox.validate("kafka");
+    let before = files_under(&sandbox.root().join("topologies"));
+    let mut agent = sandbox.start("kafka", &[]);
+
+    let all = input(&LOGS);
+    let buckets = sandbox.var("kafka/buckets/loghub");
+    let read = || (0..3).flat_map(|p| output(&buckets.join(p.to_string()))).collect::<Vec<_>>();
+    // In-use files count too: the buckets roll every 30 s.
+    let in_use = || {
+        (0..3)
+            .flat_map(|p| std::fs::read_dir(buckets.join(p.to_string())).into_iter().flatten().flatten())
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .sum::<usize>()
+    };
+    wait_for("the buckets to hold every line", DEADLINE, || {
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            panic!("the agent exited with {status}:\n{}", agent.stderr());
+        }
+        let n = in_use();
+        if n >= all.lines.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} of {} lines written; the agent's log:\n{}", all.lines.len(), agent.stderr()))
+        }
+    });
+    agent.terminate();
+    let status = agent.wait(DEADLINE);
+    assert!(status.success(), "the agent exited with {status} on SIGTERM:\n{}", agent.stderr());
+    assert_lines_but_unfinished("kafka", &read(), &all);
+    // One key per file: each file's lines are in one partition, in their order.
+    for log in LOGS {
+        let lines = input(&[log]).lines;
+        let holders: Vec<usize> = (0..3).filter(|p| output(&buckets.join(p.to_string())).contains(&lines[0])).collect();
+        assert_eq!(holders.len(), 1, "{log} is in partitions {holders:?}");
+        let part = output(&buckets.join(holders[0].to_string()));
+        let mine: Vec<&Vec<u8>> = part.iter().filter(|l| lines.contains(l)).collect();
+        assert!(mine.iter().copied().eq(lines.iter()), "{log}'s lines are out of order in partition {}", holders[0]);
+    }
+    assert_eq!(files_under(&sandbox.root().join("topologies")), before, "the run changed files beside the example");
 }

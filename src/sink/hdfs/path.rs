@@ -2,7 +2,9 @@
 //! and `%%`, with the timestamp optionally rounded down first.
 //!
 //! A header value is put into a path only when it cannot lead out of the base directory: a value
-//! holding `/` or NUL, or a resolved component that is `..`, makes the event a [`Rejection`].
+//! holding `/` or NUL, or a resolved component `..` that a header value helped make, makes the
+//! event a [`Rejection`]. The template's own text may say `..` (`../var/...`, out of the topology
+//! folder).
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
@@ -156,6 +158,9 @@ impl PathTemplate {
     /// [`Rejection::NoTimestamp`] when the template has time escapes and `time` is `None`.
     pub fn resolve(&self, headers: &Headers, time: Option<&Zoned>) -> Result<String, Rejection> {
         let mut out = String::new();
+        // Where each header's value went in `out`: a `..` component is refused only when a header
+        // made it (the template's own text may climb out of the topology folder, `../var/...`).
+        let mut spans: Vec<(usize, usize, &str)> = Vec::new();
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
@@ -163,6 +168,9 @@ impl PathTemplate {
                     let value = headers.get(name).map_or("", String::as_str);
                     if value.contains('/') || value.contains('\0') {
                         return Err(Rejection::UnsafeHeader { header: name.clone(), value: value.into() });
+                    }
+                    if !value.is_empty() {
+                        spans.push((out.len(), out.len() + value.len(), name));
                     }
                     out.push_str(value);
                 }
@@ -189,16 +197,15 @@ impl PathTemplate {
             if relative && out.starts_with('/') {
                 return Err(Rejection::UnsafeHeader { header: String::new(), value: String::new() });
             }
-            if let Some(bad) = out.split('/').find(|c| *c == "..") {
-                let header = self
-                    .pieces
-                    .iter()
-                    .find_map(|p| match p {
-                        Piece::Header(h) => Some(h.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                return Err(Rejection::UnsafeHeader { header, value: bad.to_string() });
+            let mut start = 0;
+            for component in out.split('/') {
+                let end = start + component.len();
+                if component == ".." {
+                    if let Some((_, _, header)) = spans.iter().find(|(s, e, _)| *s < end && *e > start) {
+                        return Err(Rejection::UnsafeHeader { header: header.to_string(), value: component.into() });
+                    }
+                }
+                start = end + 1;
             }
         }
         Ok(out)
@@ -338,6 +345,11 @@ mod tests {
         }
         // A missing header is empty, as Flume; but it may not make a relative path absolute.
         assert_eq!(tpl.resolve(&Headers::new(), None).unwrap(), "out//x");
+        // The template's own `..` (out of the topology folder) is not a header's doing.
+        let up = PathTemplate::parse("../var/%{host}/../%{dc}").unwrap();
+        assert_eq!(up.resolve(&headers(&[("host", "h"), ("dc", "eu")]), None).unwrap(), "../var/h/../eu");
+        let err = up.resolve(&headers(&[("host", "h"), ("dc", "..")]), None).unwrap_err();
+        assert!(matches!(err, Rejection::UnsafeHeader { ref header, .. } if header == "dc"), "{err}");
         let first = PathTemplate::parse("%{host}/x").unwrap();
         assert!(first.resolve(&Headers::new(), None).is_err());
         assert_eq!(first.resolve(&headers(&[("host", "h")]), None).unwrap(), "h/x");
