@@ -464,11 +464,12 @@ fn failover_goes_to_the_backup_while_the_http_endpoint_is_down_and_back_once_it_
 
     // The endpoint is back: once its penalty is over the Http sink takes the stream again.
     let endpoint = start_listening(&endpoint_dir, "endpoint", &endpoint_topology, addr(endpoint_port));
-    let restarted_at = streamer.sent();
+    let (restarted_at, restarted) = (streamer.sent(), Instant::now());
     wait_slowly(
         || highest(&primary_out).is_some_and(|h| h >= restarted_at),
         || format!("no line sent after the restart reached the endpoint; {}", logs(&front, &endpoint)),
     );
+    let back_after = restarted.elapsed();
     let backup_at_switch = count_lines(&backup_out);
     let switched_at = streamer.sent();
     wait_slowly(
@@ -492,7 +493,8 @@ fn failover_goes_to_the_backup_while_the_http_endpoint_is_down_and_back_once_it_
     let (missing, duplicates) = compare(&union(), &sent, "the outputs");
     assert_eq!(missing, 0, "lines lost");
     eprintln!(
-        "failover: {} lines sent, {} to the endpoint, {} to the backup, {duplicates} duplicates",
+        "failover: {} lines sent, {} to the endpoint, {} to the backup, {duplicates} duplicates; the endpoint \
+         got new lines {back_after:?} after its restart",
         sent.len(),
         count_lines(&primary_out),
         count_lines(&backup_out)
