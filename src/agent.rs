@@ -121,12 +121,13 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     let member = |name: &String| {
         let config = &topology.sinks[name];
         let counters = metrics.sink(name);
+        let in_group = grouped.contains(name);
         let (name, kind, batch_size) = (name.clone(), config.kind.clone(), config.batch_size);
         // Called on the sinks arbiter: a factory is not `Send`.
         move || {
             let factory: SinkFactory = {
                 let (name, kind, counters) = (name.clone(), kind.clone(), counters.clone());
-                std::rc::Rc::new(move || kind.build(&name, counters.clone()))
+                std::rc::Rc::new(move || kind.build(&name, counters.clone(), in_group))
             };
             Member { name: name.clone(), batch_size, factory, counters: counters.clone() }
         }

@@ -255,11 +255,11 @@ fn compare(output: &[String], lines: &[String]) -> (usize, usize) {
 fn a_flood_into_a_full_channel_gets_503s_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (front_port, back_port) = (free_port(), free_port());
-    // About 25 MB of unique Loghub lines.
+    // About 100 MB of unique Loghub lines.
     let mut lines = Vec::new();
     let mut bytes = 0;
     let base = loghub_lines();
-    while bytes < 25_000_000 {
+    while bytes < 100_000_000 {
         let line = format!("{} {}", lines.len(), base[lines.len() % base.len()]);
         bytes += line.len() + 1;
         lines.push(line);

@@ -5,7 +5,10 @@
 //! events are committed to its channels: delivery across the hop is at-least-once. Connection
 //! errors, timeouts, `429` and `5xx` are retried inside the delivery with capped exponential
 //! backoff (honouring `Retry-After`) until they succeed, so nothing is dropped and the sink keeps
-//! its place; a retry after a timeout may deliver a batch twice. Any other status (a `4xx`: the
+//! its place; a retry after a timeout may deliver a batch twice. In a sink group the sink does not
+//! retry: such a failure fails the delivery at once, the batch is rolled back and the group's
+//! processor penalises the sink and hands the batch to another one (Flume's failover over an
+//! unreachable next hop). Any other status (a `4xx`: the
 //! request itself is wrong) is counted in `ConnectionFailedCount`, logged with the answer, and
 //! the batch is rolled back (the sink restarts with its supervisor's backoff and tries again) or
 //! written to a dead-letter directory and committed, as `on_client_error` says. Plain HTTP only:
@@ -139,6 +142,8 @@ pub struct HttpSink {
     client: reqwest::Client,
     counters: Arc<SinkCounters>,
     dead_letters: u64,
+    /// A member of a sink group: a failed post fails the delivery instead of being retried.
+    in_group: bool,
 }
 
 impl HttpSink {
@@ -153,7 +158,16 @@ impl HttpSink {
             .default_headers(headers)
             .build()
             .map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
-        Ok(HttpSink { config, name: name.into(), client, counters, dead_letters: 0 })
+        Ok(HttpSink { config, name: name.into(), client, counters, dead_letters: 0, in_group: false })
+    }
+
+    /// Marks the sink as a member of a sink group (`true`): a connection error, a timeout, a `429`
+    /// or a `5xx` then fails the delivery at once (the group rolls the batch back and gives it to
+    /// another sink) instead of being retried inside it.
+    #[must_use]
+    pub fn in_group(mut self, in_group: bool) -> Self {
+        self.in_group = in_group;
+        self
     }
 
     /// Writes a refused request body into the dead-letter directory, fsynced.
@@ -211,6 +225,9 @@ impl Sink for HttpSink {
                             .and_then(|v| v.trim().parse::<u64>().ok())
                             .map(Duration::from_secs);
                         let text = answer_text(resp).await;
+                        if self.in_group {
+                            return Err(SinkError::Other(format!("{} answered {status}: {text}", self.config.url)));
+                        }
                         tracing::warn!(sink = %self.name, url = %self.config.url, %status, answer = %text, events = events.len(), "server busy or failing; retrying");
                         retry_after.unwrap_or(backoff).min(self.config.max_backoff)
                     }
@@ -228,6 +245,9 @@ impl Sink for HttpSink {
                     }
                     Err(e) => {
                         self.counters.connection_failed.inc();
+                        if self.in_group {
+                            return Err(SinkError::Other(format!("post to {}: {}", self.config.url, chain(&e))));
+                        }
                         tracing::warn!(sink = %self.name, url = %self.config.url, error = %chain(&e), events = events.len(), "post failed; retrying");
                         backoff
                     }

@@ -92,17 +92,19 @@ impl SinkKind {
         }
     }
 
-    /// Builds a fresh sink (on start and on every restart).
+    /// Builds a fresh sink (on start and on every restart). `in_group` says whether the sink is a
+    /// member of a sink group: an `Http` sink in a group gives a batch it cannot post back to the
+    /// group at once (which then tries another sink) instead of retrying it itself.
     ///
     /// # Errors
     /// When the output cannot be opened.
-    pub fn build(&self, name: &str, counters: Arc<SinkCounters>) -> Result<Box<dyn Sink>, SinkError> {
+    pub fn build(&self, name: &str, counters: Arc<SinkCounters>, in_group: bool) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkKind::Logger(c) => Box::new(logger::LoggerSink::new(name, c.clone())),
             SinkKind::Null(_) => Box::new(null::NullSink),
             SinkKind::FileRoll(c) => Box::new(file_roll::FileRollSink::new(c.clone(), counters)?),
             SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
-            SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?),
+            SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?.in_group(in_group)),
             SinkKind::Kafka(c) => Box::new(kafka::KafkaSink::new(name, c.clone(), counters)?),
         })
     }
