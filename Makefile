@@ -34,4 +34,4 @@ test: deps
 	cargo test --release
 
 bench: deps
-	cargo bench --bench channel
+	cargo bench --bench channel --bench syslog
