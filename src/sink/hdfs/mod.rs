@@ -11,6 +11,7 @@
 pub mod path;
 pub mod roll;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use jiff::tz::TimeZone;
+use jiff::Zoned;
 use serde::Deserialize;
 
 use self::path::{PathTemplate, Rejection, RoundUnit, Rounding};
@@ -201,6 +203,8 @@ pub struct HdfsSink {
     use_local_time_stamp: bool,
     on_rejected: OnRejected,
     counters: Arc<SinkCounters>,
+    /// The last whole second an event time fell in, with what it resolved to.
+    second_cache: RefCell<Option<SecondCache>>,
     /// The open files; away on a blocking thread while a batch is written.
     files: Option<Files>,
 }
@@ -248,19 +252,35 @@ impl HdfsSink {
             use_local_time_stamp: config.use_local_time_stamp,
             on_rejected: config.on_rejected,
             counters,
+            second_cache: RefCell::new(None),
             files: Some(files),
         })
     }
 
-    /// The directory of one event.
-    fn directory(&self, event: &Event) -> Result<PathBuf, Rejection> {
-        let time = if self.template.uses_time() {
-            Some(path::event_time(&event.headers, self.use_local_time_stamp, &self.tz, self.round)?)
-        } else {
-            None
-        };
-        let resolved = self.template.resolve(&event.headers, time.as_ref())?;
-        Ok(self.base.join(resolved))
+    /// The directory of one event, relative to `base`.
+    fn resolve(&self, event: &Event) -> Result<String, Rejection> {
+        if !self.template.uses_time() {
+            return self.template.resolve(&event.headers, None);
+        }
+        // Every time escape depends only on the whole second; consecutive events mostly share
+        // one, and so their zoned time and, without header escapes, their whole path.
+        let ts = path::event_timestamp(&event.headers, self.use_local_time_stamp)?;
+        let second = ts.as_millisecond().div_euclid(1000);
+        let mut cache = self.second_cache.borrow_mut();
+        if !matches!(&*cache, Some(c) if c.second == second) {
+            let zoned = path::zoned(ts, &self.tz, self.round);
+            let path = if self.template.uses_headers() {
+                None
+            } else {
+                Some(self.template.resolve(&event.headers, Some(&zoned))?)
+            };
+            *cache = Some(SecondCache { second, zoned, path });
+        }
+        let c = cache.as_ref().expect("filled just above");
+        match &c.path {
+            Some(path) => Ok(path.clone()),
+            None => self.template.resolve(&event.headers, Some(&c.zoned)),
+        }
     }
 
     /// Runs `work` on the open files on a blocking thread and takes them back.
@@ -278,6 +298,16 @@ impl HdfsSink {
         self.files = Some(files);
         result
     }
+}
+
+/// What one whole second of event time resolves to.
+struct SecondCache {
+    /// `floor(ms / 1000)` of the event time.
+    second: i64,
+    /// The event time in the sink's zone, rounded.
+    zoned: Zoned,
+    /// The resolved path, when the template has no header escapes.
+    path: Option<String>,
 }
 
 /// How files are named.
@@ -310,20 +340,28 @@ impl Files {
     fn write(&mut self, dirs: &[PathBuf], bodies: &[(usize, Bytes)]) -> Result<(), SinkError> {
         self.roll_due(Instant::now())?;
         let mut touched = vec![false; dirs.len()];
-        for (i, body) in bodies {
-            let dir = &dirs[*i];
+        // Runs of events for one directory look their file up once.
+        let mut k = 0;
+        while k < bodies.len() {
+            let i = bodies[k].0;
+            let dir = &dirs[i];
             if !self.open.contains_key(dir) {
                 self.open_in(dir)?;
             }
             let file = self.open.get_mut(dir).expect("opened just above");
-            if let Err(e) = file.append(body) {
-                self.counters.connection_failed.inc();
-                return Err(SinkError::Io { what: format!("write to {}", file.in_use.display()), source: e });
+            let mut full = false;
+            while k < bodies.len() && bodies[k].0 == i && !full {
+                if let Err(e) = file.append(&bodies[k].1) {
+                    self.counters.connection_failed.inc();
+                    return Err(SinkError::Io { what: format!("write to {}", file.in_use.display()), source: e });
+                }
+                self.seq += 1;
+                file.written_seq = self.seq;
+                full = file.full(&self.policy);
+                k += 1;
             }
-            self.seq += 1;
-            file.written_seq = self.seq;
-            touched[*i] = true;
-            if file.full(&self.policy) {
+            touched[i] = true;
+            if full {
                 self.close(dir)?;
             }
         }
@@ -420,23 +458,38 @@ impl Sink for HdfsSink {
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let mut dirs: Vec<PathBuf> = Vec::new();
-            let mut index: HashMap<PathBuf, usize> = HashMap::new();
+            // Resolved paths (relative to `base`) to their index in `dirs`; consecutive events
+            // mostly share one, which is then not looked up again.
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut last: Option<(String, usize)> = None;
             let mut bodies = Vec::with_capacity(events.len());
             let mut rejected = 0u64;
             let mut first_rejection = None;
             for event in events {
-                let dir = match self.directory(event) {
-                    Ok(dir) => dir,
+                let i = match self.resolve(event) {
+                    Ok(resolved) => match &last {
+                        Some((path, i)) if *path == resolved => *i,
+                        _ => {
+                            let i = *index.entry(resolved.clone()).or_insert_with(|| {
+                                dirs.push(self.base.join(&resolved));
+                                dirs.len() - 1
+                            });
+                            last = Some((resolved, i));
+                            i
+                        }
+                    },
                     Err(why) => {
                         rejected += 1;
                         first_rejection.get_or_insert(why);
-                        self.rejected_dir.clone()
+                        match dirs.iter().position(|d| *d == self.rejected_dir) {
+                            Some(i) => i,
+                            None => {
+                                dirs.push(self.rejected_dir.clone());
+                                dirs.len() - 1
+                            }
+                        }
                     }
                 };
-                let i = *index.entry(dir.clone()).or_insert_with(|| {
-                    dirs.push(dir);
-                    dirs.len() - 1
-                });
                 bodies.push((i, event.body.clone()));
             }
             if let Some(why) = first_rejection {

@@ -132,6 +132,11 @@ impl PathTemplate {
         self.uses_time
     }
 
+    /// Whether the template has header escapes.
+    pub fn uses_headers(&self) -> bool {
+        self.uses_headers
+    }
+
     /// The leading components that hold no escape: where the `rejected` bucket goes.
     /// `out/%{host}/%Y` -> `out`; `%{host}` -> `` (the topology folder).
     pub fn static_prefix(&self) -> String {
@@ -225,17 +230,29 @@ pub fn event_time(
     tz: &TimeZone,
     round: Option<Rounding>,
 ) -> Result<Zoned, Rejection> {
-    let ts = if use_local_time_stamp {
-        Timestamp::now()
-    } else {
-        let text = headers.get("timestamp").ok_or(Rejection::NoTimestamp)?;
-        let ms: i64 = text.trim().parse().map_err(|_| Rejection::BadTimestamp(text.clone()))?;
-        Timestamp::from_millisecond(ms).map_err(|_| Rejection::BadTimestamp(text.clone()))?
-    };
+    Ok(zoned(event_timestamp(headers, use_local_time_stamp)?, tz, round))
+}
+
+/// The event's instant: its `timestamp` header, or the local clock with `use_local_time_stamp`.
+///
+/// # Errors
+/// As [`event_time`].
+pub fn event_timestamp(headers: &Headers, use_local_time_stamp: bool) -> Result<Timestamp, Rejection> {
+    if use_local_time_stamp {
+        return Ok(Timestamp::now());
+    }
+    let text = headers.get("timestamp").ok_or(Rejection::NoTimestamp)?;
+    let ms: i64 = text.trim().parse().map_err(|_| Rejection::BadTimestamp(text.clone()))?;
+    Timestamp::from_millisecond(ms).map_err(|_| Rejection::BadTimestamp(text.clone()))
+}
+
+/// `ts` in `tz`, rounded down as `round` says. Every escape depends only on the whole second of
+/// `ts`, so callers may reuse the answer for instants within one second.
+pub fn zoned(ts: Timestamp, tz: &TimeZone, round: Option<Rounding>) -> Zoned {
     let zoned = ts.to_zoned(tz.clone());
     match round {
-        None => Ok(zoned),
-        Some(r) => Ok(round_down(&zoned, r)),
+        None => zoned,
+        Some(r) => round_down(&zoned, r),
     }
 }
 
