@@ -33,8 +33,9 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>, fixed
     config
 }
 
-/// Problems with `brokers` (a comma-separated list of `host:port`) and with `properties` that try
-/// to set one of `reserved` (or `bootstrap.servers`, which `brokers` says).
+/// Problems with `brokers` (a comma-separated list of `host:port`), with `properties` that try to
+/// set one of `reserved` (or `bootstrap.servers`, which `brokers` says), and with properties
+/// librdkafka does not know or whose value it refuses (checked without creating a client).
 pub fn validate(brokers: &str, properties: &BTreeMap<String, String>, reserved: &[&str]) -> Vec<String> {
     let mut problems = Vec::new();
     if brokers.trim().is_empty() {
@@ -51,6 +52,17 @@ pub fn validate(brokers: &str, properties: &BTreeMap<String, String>, reserved: 
             problems.push("properties: set the brokers with `brokers`, not bootstrap.servers".into());
         } else if reserved.contains(&key.as_str()) {
             problems.push(format!("properties: {key:?} is set by flumen for its delivery guarantee"));
+        }
+    }
+    for (key, value) in properties {
+        let mut one = ClientConfig::new();
+        one.set(key, value);
+        match one.create_native_config() {
+            Ok(_) => {}
+            Err(KafkaError::ClientConfig(_, description, _, _)) => {
+                problems.push(format!("properties: {key:?} = {value:?}: {description}"))
+            }
+            Err(e) => problems.push(format!("properties: {key:?} = {value:?}: {e}")),
         }
     }
     problems

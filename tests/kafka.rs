@@ -43,12 +43,7 @@ impl Cluster {
         let topic = format!("loghub-{}", uuid::Uuid::new_v4().simple());
         match std::env::var("KAFKA_BROKERS") {
             Ok(brokers) if !brokers.trim().is_empty() => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin client");
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
-                let result = runtime.block_on(admin.create_topics([&new], &AdminOptions::new())).expect("create topic");
-                assert!(result.iter().all(Result::is_ok), "create topic {topic}: {result:?}");
+                create_topic(&brokers, &topic, partitions);
                 Cluster { mock: None, brokers, topic }
             }
             _ => {
@@ -58,6 +53,16 @@ impl Cluster {
                 Cluster { mock: Some(mock), brokers, topic }
             }
         }
+    }
+
+    /// A second fresh topic of `partitions` partitions on `cluster`'s brokers.
+    fn topic_beside(cluster: &Cluster, partitions: i32) -> String {
+        let topic = format!("relayed-{}", uuid::Uuid::new_v4().simple());
+        match &cluster.mock {
+            Some(mock) => mock.create_topic(&topic, partitions, 3).expect("create topic"),
+            None => create_topic(&cluster.brokers, &topic, partitions),
+        }
+        topic
     }
 
     /// Every record of the topic, read from the start by an independent consumer until `n` were
@@ -97,6 +102,16 @@ impl Cluster {
         }
         records
     }
+}
+
+/// Creates `topic` on a real cluster.
+fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let result = runtime.block_on(admin.create_topics([&new], &AdminOptions::new())).expect("create topic");
+    assert!(result.iter().all(Result::is_ok), "create topic {topic}: {result:?}");
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -338,4 +353,97 @@ fn a_batch_whose_deliveries_fail_is_rolled_back_and_produced_later() {
         assert_eq!(headers.get("origin").map(String::as_str), Some("edge-1"), "headers of {value:?}");
         assert_eq!(key.as_deref(), Some(&value[..1]), "key of {value:?}");
     }
+}
+
+/// Runs `kcat` with `args`, feeding it `input`; answers its standard output. Fails when it exits
+/// with an error or runs past `DEADLINE` (through coreutils' `timeout`).
+fn kcat(args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("timeout")
+        .arg(DEADLINE.as_secs().to_string())
+        .arg("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat (installed by `make test`)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("kcat runs");
+    writer.join().expect("writer").expect("kcat read its input");
+    assert!(out.status.success(), "kcat {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("kcat prints UTF-8 here")
+}
+
+#[test]
+fn kcat_records_relayed_by_an_agent_keep_their_keys_headers_and_order() {
+    let cluster = Cluster::with_topic(3);
+    let outbound = Cluster::topic_beside(&cluster, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    // Every Loghub sample, each line keyed by its file's name, produced by the real kcat client
+    // with a record header.
+    let mut input = Vec::new();
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in ["Apache_2k.log", "HDFS_2k.log", "Linux_2k.log", "OpenSSH_2k.log", "Zookeeper_2k.log"] {
+        for line in lines_of(&std::fs::read(loghub_dir().join(file)).unwrap()) {
+            input.extend_from_slice(format!("{file}\t{line}\n").as_bytes());
+            expected.entry(file.to_string()).or_default().push(line);
+        }
+    }
+    let total: usize = expected.values().map(Vec::len).sum();
+    kcat(&["-P", "-b", &cluster.brokers, "-t", &cluster.topic, "-K", "\t", "-H", "origin=kcat"], &input);
+
+    // The agent relays the topic into another one: Kafka source → Memory → Kafka sink, the
+    // record key carried in the source's `key` header.
+    let relay = start(
+        tmp.path(),
+        "relay",
+        &format!(
+            r#"Topology(
+    agent: "relay",
+    sources: {{ "in": (kind: Kafka(brokers: "{brokers}", topics: ["{from}"], group_id: "relay"), channels: ["c"]) }},
+    channels: {{ "c": Memory(capacity: 100000, transaction_capacity: 1000) }},
+    sinks: {{ "out": (kind: Kafka(brokers: "{brokers}", topic: "{to}", key_header: Some("key")), channel: "c") }},
+)"#,
+            brokers = cluster.brokers,
+            from = cluster.topic,
+            to = outbound,
+        ),
+    );
+    // kcat reads the outbound topic back: key, headers, value.
+    let out = kcat(
+        &[
+            "-C",
+            "-b",
+            &cluster.brokers,
+            "-t",
+            &outbound,
+            "-o",
+            "beginning",
+            "-c",
+            &total.to_string(),
+            "-f",
+            "%k\t%h\t%s\n",
+        ],
+        b"",
+    );
+    assert_eq!(relay.terminate(DEADLINE), Some(0));
+
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in out.lines() {
+        let mut fields = record.splitn(3, '\t');
+        let (key, headers, value) = (fields.next().unwrap(), fields.next().unwrap(), fields.next().unwrap_or(""));
+        let headers: BTreeMap<&str, &str> = headers.split(',').filter_map(|h| h.split_once('=')).collect();
+        assert_eq!(headers.get("origin"), Some(&"kcat"), "the producer's header, in {record:?}");
+        assert_eq!(headers.get("topic"), Some(&cluster.topic.as_str()), "where it was read, in {record:?}");
+        assert_eq!(headers.get("key"), Some(&key), "{record:?}");
+        assert!(headers.get("offset").is_some_and(|o| o.parse::<u64>().is_ok()), "{record:?}");
+        assert!(headers.get("partition").is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p < 3)), "{record:?}");
+        got.entry(key.to_string()).or_default().push(value.to_string());
+    }
+    // Every line once, and in its file's order: one key, one partition, in order at every hop.
+    assert_eq!(got, expected);
 }

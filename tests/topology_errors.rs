@@ -736,3 +736,21 @@ fn kafka_sink_acks_cannot_be_weakened() {
         "properties: \"acks\" is set by flumen for its delivery guarantee",
     );
 }
+
+#[test]
+fn kafka_source_properties_librdkafka_does_not_know() {
+    expect_error(
+        r#"Topology(
+    agent: "a",
+    sources: {
+        "r1": (kind: Kafka(brokers: "127.0.0.1:9092", topics: ["logs"], properties: { "sesion.timeout.ms": "6000" }), channels: ["c1"]),
+    },
+    channels: { "c1": Memory() },
+    sinks: { "k1": (kind: Null(), channel: "c1") },
+)
+"#,
+        (4, 85),
+        Some("source \"r1\""),
+        "properties: \"sesion.timeout.ms\" = \"6000\": No such configuration property: \"sesion.timeout.ms\"",
+    );
+}

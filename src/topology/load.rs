@@ -306,10 +306,10 @@ mod tests {
 
     #[test]
     fn unknown_kinds_point_at_their_name() {
-        let e = errors(&with("Null()", "Kafka(topic: \"x\")"));
+        let e = errors(&with("Null()", "Jms(destination_name: \"x\")"));
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with("t.ron:10:22: sink \"k1\": unknown sink kind `Kafka`, expected one of `Logger`"),
+            e[0].starts_with("t.ron:10:22: sink \"k1\": unknown sink kind `Jms`, expected one of `Logger`"),
             "{e:?}"
         );
     }
