@@ -5,6 +5,7 @@
 //! A topology (RON) describes one agent; [`topology`] loads and validates it and [`agent`] runs it.
 
 pub mod agent;
+pub mod blocking;
 pub mod channel;
 pub mod event;
 pub mod interceptor;

@@ -15,6 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
+use crate::blocking::blocking;
 use crate::event::Event;
 use crate::metrics::SinkCounters;
 use crate::topology::duration;
@@ -103,11 +104,6 @@ impl FileRollSink {
         }
         Ok(())
     }
-}
-
-/// Runs blocking file work off the actor's event loop.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
 }
 
 impl Sink for FileRollSink {

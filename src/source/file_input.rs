@@ -51,17 +51,7 @@ pub async fn deliver(ctx: &SourceContext, events: Vec<Event>) -> Result<Delivery
     }
 }
 
-/// Runs blocking file work on tokio's blocking pool, off the actor's event loop, inside the
-/// caller's tracing span (so its logs name the source).
-///
-/// # Errors
-/// `f`'s error, or an error saying the blocking task panicked or was cancelled.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f)).await.map_err(std::io::Error::other)?
-}
+pub use crate::blocking::blocking;
 
 /// Runs `f` on `state` on tokio's blocking pool and hands both back: how a source's synchronous
 /// file state goes to a blocking thread for one step and returns.

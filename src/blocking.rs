@@ -1,0 +1,13 @@
+//! Blocking file work off the actors' event loops.
+
+/// Runs blocking file work on tokio's blocking pool, off the actor's event loop, inside the
+/// caller's tracing span (so its logs name the component).
+///
+/// # Errors
+/// `f`'s error, or an error saying the blocking task panicked or was cancelled.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await.map_err(std::io::Error::other)?
+}
