@@ -13,6 +13,7 @@ pub mod roll;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,8 @@ pub struct HdfsConfig {
     /// (zero-padded), `%y` two-digit year, `%j` day of year, `%s` seconds since the epoch,
     /// `%{header}` a header's value (empty when absent), `%%` a `%`. Required.
     pub path: String,
-    /// Text before each file name (Flume's `hdfs.filePrefix`). Default `"FlumeData"`.
+    /// Text before each file name (Flume's `hdfs.filePrefix`), with the same escapes as `path`;
+    /// events whose prefixes differ go to different files. Default `"FlumeData"`.
     #[serde(default = "default_file_prefix")]
     pub file_prefix: String,
     /// Text after the counter in each file name, e.g. `".log"` (Flume's `hdfs.fileSuffix`);
@@ -159,6 +161,9 @@ impl HdfsConfig {
         if let Err(e) = PathTemplate::parse(&self.path) {
             problems.push(e);
         }
+        if let Err(e) = PathTemplate::parse(&self.file_prefix) {
+            problems.push(format!("file_prefix: {e}"));
+        }
         for (name, value) in [
             ("file_prefix", &self.file_prefix),
             ("file_suffix", &self.file_suffix),
@@ -198,6 +203,8 @@ pub struct HdfsSink {
     template: PathTemplate,
     base: PathBuf,
     rejected_dir: PathBuf,
+    /// The bucket (`<dir>/<prefix>`) of rejected events.
+    rejected_bucket: PathBuf,
     tz: TimeZone,
     round: Option<Rounding>,
     use_local_time_stamp: bool,
@@ -215,17 +222,26 @@ impl HdfsSink {
     /// # Errors
     /// When the path template or time zone is invalid (caught by validation before).
     pub fn new(config: HdfsConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
-        let template = PathTemplate::parse(&config.path).map_err(SinkError::Other)?;
+        // One template for the directory and the file prefix: a bucket is `<dir>/<prefix>`.
+        let template =
+            PathTemplate::parse(&format!("{}/{}", config.path, config.file_prefix)).map_err(SinkError::Other)?;
+        let dir_template = PathTemplate::parse(&config.path).map_err(SinkError::Other)?;
+        let literal_prefix = PathTemplate::parse(&config.file_prefix).map_err(SinkError::Other)?;
         let tz = match &config.time_zone {
             Some(name) => TimeZone::get(name).map_err(|e| SinkError::Other(format!("time_zone {name:?}: {e}")))?,
             None => TimeZone::system(),
         };
-        let rejected_dir = config.base.join(template.static_prefix()).join("rejected");
+        let rejected_dir = config.base.join(dir_template.static_prefix()).join("rejected");
+        let rejected_prefix = if literal_prefix.uses_time() || literal_prefix.uses_headers() {
+            default_file_prefix()
+        } else {
+            literal_prefix.resolve(&Default::default(), None).map_err(|e| SinkError::Other(e.to_string()))?
+        };
+        let rejected_bucket = PathBuf::from(format!("{}/{rejected_prefix}", rejected_dir.display()));
         let first = jiff::Timestamp::now().as_millisecond().max(0) as u64;
         let files = Files {
             open: HashMap::new(),
             naming: Naming {
-                prefix: config.file_prefix.clone(),
                 suffix: format!("{}{}", config.file_suffix, config.format.extension()),
                 in_use_prefix: config.in_use_prefix.clone(),
                 in_use_suffix: config.in_use_suffix.clone(),
@@ -247,6 +263,7 @@ impl HdfsSink {
             template,
             base: config.base.clone(),
             rejected_dir,
+            rejected_bucket,
             tz,
             round: config.round.then_some(Rounding { value: config.round_value, unit: config.round_unit }),
             use_local_time_stamp: config.use_local_time_stamp,
@@ -312,7 +329,6 @@ struct SecondCache {
 
 /// How files are named.
 struct Naming {
-    prefix: String,
     /// `file_suffix` plus the format's extension.
     suffix: String,
     in_use_prefix: String,
@@ -376,20 +392,24 @@ impl Files {
         Ok(())
     }
 
-    /// Opens a new file in `dir` (created if missing), closing the least recently written file
-    /// first when `max_open` files are open.
-    fn open_in(&mut self, dir: &Path) -> Result<(), SinkError> {
+    /// Opens a new file for `bucket` (`<dir>/<prefix>`; the directory is created if missing),
+    /// closing the least recently written file first when `max_open` files are open.
+    fn open_in(&mut self, bucket: &Path) -> Result<(), SinkError> {
         if self.open.len() >= self.max_open {
             let oldest = self.open.iter().min_by_key(|(_, f)| f.written_seq).map(|(d, _)| d.clone());
             if let Some(oldest) = oldest {
                 self.close(&oldest)?;
             }
         }
+        // Split at the last '/' of the bytes: the prefix may be empty, which `Path` would hide.
+        let bytes = bucket.as_os_str().as_bytes();
+        let cut = bytes.iter().rposition(|&b| b == b'/').expect("a bucket is <dir>/<prefix>");
+        let dir = Path::new(std::ffi::OsStr::from_bytes(&bytes[..cut]));
+        let prefix = String::from_utf8_lossy(&bytes[cut + 1..]);
         std::fs::create_dir_all(dir).map_err(SinkError::io(format!("create {}", dir.display())))?;
         loop {
             let n = &self.naming;
-            let (in_use, done) =
-                file_names(dir, &n.prefix, self.next, &n.suffix, "", &n.in_use_prefix, &n.in_use_suffix);
+            let (in_use, done) = file_names(dir, &prefix, self.next, &n.suffix, "", &n.in_use_prefix, &n.in_use_suffix);
             self.next += 1;
             if done.exists() {
                 continue;
@@ -397,7 +417,7 @@ impl Files {
             match OpenFile::create(in_use.clone(), done, self.format) {
                 Ok(file) => {
                     self.counters.connection_created.inc();
-                    self.open.insert(dir.to_path_buf(), file);
+                    self.open.insert(bucket.to_path_buf(), file);
                     return Ok(());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -481,10 +501,10 @@ impl Sink for HdfsSink {
                     Err(why) => {
                         rejected += 1;
                         first_rejection.get_or_insert(why);
-                        match dirs.iter().position(|d| *d == self.rejected_dir) {
+                        match dirs.iter().position(|d| *d == self.rejected_bucket) {
                             Some(i) => i,
                             None => {
-                                dirs.push(self.rejected_dir.clone());
+                                dirs.push(self.rejected_bucket.clone());
                                 dirs.len() - 1
                             }
                         }

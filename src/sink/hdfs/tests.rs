@@ -247,3 +247,37 @@ fn a_dropped_sink_still_closes_and_renames_its_files() {
     assert!(all[0].to_string_lossy().ends_with(".gz"), "{all:?}");
     assert_eq!(decompressed_lines(&all[0], Format::Gzip), (body_lines(&events), true));
 }
+
+#[test]
+fn the_file_prefix_takes_escapes_and_separates_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path(), "out/%Y");
+    c.file_prefix = "%{host}-%H".into();
+    (c.roll_count, c.roll_size, c.roll_interval) = (0, 0, Duration::ZERO);
+    let events: Vec<Event> = apache_events(40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| if i % 2 == 0 { e } else { e.with_header("host", "web-2") })
+        .collect();
+    // A header value may not leave the directory through the prefix either.
+    let sneaky = apache_events(1).pop().unwrap().with_header("host", "../../etc/cron.d/x");
+    let counters = Arc::new(SinkCounters::default());
+    let mut sink = HdfsSink::new(c, counters.clone()).unwrap();
+    run(async {
+        sink.deliver(&events).await.unwrap();
+        sink.deliver(std::slice::from_ref(&sneaky)).await.unwrap();
+        sink.close().await.unwrap();
+    });
+    let names: Vec<String> = files(&tmp.path().join("out/2005"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().split('.').next().unwrap().to_string())
+        .collect();
+    // 1133671664 s is 2005-12-04 04:47:44 UTC.
+    assert_eq!(names, ["web-1-04", "web-2-04"]);
+    for (host, file) in ["web-1", "web-2"].iter().zip(files(&tmp.path().join("out/2005"))) {
+        let expected: Vec<Event> = events.iter().filter(|e| e.headers["host"] == *host).cloned().collect();
+        assert_eq!(text_lines(&file), body_lines(&expected));
+    }
+    assert_eq!(counters.event_rejected.get(), 1);
+    assert_eq!(text_lines(&files(&tmp.path().join("out/rejected"))[0]), body_lines(&[sneaky]));
+}
