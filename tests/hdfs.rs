@@ -19,31 +19,13 @@ fn counter(monitoring: SocketAddr, component: &str, name: &str) -> Option<u64> {
     metric(monitoring, component, name)
 }
 
-/// Every file under `dir`, recursively, in name order.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn in_use(p: &Path) -> bool {
     p.to_string_lossy().ends_with(".tmp")
 }
 
 /// The lines of the closed (renamed) files under `dir`.
 fn closed_lines(dir: &Path) -> Vec<String> {
-    files(dir).iter().filter(|p| !in_use(p)).flat_map(|p| lines_of(&std::fs::read(p).unwrap())).collect()
+    files_under(dir).iter().filter(|p| !in_use(p)).flat_map(|p| lines_of(&std::fs::read(p).unwrap())).collect()
 }
 
 /// What a reader gets from a compressed file, complete or still being written (up to the last
@@ -159,12 +141,12 @@ fn escapes_and_rounding_bucket_lines_and_unsafe_hosts_are_rejected() {
         || output_lines(&out).0.len() >= input.len(),
         || format!("{} of {} lines; log:\n{}", output_lines(&out).0.len(), input.len(), flumen.log_text()),
     );
-    assert!(files(&out).iter().any(|p| in_use(p)), "buckets with fewer than 100 lines are still open");
+    assert!(files_under(&out).iter().any(|p| in_use(p)), "buckets with fewer than 100 lines are still open");
     let monitoring: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     assert_eq!(counter(monitoring, "SINK.k1", "EventRejectedCount"), Some(rejected.len() as u64));
     assert_eq!(flumen.terminate(WAIT), Some(0));
 
-    let all = files(&out);
+    let all = files_under(&out);
     assert!(all.iter().all(|p| !in_use(p)), "every file renamed on shutdown: {all:?}");
     let mut seen = Vec::new();
     for file in &all {
@@ -243,9 +225,9 @@ fn each_trigger_rolls_while_the_agent_runs() {
     wait_for(
         WAIT,
         || closed_lines(&count).len() == input.len(),
-        || format!("count: {:?}; log:\n{}", files(&count), flumen.log_text()),
+        || format!("count: {:?}; log:\n{}", files_under(&count), flumen.log_text()),
     );
-    let count_files = files(&count);
+    let count_files = files_under(&count);
     assert_eq!(count_files.len(), 10, "{count_files:?}");
     assert!(count_files.iter().all(|p| lines_of(&std::fs::read(p).unwrap()).len() == 50));
 
@@ -254,9 +236,9 @@ fn each_trigger_rolls_while_the_agent_runs() {
     wait_for(
         WAIT,
         || output_lines(&size).0.len() == input.len(),
-        || format!("size: {:?}; log:\n{}", files(&size), flumen.log_text()),
+        || format!("size: {:?}; log:\n{}", files_under(&size), flumen.log_text()),
     );
-    let size_files = files(&size);
+    let size_files = files_under(&size);
     assert!(size_files.iter().filter(|p| in_use(p)).count() <= 1, "{size_files:?}");
     let closed: Vec<&PathBuf> = size_files.iter().filter(|p| !in_use(p)).collect();
     assert!(closed.len() >= 3, "{size_files:?}");
@@ -272,15 +254,15 @@ fn each_trigger_rolls_while_the_agent_runs() {
         let dir = out.join(sink);
         wait_for(
             WAIT,
-            || closed_lines(&dir).len() == input.len() && files(&dir).iter().all(|p| !in_use(p)),
-            || format!("{sink}: {:?}; log:\n{}", files(&dir), flumen.log_text()),
+            || closed_lines(&dir).len() == input.len() && files_under(&dir).iter().all(|p| !in_use(p)),
+            || format!("{sink}: {:?}; log:\n{}", files_under(&dir), flumen.log_text()),
         );
         assert!(multiset(closed_lines(&dir)) == want, "{sink}");
     }
     assert_eq!(flumen.terminate(WAIT), Some(0));
     for sink in ["count", "size", "interval", "idle"] {
         let dir = out.join(sink);
-        assert!(files(&dir).iter().all(|p| !in_use(p)), "{sink}: {:?}", files(&dir));
+        assert!(files_under(&dir).iter().all(|p| !in_use(p)), "{sink}: {:?}", files_under(&dir));
         assert!(multiset(closed_lines(&dir)) == want, "{sink}: every line once");
     }
 }
@@ -337,14 +319,14 @@ fn gzip_and_zstd_files_decompress_to_exactly_the_input() {
         );
         // Committed means readable: the open file decompresses up to its last sync point.
         let dir = tmp.path().join("out").join(dir);
-        let all = files(&dir);
+        let all = files_under(&dir);
         assert!(all.iter().any(|p| in_use(p)), "{all:?}");
         let lines: Vec<String> = all.iter().flat_map(|p| decompressed(p).0).collect();
         assert!(multiset(lines) == want, "{sink}: committed lines readable before the roll");
     }
     assert_eq!(flumen.terminate(WAIT), Some(0));
     for (dir, ext) in [("gz", ".log.gz"), ("zst", ".zst")] {
-        let all = files(&tmp.path().join("out").join(dir));
+        let all = files_under(&tmp.path().join("out").join(dir));
         assert_eq!(all.len(), input.len().div_ceil(3000), "{all:?}");
         let mut lines = Vec::new();
         for p in &all {

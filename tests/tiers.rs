@@ -90,24 +90,6 @@ fn compare(output: &[String], sent: &[String], what: &str) -> (usize, usize) {
     (missing, duplicates)
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
@@ -299,7 +281,7 @@ fn three_edges_deliver_every_line_to_hdfs_buckets_across_a_collector_kill() {
 
     // After the graceful stop the only in-use files are the killed collector's: their counter
     // (the sink's start time in ms) is older than the restart.
-    let all = files(&out);
+    let all = files_under(&out);
     let orphans: Vec<&PathBuf> = all.iter().filter(|p| p.to_string_lossy().ends_with(".tmp")).collect();
     for p in &orphans {
         let name = p.file_name().unwrap().to_string_lossy();
