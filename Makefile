@@ -7,8 +7,8 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
 export CARGO_TARGET_DIR
 
 # clang/libclang-dev: rocksdb's bindgen; cmake, g++: RocksDB's C++ sources; bsdutils: `logger`;
-# curl: HTTP tests; procps: `ps` in crash tests.
-APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat
+# curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs.
+APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3
 
 .PHONY: deps build run test bench
 deps:

@@ -1,10 +1,12 @@
 //! The `Http` source and sink of the real `flumen` binary, driven by real clients: `curl` posting
 //! Loghub lines as Flume JSON, NDJSON and plain text; refused requests (413, 400, 401); a flood
 //! into a small channel whose sink is down (503s, then every line delivered); and two agents in
-//! tiers (edge `Http` sink -> collector `Http` source) with the collector killed mid-stream.
+//! tiers (edge `Http` sink -> collector `Http` source) with the collector killed mid-stream; a
+//! server (Python's `http.server`) answering redirects, which are never taken for a delivery.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -486,4 +488,94 @@ fn a_refused_batch_goes_to_the_dead_letter_directory() {
     assert_eq!(front.terminate(DEADLINE), Some(0));
     assert_eq!(back.terminate(DEADLINE), Some(0));
     assert!(output_lines(&tmp.path().join("back-out")).0.is_empty(), "the back agent accepted a refused post");
+}
+
+/// Runs `tests/peers/http_redirector.py` (Python's own HTTP server) on `port`: it answers the
+/// first `redirects` posts with 301/302/303/307/308 to `/landing`, then 200, keeping the bodies
+/// it accepted in `out`.
+fn redirector(port: u16, redirects: usize, out: &Path) -> Redirector {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/http_redirector.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args([&port.to_string(), &redirects.to_string(), out.to_str().unwrap()])
+        .spawn()
+        .expect("python3 runs (make test installs it)");
+    let child = Redirector(child);
+    wait_for(DEADLINE, || std::net::TcpStream::connect(addr(port)).is_ok(), || "the redirector never listened".into());
+    child
+}
+
+/// The redirector's process, killed when dropped (also when a test fails).
+struct Redirector(std::process::Child);
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The redirector's `redirected=R landing=L accepted=A` counts.
+fn redirector_stats(port: u16) -> BTreeMap<String, u64> {
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/stats")]);
+    assert_eq!(code, 200, "{body}");
+    body.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
+        .collect()
+}
+
+#[test]
+fn a_redirect_is_never_a_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (front_port, server_port, monitoring) = (free_port(), free_port(), free_port());
+    let received = tmp.path().join("received.txt");
+
+    // Negative control: a client that follows the redirect, as reqwest does by default, is told
+    // 200 by the landing page while the server never keeps the body.
+    let control = redirector(server_port, 1, &received);
+    let (code, _) = curl(&["-L", "--data-binary", "one line\n", &format!("http://127.0.0.1:{server_port}/")]);
+    assert_eq!(code, 200, "curl -L reaches the landing page");
+    assert!(!received.exists(), "the redirected post was kept after all");
+    assert_eq!(redirector_stats(server_port)["landing"], 1);
+    drop(control);
+
+    // The sink: ten redirects (two of each kind) are ten failed posts, retried; then the batch
+    // goes through to the post that answers 200, whole.
+    let server = redirector(server_port, 10, &received);
+    let front = start(
+        tmp.path(),
+        "front",
+        &format!(
+            r#"Topology(
+    agent: "front",
+    monitoring: Some(Http(bind: "127.0.0.1:{monitoring}")),
+    sources: {{ "in": (kind: Http(bind: "127.0.0.1:{front_port}", format: Lines), channels: ["c"]) }},
+    channels: {{ "c": Memory() }},
+    sinks: {{
+        "out": (kind: Http(url: "http://127.0.0.1:{server_port}/", format: Lines, max_backoff: "100ms"), channel: "c", batch_size: 1000),
+    }},
+)"#
+        ),
+        addr(front_port),
+    );
+    let hdfs = loghub_dir().join("HDFS_2k.log");
+    let (code, _) =
+        curl(&["--data-binary", &format!("@{}", hdfs.display()), &format!("http://127.0.0.1:{front_port}/")]);
+    assert_eq!(code, 200);
+    let got = || std::fs::read(&received).map(|b| lines_of(&b)).unwrap_or_default();
+    wait_for(DEADLINE, || got().len() >= 2000, || format!("{} lines arrived; log:\n{}", got().len(), front.log_text()));
+    let stats = redirector_stats(server_port);
+    assert_eq!(stats["redirected"], 10, "{stats:?}");
+    assert_eq!(stats["landing"], 0, "a redirect was followed: {stats:?}");
+    assert!(multiset(got()) == multiset(sample("HDFS_2k.log")), "the server got other lines than were posted");
+    let failed = metric(addr(monitoring), "SINK.out", "ConnectionFailedCount").expect("metrics answer");
+    assert_eq!(failed, 10, "each redirect counts as a failed post");
+    let log = front.log_text();
+    for status in ["301", "302", "303", "307", "308"] {
+        assert!(log.contains(status), "status {status} not logged:\n{log}");
+    }
+    assert!(log.contains(&format!("http://127.0.0.1:{server_port}/landing")), "Location not logged:\n{log}");
+    assert_eq!(front.terminate(DEADLINE), Some(0));
+    drop(server);
 }

@@ -3,7 +3,7 @@
 //!
 //! The take is committed only after a `2xx` answer, which an `Http` source gives only once the
 //! events are committed to its channels: delivery across the hop is at-least-once. Connection
-//! errors, timeouts, `429` and `5xx` are retried inside the delivery with capped exponential
+//! errors, timeouts, redirects (`3xx`: never followed, never a delivery), `429` and `5xx` are retried inside the delivery with capped exponential
 //! backoff (honouring `Retry-After`) until they succeed, so nothing is dropped and the sink keeps
 //! its place; a retry after a timeout may deliver a batch twice. In a sink group the sink does not
 //! retry: such a failure fails the delivery at once, the batch is rolled back and the group's
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::LocalBoxFuture;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -154,6 +154,9 @@ impl HttpSink {
     pub fn new(name: &str, config: HttpSinkConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
         let headers = config.header_map().map_err(SinkError::Other)?;
         let client = reqwest::Client::builder()
+            // A redirect is never a delivery: following a 302 with the GET it calls for would
+            // drop the body and commit the batch on the next page's 200.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .default_headers(headers)
             .build()
@@ -214,6 +217,23 @@ impl Sink for HttpSink {
                             tracing::info!(sink = %self.name, failures, "batch delivered after retries");
                         }
                         return Ok(());
+                    }
+                    Ok(resp) if resp.status().is_redirection() => {
+                        self.counters.connection_failed.inc();
+                        let status = resp.status();
+                        let location = resp
+                            .headers()
+                            .get(LOCATION)
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .unwrap_or_default();
+                        if self.in_group {
+                            return Err(SinkError::Other(format!(
+                                "{} answered {status} to {location:?}: a redirect is not a delivery",
+                                self.config.url
+                            )));
+                        }
+                        tracing::warn!(sink = %self.name, url = %self.config.url, %status, %location, events = events.len(), "redirected: not a delivery (redirects are not followed); retrying");
+                        backoff
                     }
                     Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
                         self.counters.connection_failed.inc();
