@@ -130,6 +130,7 @@ pub async fn run(config: ExecConfig, ctx: SourceContext) -> Result<(), SourceErr
                 ctx.put(to_events(lines, &ctx)).await?;
             }
             match end {
+                ReadEnd::More if ctx.is_stopping() => return Ok(()),
                 ReadEnd::More => {}
                 ReadEnd::Stopping => return Ok(()),
                 ReadEnd::Eof => break,

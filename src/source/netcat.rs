@@ -81,21 +81,35 @@ where
 {
     let listener = TcpListener::bind(bind).await.map_err(SourceError::io(format!("bind {bind}")))?;
     tracing::info!(source = %ctx.name, %bind, "{what}");
-    loop {
+    // Every connection task holds a clone of `open`; once the last one is dropped, `closed`
+    // answers `None`: no connection has a put or an acknowledgement in flight any more.
+    let (open, mut closed) = mpsc::channel::<()>(1);
+    let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = accepted.map_err(SourceError::io(format!("accept on {bind}")))?;
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => break Err(SourceError::io(format!("accept on {bind}"))(e)),
+                };
                 let name = ctx.name.clone();
                 let work = connection(stream, ctx.clone());
+                let open = open.clone();
                 actix_rt::spawn(async move {
                     if let Err(e) = work.await {
                         tracing::warn!(source = %name, %peer, error = %e, "connection ended with an error");
                     }
+                    drop(open);
                 });
             }
-            _ = ctx.stopping() => return Ok(()),
+            _ = ctx.stopping() => break Ok(()),
         }
-    }
+    };
+    // Stop listening, then let every connection finish its puts in flight and write their
+    // acknowledgements before the source counts as stopped (and the sinks drain the channels).
+    drop(listener);
+    drop(open);
+    while closed.recv().await.is_some() {}
+    result
 }
 
 /// Puts one connection may have in flight: reading goes on while earlier batches are being
@@ -117,7 +131,9 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
                 // The committer stopped on a failed put; it reports the error.
                 return Ok(());
             }
-            if end != ReadEnd::More {
+            // Once the agent stops, read no more: what is committed is acknowledged, the rest
+            // is for the client to send again.
+            if end != ReadEnd::More || ctx.is_stopping() {
                 return Ok(());
             }
         }

@@ -65,7 +65,8 @@ async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceCon
                 // The putting side stopped on a failed put; it reports the error.
                 return Ok(());
             }
-            if end != ReadEnd::More {
+            // Once the agent stops, read no more (as Netcat): the puts in flight finish first.
+            if end != ReadEnd::More || ctx.is_stopping() {
                 return Ok(());
             }
         }
