@@ -4,7 +4,7 @@
 //! work fails or panics stops its actor; the supervisor restarts it, and the restarted actor waits
 //! [`restart_backoff`] before it works again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Message;
 
@@ -19,14 +19,25 @@ pub fn restart_backoff(restarts: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << (restarts - 1).min(20))).min(Duration::from_secs(30))
 }
 
+/// After this long without a failure a component counts as healthy again: its next failure
+/// restarts it with the shortest delay.
+pub const HEALTHY_PERIOD: Duration = Duration::from_secs(60);
+
 /// Consecutive failures of one supervised component, and the restart backoff they call for.
 ///
 /// The backoff grows only while nothing gets through: a component that made progress (delivered
-/// or accepted a batch) since it last started begins again at the shortest delay, as Flume's sink
-/// runner does.
+/// or accepted a batch) since it last started, or that ran [`HEALTHY_PERIOD`] without failing,
+/// begins again at the shortest delay, as Flume's sink runner does. A failure with the same
+/// words as the one before is logged once, then again at 2, 4, 8, ... repeats with its count,
+/// so a component failing for a long time does not flood the log.
 #[derive(Debug, Default)]
 pub struct Restarts {
     consecutive: u32,
+    /// When the component last failed (`None` before its first failure).
+    last_failure: Option<Instant>,
+    /// The last failure's words and how many times in a row they were seen.
+    last_error: String,
+    repeats: u64,
 }
 
 impl Restarts {
@@ -35,13 +46,35 @@ impl Restarts {
         restart_backoff(self.consecutive)
     }
 
-    /// Records a failure of `component` (`"sink"`, `"source"`): counts it in `counter` and logs it.
+    /// Records a failure of `component` (`"sink"`, `"source"`): counts it in `counter` and logs it
+    /// (a repeat of the same error only at powers of two, with its count).
     pub fn failed(&mut self, progressed: bool, counter: &Counter, component: &str, error: &dyn std::fmt::Display) {
-        if progressed {
+        self.failed_at(Instant::now(), progressed);
+        counter.inc();
+        let words = error.to_string();
+        let restart_in = restart_backoff(self.consecutive + 1);
+        if words == self.last_error {
+            self.repeats += 1;
+            if self.repeats.is_power_of_two() {
+                tracing::error!(error = %words, repeated = self.repeats, ?restart_in, "{component} failed again; restarting");
+            }
+            return;
+        }
+        if self.repeats > 1 {
+            tracing::warn!(error = %self.last_error, repeated = self.repeats, "{component}: the previous error in all");
+        }
+        self.last_error = words;
+        self.repeats = 1;
+        tracing::error!(error = %self.last_error, ?restart_in, "{component} failed; restarting");
+    }
+
+    /// The backoff bookkeeping of a failure at `now`.
+    fn failed_at(&mut self, now: Instant, progressed: bool) {
+        let healthy = self.last_failure.is_some_and(|last| now.duration_since(last) >= HEALTHY_PERIOD);
+        if progressed || healthy {
             self.consecutive = 0;
         }
-        counter.inc();
-        tracing::error!(error = %error, restart_in = ?restart_backoff(self.consecutive + 1), "{component} failed; restarting");
+        self.last_failure = Some(now);
     }
 
     /// Called as the supervisor restarts the actor.
@@ -74,5 +107,36 @@ mod tests {
         assert_eq!(restart_backoff(1), Duration::from_millis(100));
         assert_eq!(restart_backoff(4), Duration::from_millis(800));
         assert_eq!(restart_backoff(40), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn backoff_resets_after_a_healthy_period_and_not_before() {
+        let mut r = Restarts::default();
+        let t0 = Instant::now();
+        for i in 0..12 {
+            r.failed_at(t0 + Duration::from_secs(i), false);
+            r.restarting();
+        }
+        assert_eq!(r.delay(), Duration::from_secs(30), "twelve quick failures reach the cap");
+        r.failed_at(t0 + Duration::from_secs(11 + 59), false);
+        r.restarting();
+        assert_eq!(r.delay(), Duration::from_secs(30), "59 s is not a healthy period");
+        r.failed_at(t0 + Duration::from_secs(11 + 59 + 60), false);
+        r.restarting();
+        assert_eq!(r.delay(), Duration::from_millis(100), "60 s without a failure starts over");
+    }
+
+    #[test]
+    fn progress_resets_the_backoff() {
+        let mut r = Restarts::default();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            r.failed_at(t0 + Duration::from_millis(i), false);
+            r.restarting();
+        }
+        assert_eq!(r.delay(), Duration::from_millis(1600));
+        r.failed_at(t0 + Duration::from_millis(6), true);
+        r.restarting();
+        assert_eq!(r.delay(), Duration::from_millis(100));
     }
 }

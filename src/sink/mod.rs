@@ -323,11 +323,16 @@ async fn drain(
     mut stop: watch::Receiver<Option<Instant>>,
     delay: Duration,
 ) -> Result<(), SinkError> {
-    if !delay.is_zero() {
-        tokio::select! {
-            _ = actix_rt::time::sleep(delay) => {}
-            _ = stop.wait_for(Option::is_some) => {}
+    // The backoff holds while the agent stops too (but never past the drain deadline): a sink
+    // that keeps failing must not restart in a tight loop during the drain.
+    let until = Instant::now() + delay;
+    loop {
+        let stopping = *stop.borrow();
+        let now = Instant::now();
+        if now >= until || stopping.is_some_and(|deadline| now >= deadline) {
+            break;
         }
+        wait_until(until, stopping, &mut stop).await;
     }
     let mut sinks: Vec<Option<Box<dyn Sink>>> = members.iter().map(|_| None).collect();
     take_loop(&channel, &members, &mut processor, &mut sinks, &mut stop).await?;
@@ -412,7 +417,11 @@ async fn take_loop(
             }
             Err(e) => {
                 counters.rollbacks.inc();
-                let _ = channel.rollback(txn).await;
+                if let Err(rollback) = channel.rollback(txn).await {
+                    // The channel may still hold the take; a restart (with backoff) takes anew.
+                    tracing::error!(sink = %member.name, delivery = %e, error = %rollback, "rolling back a failed delivery failed; restarting");
+                    return Err(rollback.into());
+                }
                 failed(processor, member, &mut sinks[k], k, e)?;
             }
         }
