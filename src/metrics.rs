@@ -73,6 +73,11 @@ counter_set!(
         bytes_received => "BytesReceivedCount",
         /// Puts that an optional channel refused (counted, not fatal).
         optional_put_failed => "OptionalPutFailedCount",
+        /// Batches whose put into a required channel failed for good (Flume's `ChannelWriteFail`).
+        channel_write_fail => "ChannelWriteFail",
+        /// Events read that can be neither committed nor given back: a datagram source's batches
+        /// after a failed put (UDP cannot ask its sender to resend). Zero for every other source.
+        event_dropped => "EventDroppedCount",
         /// Times the supervisor restarted this source.
         restarts => "RestartCount",
     }

@@ -39,13 +39,22 @@ impl HostConfig {
         let name = hostname().map_err(|e| format!("Host interceptor: cannot read the host name: {e}"))?;
         let value = if self.use_ip {
             use std::net::ToSocketAddrs;
-            (name.as_str(), 0)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut addrs| {
-                    addrs.find(|a| !a.ip().is_loopback()).or_else(|| (name.as_str(), 0).to_socket_addrs().ok()?.next())
-                })
-                .map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string())
+            match (name.as_str(), 0).to_socket_addrs() {
+                Ok(addrs) => {
+                    let addrs: Vec<_> = addrs.collect();
+                    match addrs.iter().find(|a| !a.ip().is_loopback()).or(addrs.first()) {
+                        Some(a) => a.ip().to_string(),
+                        None => {
+                            tracing::warn!(host = %name, "Host interceptor: the host name resolves to no address; using 127.0.0.1");
+                            "127.0.0.1".to_string()
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(host = %name, error = %e, "Host interceptor: looking up the host's address failed; using 127.0.0.1");
+                    "127.0.0.1".to_string()
+                }
+            }
         } else {
             name
         };

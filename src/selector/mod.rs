@@ -51,9 +51,11 @@ impl Default for SelectorConfig {
     }
 }
 
-/// Routes a batch to the source's channels; answers once every required channel committed.
+/// Routes a batch to the source's channels; answers once every required channel committed, with
+/// the number of events that went to no channel (a `Multiplexing` selector's unmapped events
+/// when there is no default; counted in `EventUnroutedCount`, not accepted).
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), ChannelError>")]
+#[rtype(result = "Result<u64, ChannelError>")]
 pub struct Route {
     /// The batch, after interceptors.
     pub events: Vec<Event>,
@@ -61,9 +63,10 @@ pub struct Route {
 
 /// As [`Route`], but a required channel that is still full at `deadline` is given up on: the
 /// answer is then [`ChannelError::Full`] (for a source that answers its client "retry later",
-/// as the `Http` source's 503). Channels that committed their part before keep it.
+/// as the `Http` source's 503). Channels that committed their part before keep it. Answers as
+/// [`Route`].
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), ChannelError>")]
+#[rtype(result = "Result<u64, ChannelError>")]
 pub struct RouteUntil {
     /// The batch, after interceptors.
     pub events: Vec<Event>,
@@ -95,8 +98,9 @@ impl Selector {
         Selector { config, channels, counters }
     }
 
-    /// Splits `events` into per-channel parts (channels in name order, events in batch order).
-    fn split(&self, events: Vec<Event>) -> Vec<Part> {
+    /// Splits `events` into per-channel parts (channels in name order, events in batch order),
+    /// and counts the events that go to no channel.
+    fn split(&self, events: Vec<Event>) -> (Vec<Part>, u64) {
         match &self.config {
             SelectorConfig::Replicating { optional } => {
                 let mut parts: Vec<Part> = self
@@ -110,7 +114,7 @@ impl Selector {
                     }
                     last.events = events;
                 }
-                parts
+                (parts, 0)
             }
             SelectorConfig::Multiplexing { header, mapping, optional, default } => {
                 let mut required: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
@@ -140,11 +144,12 @@ impl Selector {
                     events,
                     required,
                 };
-                required
+                let parts = required
                     .into_iter()
                     .map(|kv| part(kv, true))
                     .chain(optional_parts.into_iter().map(|kv| part(kv, false)))
-                    .collect()
+                    .collect();
+                (parts, unrouted)
             }
         }
     }
@@ -159,23 +164,30 @@ impl Actor for Selector {
 }
 
 impl Handler<Route> for Selector {
-    type Result = ResponseFuture<Result<(), ChannelError>>;
+    type Result = ResponseFuture<Result<u64, ChannelError>>;
 
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(route(self.split(msg.events), self.counters.clone(), None))
+        let (parts, unrouted) = self.split(msg.events);
+        Box::pin(route(parts, unrouted, self.counters.clone(), None))
     }
 }
 
 impl Handler<RouteUntil> for Selector {
-    type Result = ResponseFuture<Result<(), ChannelError>>;
+    type Result = ResponseFuture<Result<u64, ChannelError>>;
 
     fn handle(&mut self, msg: RouteUntil, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(route(self.split(msg.events), self.counters.clone(), Some(msg.deadline)))
+        let (parts, unrouted) = self.split(msg.events);
+        Box::pin(route(parts, unrouted, self.counters.clone(), Some(msg.deadline)))
     }
 }
 
-/// Puts every part; answers the first error of a required part.
-async fn route(parts: Vec<Part>, counters: Arc<SourceCounters>, deadline: Option<Instant>) -> Result<(), ChannelError> {
+/// Puts every part; answers the first error of a required part, or `unrouted`.
+async fn route(
+    parts: Vec<Part>,
+    unrouted: u64,
+    counters: Arc<SourceCounters>,
+    deadline: Option<Instant>,
+) -> Result<u64, ChannelError> {
     let results = join_all(parts.into_iter().map(|p| put_part(p, deadline))).await;
     let mut first_error = None;
     for (required, name, result) in results {
@@ -190,7 +202,7 @@ async fn route(parts: Vec<Part>, counters: Arc<SourceCounters>, deadline: Option
             }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(unrouted), Err)
 }
 
 /// Puts one part. A required part is retried while its channel is full (back-pressure), until
@@ -291,8 +303,9 @@ mod tests {
         };
         let channels = BTreeMap::from([("info".to_string(), info.clone())]);
         let selector = Selector::new(config, channels, counters.clone()).start();
-        selector.send(Route { events: batch() }).await.unwrap().unwrap();
+        let unrouted = selector.send(Route { events: batch() }).await.unwrap().unwrap();
         assert_eq!(counters.unrouted.get(), 2, "WARN and the headerless line have nowhere to go");
+        assert_eq!(unrouted, 2, "the source is told, so that it does not count them as accepted");
     }
 
     #[actix_rt::test]

@@ -67,15 +67,28 @@ pub async fn run(
                     Err(_) => break,
                 }
             }
-            if batches.send(to_events(records, ctx)).await.is_err() {
+            if let Err(mpsc::error::SendError(lost)) = batches.send(to_events(records, ctx)).await {
                 // The putting side stopped on a failed put; it reports the error.
+                ctx.counters.event_dropped.add(lost.len() as u64);
                 return Ok(());
             }
         }
     };
     let putting = async move {
         while let Some(events) = to_put.recv().await {
-            ctx.put(events).await?;
+            let n = events.len() as u64;
+            if let Err(e) = ctx.put(events).await {
+                // A datagram cannot be handed back: what was received and not committed is lost,
+                // and counted as such (the source restarts and receives anew).
+                to_put.close();
+                let mut lost = n;
+                while let Ok(waiting) = to_put.try_recv() {
+                    lost += waiting.len() as u64;
+                }
+                ctx.counters.event_dropped.add(lost);
+                tracing::error!(source = %ctx.name, lost, error = %e, "a put failed for good; the datagrams received are lost");
+                return Err(e);
+            }
         }
         Ok::<(), SourceError>(())
     };

@@ -262,12 +262,15 @@ impl SourceContext {
         }
         if !events.is_empty() {
             let kept = events.len() as u64;
-            match deadline {
+            let unrouted = match deadline {
                 None => self.selector.send(Route { events }).await,
                 Some(deadline) => self.selector.send(RouteUntil { events, deadline }).await,
             }
-            .map_err(ChannelError::from)??;
-            self.counters.event_accepted.add(kept);
+            .map_err(ChannelError::from)
+            .and_then(|answer| answer)
+            .inspect_err(|_| self.counters.channel_write_fail.inc())?;
+            // Events no channel took (no mapping, no default) are not accepted.
+            self.counters.event_accepted.add(kept - unrouted);
         }
         self.counters.append_batch_accepted.inc();
         Ok(())
