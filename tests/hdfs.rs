@@ -338,3 +338,106 @@ fn gzip_and_zstd_files_decompress_to_exactly_the_input() {
         assert!(multiset(lines) == want, "{dir}: exactly the input lines");
     }
 }
+
+/// Posts `events` (header maps and bodies) to an `Http` source as Flume JSON with real `curl`.
+fn post_flume_json(dir: &Path, port: u16, events: &[(String, String)]) {
+    let json: Vec<serde_json::Value> =
+        events.iter().map(|(host, body)| serde_json::json!({"headers": {"host": host}, "body": body})).collect();
+    let file = dir.join("post.json");
+    std::fs::write(&file, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "20", "--retry-connrefused"])
+        .args(["--retry-delay", "1", "--data-binary", &format!("@{}", file.display())])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every HDFS_2k line with host `dn-<i % 3>`, but three poison events: a host of 300 bytes (over
+/// a file name's 255) and hosts holding `\n` and `\r`.
+fn poisoned_events() -> (Vec<(String, String)>, Vec<String>) {
+    let mut poison = Vec::new();
+    let events = lines_of(&std::fs::read(loghub_dir().join("HDFS_2k.log")).unwrap())
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let host = match i {
+                100 => "h".repeat(300),
+                900 => "dn-1\nx".to_string(),
+                1500 => "dn-2\rx".to_string(),
+                _ => format!("dn-{}", i % 3),
+            };
+            if !host.starts_with("dn-") || host.len() > 4 {
+                poison.push(line.clone());
+            }
+            (host, line)
+        })
+        .collect();
+    (events, poison)
+}
+
+fn poison_topology(port: u16, monitoring: u16, on_rejected: &str) -> String {
+    format!(
+        r#"Topology(
+    agent: "hdfs-poison",
+    monitoring: Some(Http(bind: "127.0.0.1:{monitoring}")),
+    sources: {{ "r1": (kind: Http(bind: "127.0.0.1:{port}"), channels: ["c1"]) }},
+    channels: {{ "c1": Memory() }},
+    sinks: {{ "k1": (kind: Hdfs(path: "out/%{{host}}", roll_interval: "1s", on_rejected: {on_rejected}), channel: "c1", batch_size: 100) }},
+)"#
+    )
+}
+
+#[test]
+fn a_poison_header_is_a_rejected_event_not_a_stuck_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, monitoring) = (free_port(), free_port());
+    let (events, poison) = poisoned_events();
+    let flumen = start(tmp.path(), &poison_topology(port, monitoring, "Bucket"));
+    post_flume_json(tmp.path(), port, &events);
+    let out = tmp.path().join("out");
+    wait_for(
+        WAIT,
+        || closed_lines(&out).len() >= events.len(),
+        || {
+            format!(
+                "{} of {} lines in closed files; log:\n{}",
+                closed_lines(&out).len(),
+                events.len(),
+                flumen.log_text()
+            )
+        },
+    );
+    let all: Vec<String> = events.iter().map(|(_, b)| b.clone()).collect();
+    assert!(multiset(closed_lines(&out)) == multiset(all), "the output holds other lines than were posted");
+    assert!(multiset(closed_lines(&out.join("rejected"))) == multiset(poison.clone()), "the rejected bucket");
+    let m = addr_of(monitoring);
+    assert_eq!(counter(m, "SINK.k1", "EventRejectedCount"), Some(3));
+    assert_eq!(counter(m, "SINK.k1", "RestartCount"), Some(0), "a rejected event does not restart the sink");
+    assert_eq!(flumen.terminate(WAIT), Some(0));
+}
+
+/// The negative control: the same events with `on_rejected: Fail` block the sink at the first
+/// poison event (its batch fails again and again), so the lines behind it never arrive.
+#[test]
+fn negative_control_a_poison_event_that_fails_its_batch_blocks_the_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, monitoring) = (free_port(), free_port());
+    let (events, _) = poisoned_events();
+    let flumen = start(tmp.path(), &poison_topology(port, monitoring, "Fail"));
+    post_flume_json(tmp.path(), port, &events);
+    let m = addr_of(monitoring);
+    wait_for(
+        WAIT,
+        || counter(m, "SINK.k1", "RestartCount").unwrap_or(0) >= 3,
+        || format!("the sink did not keep failing; log:\n{}", flumen.log_text()),
+    );
+    let delivered = counter(m, "SINK.k1", "EventDrainSuccessCount").unwrap_or(0);
+    assert_eq!(delivered, 100, "only the batch before the first poison event gets through");
+    assert_eq!(flumen.terminate(WAIT), Some(0));
+}
+
+fn addr_of(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}

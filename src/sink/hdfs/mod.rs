@@ -223,8 +223,18 @@ impl HdfsSink {
     /// When the path template or time zone is invalid (caught by validation before).
     pub fn new(config: HdfsConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
         // One template for the directory and the file prefix: a bucket is `<dir>/<prefix>`.
-        let template =
-            PathTemplate::parse(&format!("{}/{}", config.path, config.file_prefix)).map_err(SinkError::Other)?;
+        // A file is named `<in_use_prefix><prefix>.<counter><suffix><ext><in_use_suffix>`: what
+        // a header may put into the prefix leaves room for the rest (the counter has 20 digits
+        // at most).
+        let reserve = config.in_use_prefix.len()
+            + 1
+            + 20
+            + config.file_suffix.len()
+            + config.format.extension().len()
+            + config.in_use_suffix.len();
+        let template = PathTemplate::parse(&format!("{}/{}", config.path, config.file_prefix))
+            .map_err(SinkError::Other)?
+            .with_file_name_reserve(reserve);
         let dir_template = PathTemplate::parse(&config.path).map_err(SinkError::Other)?;
         let literal_prefix = PathTemplate::parse(&config.file_prefix).map_err(SinkError::Other)?;
         let tz = match &config.time_zone {

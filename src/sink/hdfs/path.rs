@@ -50,19 +50,36 @@ pub struct PathTemplate {
     pieces: Vec<Piece>,
     uses_time: bool,
     uses_headers: bool,
+    /// Bytes the sink adds to the last component when it names a file (counter, suffixes).
+    file_name_reserve: usize,
 }
+
+/// The longest name of one directory entry on Linux file systems (`NAME_MAX`), in bytes.
+pub const NAME_MAX: usize = 255;
 
 /// Why an event's path could not be resolved. The event goes to the `rejected` bucket (or fails
 /// the batch, as configured) and is counted in `EventRejectedCount`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// A header value holds `/`, is `..` in a component, or holds NUL.
-    #[error("header {header:?} value {value:?} could leave the base directory")]
+    /// A header value holds `/`, is `..` in a component, or holds a control character (NUL,
+    /// `\n`, `\r`, ...).
+    #[error("header {header:?} value {value:?} could leave the base directory or holds a control character")]
     UnsafeHeader {
         /// The header named in the template.
         header: String,
         /// Its value.
         value: String,
+    },
+    /// A header value makes a path component longer than the file system allows
+    /// ([`NAME_MAX`] bytes, less what the file name adds to the last component).
+    #[error("header {header:?} makes a path component of {bytes} bytes (at most {max})")]
+    NameTooLong {
+        /// The header named in the template.
+        header: String,
+        /// The length of the component it made, in bytes.
+        bytes: usize,
+        /// The most that component may hold, in bytes.
+        max: usize,
     },
     /// The template has time escapes and the event has no `timestamp` header (and the local
     /// time is not used).
@@ -124,7 +141,15 @@ impl PathTemplate {
         }
         let uses_time = pieces.iter().any(|p| matches!(p, Piece::Time(_)));
         let uses_headers = pieces.iter().any(|p| matches!(p, Piece::Header(_)));
-        Ok(PathTemplate { pieces, uses_time, uses_headers })
+        Ok(PathTemplate { pieces, uses_time, uses_headers, file_name_reserve: 0 })
+    }
+
+    /// The same template, for a path whose last component the sink extends by `bytes` when it
+    /// names a file: a header may then make that component at most [`NAME_MAX`] `- bytes` long.
+    #[must_use]
+    pub fn with_file_name_reserve(mut self, bytes: usize) -> Self {
+        self.file_name_reserve = bytes;
+        self
     }
 
     /// Whether the template has time escapes (and so needs an event time).
@@ -171,7 +196,7 @@ impl PathTemplate {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Header(name) => {
                     let value = headers.get(name).map_or("", String::as_str);
-                    if value.contains('/') || value.contains('\0') {
+                    if value.contains('/') || value.chars().any(char::is_control) {
                         return Err(Rejection::UnsafeHeader { header: name.clone(), value: value.into() });
                     }
                     if !value.is_empty() {
@@ -203,11 +228,17 @@ impl PathTemplate {
                 return Err(Rejection::UnsafeHeader { header: String::new(), value: String::new() });
             }
             let mut start = 0;
-            for component in out.split('/') {
+            let last = out.matches('/').count();
+            for (i, component) in out.split('/').enumerate() {
                 let end = start + component.len();
-                if component == ".." {
-                    if let Some((_, _, header)) = spans.iter().find(|(s, e, _)| *s < end && *e > start) {
+                let header = spans.iter().find(|(s, e, _)| *s < end && *e > start).map(|(_, _, h)| *h);
+                if let Some(header) = header {
+                    if component == ".." {
                         return Err(Rejection::UnsafeHeader { header: header.to_string(), value: component.into() });
+                    }
+                    let max = if i == last { NAME_MAX.saturating_sub(self.file_name_reserve) } else { NAME_MAX };
+                    if component.len() > max {
+                        return Err(Rejection::NameTooLong { header: header.to_string(), bytes: component.len(), max });
                     }
                 }
                 start = end + 1;
@@ -350,7 +381,7 @@ mod tests {
     #[test]
     fn header_values_that_could_leave_the_base_are_rejected() {
         let tpl = PathTemplate::parse("out/%{host}/%{dc}x").unwrap();
-        for bad in ["../x", "a/b", "..", "/etc", "a\0b"] {
+        for bad in ["../x", "a/b", "..", "/etc", "a\0b", "a\nb", "a\rb", "\u{1b}[31m"] {
             let err = tpl.resolve(&headers(&[("host", bad)]), None).unwrap_err();
             assert!(matches!(err, Rejection::UnsafeHeader { .. }), "{bad:?}: {err}");
         }
@@ -370,6 +401,24 @@ mod tests {
         let first = PathTemplate::parse("%{host}/x").unwrap();
         assert!(first.resolve(&Headers::new(), None).is_err());
         assert_eq!(first.resolve(&headers(&[("host", "h")]), None).unwrap(), "h/x");
+    }
+
+    #[test]
+    fn header_values_longer_than_a_file_name_are_rejected() {
+        let tpl = PathTemplate::parse("out/%{host}/%{app}-log").unwrap().with_file_name_reserve(40);
+        let long = "h".repeat(NAME_MAX + 1);
+        let err = tpl.resolve(&headers(&[("host", &long), ("app", "a")]), None).unwrap_err();
+        assert_eq!(err, Rejection::NameTooLong { header: "host".into(), bytes: 256, max: NAME_MAX });
+        let ok = "h".repeat(NAME_MAX);
+        assert!(tpl.resolve(&headers(&[("host", &ok), ("app", "a")]), None).is_ok());
+        // The last component leaves room for what the file name adds.
+        let app = "a".repeat(NAME_MAX - 40 - "-log".len());
+        assert!(tpl.resolve(&headers(&[("host", "h"), ("app", &app)]), None).is_ok());
+        let err = tpl.resolve(&headers(&[("host", "h"), ("app", &format!("{app}a"))]), None).unwrap_err();
+        assert!(matches!(err, Rejection::NameTooLong { ref header, max: 215, .. } if header == "app"), "{err}");
+        // The template's own text is the topology's business, not an event's.
+        let fixed = PathTemplate::parse(&format!("{}/%{{h}}", "d".repeat(300))).unwrap();
+        assert!(fixed.resolve(&headers(&[("h", "x")]), None).is_ok());
     }
 
     #[test]
