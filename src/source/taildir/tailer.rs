@@ -67,6 +67,9 @@ pub struct TailOptions {
     pub filegroup_header: Option<String>,
     /// Paths never tailed even when a glob matches them (the position file and its temporary).
     pub ignored: Vec<PathBuf>,
+    /// `run --once`: the input is over, so a file's final line without a line ending is handed
+    /// out once the file is read to its end, instead of waiting for its newline.
+    pub once: bool,
 }
 
 /// One batch of lines, from one or more files.
@@ -128,9 +131,17 @@ impl TailFile {
     /// Hands out up to `max` complete lines into `out`. Returns whether the file is at its end.
     ///
     /// A final line without a line ending is held back (the file may still grow), except in an
-    /// orphaned file that stayed at its end for `grace`: then it is handed out and the file is
-    /// finished. A file smaller than the read position was truncated: reading starts again at 0.
-    fn read(&mut self, max: usize, out: &mut Vec<Line>, max_line: usize, grace: Duration) -> std::io::Result<bool> {
+    /// orphaned file that stayed at its end for `grace`, or with `once`: then it is handed out
+    /// (and the orphaned file is finished). A file smaller than the read position was truncated:
+    /// reading starts again at 0.
+    fn read(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Line>,
+        max_line: usize,
+        grace: Duration,
+        once: bool,
+    ) -> std::io::Result<bool> {
         if self.finished {
             return Ok(true);
         }
@@ -168,6 +179,10 @@ impl TailFile {
                         out.push(line);
                     }
                     self.finished = true;
+                } else if once {
+                    if let Some(line) = self.lb.as_mut().and_then(LineBuffer::finish) {
+                        out.push(line);
+                    }
                 }
                 return Ok(true);
             }
@@ -259,7 +274,8 @@ impl Tailer {
             let room = (max - batch.lines.len()).min(self.options.per_file.saturating_sub(self.taken).max(1));
             let before = batch.lines.len();
             let committed = f.committed;
-            let result = f.read(room, &mut batch.lines, self.options.max_line_length, self.options.poll_interval);
+            let result =
+                f.read(room, &mut batch.lines, self.options.max_line_length, self.options.poll_interval, self.options.once);
             let n = batch.lines.len() - before;
             let at_end = match result {
                 Ok(at_end) => at_end,
@@ -593,6 +609,7 @@ mod tests {
             file_header: Some("file".into()),
             filegroup_header: Some("group".into()),
             ignored: Vec::new(),
+            once: false,
         };
         Tailer::new(vec![group], options, saved)
     }
@@ -625,6 +642,18 @@ mod tests {
         append(&path, " line\n");
         assert_eq!(drain(&mut t), ["partial line"]);
         assert_eq!(t.positions()[0].pos, 57 + 13);
+    }
+
+    #[test]
+    fn with_once_a_final_line_without_newline_is_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "one\ntwo");
+        let mut t = tailer(dir.path(), "*.log", HashMap::new(), false);
+        t.options.once = true;
+        assert_eq!(drain(&mut t), ["one", "two"]);
+        assert_eq!(t.positions()[0].pos, 7);
+        assert!(drain(&mut t).is_empty(), "nothing comes twice");
     }
 
     #[test]
