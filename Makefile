@@ -7,8 +7,8 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
 export CARGO_TARGET_DIR
 
 # clang/libclang-dev: rocksdb's bindgen; cmake, g++: RocksDB's C++ sources; bsdutils: `logger`;
-# curl: HTTP tests; procps: `ps` in crash tests.
-APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat
+# curl: HTTP tests; procps: `ps` in crash tests; logrotate: Taildir rotation tests.
+APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat logrotate
 
 .PHONY: deps build run test bench
 deps:
