@@ -226,7 +226,13 @@ fn run(rig: &Rig, expect_loss: bool) -> Outcome {
             }
             expect_loss && last.1.elapsed() > Duration::from_secs(3)
         },
-        || format!("{} lines the files hold never arrived; log:\n{}", missing(&rig.delivered()).len(), flumen.log_text()),
+        || {
+            format!(
+                "{} lines the files hold never arrived; log:\n{}",
+                missing(&rig.delivered()).len(),
+                flumen.log_text()
+            )
+        },
     );
     assert_eq!(flumen.terminate(DEADLINE), Some(0), "flumen stops gracefully");
     let delivered = rig.delivered();
@@ -235,7 +241,13 @@ fn run(rig: &Rig, expect_loss: bool) -> Outcome {
         *counts.entry(l.as_str()).or_default() += 1;
     }
     let duplicates = counts.values().map(|n| n - 1).sum();
-    Outcome { in_files: in_files.len(), written: written.load(Ordering::SeqCst), missing: missing(&delivered), duplicates, cycles }
+    Outcome {
+        in_files: in_files.len(),
+        written: written.load(Ordering::SeqCst),
+        missing: missing(&delivered),
+        duplicates,
+        cycles,
+    }
 }
 
 fn report(what: &str, o: &Outcome) {
@@ -299,7 +311,8 @@ fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
 )"#,
     );
     let out = root.join("out");
-    let start = |run: &str| Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &root.join(format!("{run}.log")));
+    let start =
+        |run: &str| Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &root.join(format!("{run}.log")));
     let flumen = start("first");
     wait_for(DEADLINE, || output_lines(&out).0.len() >= old.len(), || "the old file's lines".into());
     assert_eq!(flumen.terminate(DEADLINE), Some(0));

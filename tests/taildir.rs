@@ -72,7 +72,11 @@ impl Setup {
             .map(|e| {
                 let mut keys: Vec<&String> = e.as_object().unwrap().keys().collect();
                 keys.sort();
-                assert_eq!(keys, ["dev", "file", "fingerprint", "inode", "pos"], "Flume's position entry and flumen's two: {e}");
+                assert_eq!(
+                    keys,
+                    ["dev", "file", "fingerprint", "inode", "pos"],
+                    "Flume's position entry and flumen's two: {e}"
+                );
                 (e["inode"].as_u64().unwrap(), (e["pos"].as_u64().unwrap(), e["file"].as_str().unwrap().to_string()))
             })
             .collect()

@@ -38,7 +38,9 @@ fn in_use(p: &Path) -> bool {
 fn writing(dirs: &[&Path]) -> bool {
     use std::os::unix::fs::FileExt;
     dirs.iter().any(|d| {
-        let Some(newest) = files_under(d).into_iter().max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()) else {
+        let Some(newest) =
+            files_under(d).into_iter().max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        else {
             return false;
         };
         let Ok(f) = std::fs::File::open(&newest) else { return false };
@@ -82,7 +84,9 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
     std::fs::write(spool.join("big.log"), joined(&input)).unwrap();
     let topology = root.join("torn.ron");
     let channel = |name: &str| {
-        format!(r#""{name}": RocksDb(dir: "channels/{name}", capacity: 2000000, transaction_capacity: 20000, sync: true)"#)
+        format!(
+            r#""{name}": RocksDb(dir: "channels/{name}", capacity: 2000000, transaction_capacity: 20000, sync: true)"#
+        )
     };
     write_file(
         &topology,
@@ -103,7 +107,8 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
         ),
     );
     let topo = topology.to_str().unwrap();
-    let (fileroll, hdfs, flume_style) = (root.join("out/fileroll"), root.join("out/hdfs"), root.join("out/flume-style"));
+    let (fileroll, hdfs, flume_style) =
+        (root.join("out/fileroll"), root.join("out/hdfs"), root.join("out/flume-style"));
     let total_bytes = joined(&input).len() as u64;
 
     let (mut kills, mut raw_torn_fileroll, mut raw_torn_hdfs) = (0, 0, 0);
@@ -130,7 +135,8 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
         );
         assert!(!ended, "flumen exited by itself:\n{}", flumen.log_text());
         // Every restart recovered what the previous kill left: no finished file is torn.
-        visible_torn_after_restart += torn_files(&fileroll, |p| !in_use(p)).len() + torn_files(&hdfs, |p| !in_use(p)).len();
+        visible_torn_after_restart +=
+            torn_files(&fileroll, |p| !in_use(p)).len() + torn_files(&hdfs, |p| !in_use(p)).len();
         if kills % 2 == 0 {
             std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
         } else {
@@ -189,7 +195,11 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
             foreign.len()
         );
         assert!(torn.is_empty(), "{name}: finished files end in a partial line: {torn:?}");
-        assert!(foreign.is_empty(), "{name}: lines that are not input lines, e.g. {:?}", &foreign[..foreign.len().min(3)]);
+        assert!(
+            foreign.is_empty(),
+            "{name}: lines that are not input lines, e.g. {:?}",
+            &foreign[..foreign.len().min(3)]
+        );
         assert_eq!(lost, 0, "{name}: acknowledged lines missing");
         report.insert(name, duplicates);
     }

@@ -181,7 +181,11 @@ impl FileRollSink {
             let in_use = in_use.clone();
             move || {
                 recovery::opening(&in_use);
-                let file = OpenOptions::new().write(true).create_new(true).open(&in_use).inspect_err(|_| recovery::closed(&in_use))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&in_use)
+                    .inspect_err(|_| recovery::closed(&in_use))?;
                 if sync {
                     sync_dir(in_use.parent().unwrap_or(Path::new(".")));
                 }

@@ -263,9 +263,10 @@ pub fn recover(root: &Path, names: &InUseNames, format: Format, sync: bool) -> i
     for path in recovery::files_under(root) {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        if let Some(done) = name.strip_prefix(names.in_use_prefix.as_str()).and_then(|n| {
-            n.strip_suffix(names.in_use_suffix.as_str()).and_then(|n| n.strip_suffix(".recovering"))
-        }) {
+        if let Some(done) = name
+            .strip_prefix(names.in_use_prefix.as_str())
+            .and_then(|n| n.strip_suffix(names.in_use_suffix.as_str()).and_then(|n| n.strip_suffix(".recovering")))
+        {
             if names.done_name(&format!("{}{done}{}", names.in_use_prefix, names.in_use_suffix)).is_some()
                 && !recovery::is_open(&path)
             {
@@ -348,7 +349,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let in_use = dir.path().join("a/events.17.log.gz.tmp");
         std::fs::create_dir_all(in_use.parent().unwrap()).unwrap();
-        let mut f = OpenFile::create(in_use.clone(), dir.path().join("a/events.17.log.gz"), Format::Gzip, false).unwrap();
+        let mut f =
+            OpenFile::create(in_use.clone(), dir.path().join("a/events.17.log.gz"), Format::Gzip, false).unwrap();
         f.append(b"one").unwrap();
         f.append(b"two").unwrap();
         f.flush(false).unwrap();

@@ -159,7 +159,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/taildir.json");
         assert!(load(&path).unwrap().is_empty());
-        let p = Position { inode: 2496001, pos: 1234, file: "/var/log/app/app.log".into(), dev: None, fingerprint: None };
+        let p =
+            Position { inode: 2496001, pos: 1234, file: "/var/log/app/app.log".into(), dev: None, fingerprint: None };
         store(&path, std::slice::from_ref(&p)).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),

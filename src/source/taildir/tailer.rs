@@ -328,8 +328,13 @@ impl Tailer {
             let room = (max - batch.lines.len()).min(self.options.per_file.saturating_sub(self.taken).max(1));
             let before = batch.lines.len();
             let committed = f.committed;
-            let result =
-                f.read(room, &mut batch.lines, self.options.max_line_length, self.options.poll_interval, self.options.once);
+            let result = f.read(
+                room,
+                &mut batch.lines,
+                self.options.max_line_length,
+                self.options.poll_interval,
+                self.options.once,
+            );
             let n = batch.lines.len() - before;
             let at_end = match result {
                 Ok(at_end) => at_end,
@@ -367,18 +372,19 @@ impl Tailer {
     fn finish_copy(&mut self, path: &Path, group: usize, key: FileKey, from: u64, fp: Fingerprint) {
         let dir = path.parent().unwrap_or(Path::new("."));
         match self.find_copy(dir, fp, key) {
-            Some((copy_key, copy, size)) if size > from => {
-                if self.start_file(copy_key, &copy, group, from, Some(Instant::now()), Some(fp)).is_some() {
-                    tracing::info!(
-                        path = %path.display(), copy = %copy.display(), position = from,
-                        "truncated file's copy found by fingerprint; reading the copy to its end"
-                    );
-                }
+            Some((copy_key, copy, size))
+                if size > from
+                    && self.start_file(copy_key, &copy, group, from, Some(Instant::now()), Some(fp)).is_some() =>
+            {
+                tracing::info!(
+                    path = %path.display(), copy = %copy.display(), position = from,
+                    "truncated file's copy found by fingerprint; reading the copy to its end"
+                );
             }
             Some(_) => {}
             None if fp.len > 0 => tracing::warn!(
                 path = %path.display(), position = from,
-                "no copy of the truncated file in its folder (a compressed copy cannot be read): lines written after the last read and before the truncation are lost"
+                "no copy of the truncated file in its folder (a compressed copy cannot be read): lines written after the last read and before the truncation, if any, are lost"
             ),
             None => {}
         }
@@ -897,7 +903,8 @@ mod tests {
         append(&a, "a1\na2\n");
         append(&b, "b1\n");
         let ino = std::fs::metadata(&a).unwrap().ino();
-        let saved = HashMap::from([(ino, Position { inode: ino, pos: 3, file: a.clone(), dev: None, fingerprint: None })]);
+        let saved =
+            HashMap::from([(ino, Position { inode: ino, pos: 3, file: a.clone(), dev: None, fingerprint: None })]);
         let mut t = tailer(dir.path(), "*.log", saved, true);
         assert_eq!(drain(&mut t), ["a2"]);
         append(&b, "b2\n");
@@ -916,7 +923,8 @@ mod tests {
         let ino = std::fs::metadata(&path).unwrap().ino();
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         append(&path, "four\n");
-        let saved = HashMap::from([(ino, Position { inode: ino, pos: 4, file: path.clone(), dev: None, fingerprint: None })]);
+        let saved =
+            HashMap::from([(ino, Position { inode: ino, pos: 4, file: path.clone(), dev: None, fingerprint: None })]);
         let mut t = tailer(dir.path(), "app.log", saved, false);
         assert_eq!(drain(&mut t), ["two", "three", "four"]);
     }
@@ -988,7 +996,8 @@ mod tests {
         let mut t = tailer(dir.path(), "app.log", HashMap::from([(md.ino(), old.clone())]), false);
         assert_eq!(drain(&mut t), ["new one", "new two"]);
         // Another device: not the same file either.
-        let other = Position { dev: Some(md.dev() + 1), fingerprint: Some(Fingerprint::of(b"new one\n")), ..old.clone() };
+        let other =
+            Position { dev: Some(md.dev() + 1), fingerprint: Some(Fingerprint::of(b"new one\n")), ..old.clone() };
         let mut t = tailer(dir.path(), "app.log", HashMap::from([(md.ino(), other)]), false);
         assert_eq!(drain(&mut t), ["new one", "new two"]);
         // The same file: resumed.
