@@ -1,7 +1,7 @@
 //! Torn output: the real `flumen` binary streams numbered Loghub lines from a `SpoolDir` through
-//! `RocksDb(sync: true)` channels into a `FileRoll` sink, an `Hdfs` sink and a `FileRoll` sink
-//! configured as Flume's `file_roll` (`in_use_suffix: ""`, files written under their final
-//! name), and is killed with SIGKILL mid-stream again and again, then run to the end with
+//! `RocksDb(sync: true)` channels into a `FileRoll` sink, an `Hdfs` sink (plain and `Gzip`) and a
+//! `FileRoll` sink configured as Flume's `file_roll` (`in_use_suffix: ""`, files written under
+//! their final name), and is killed with SIGKILL mid-stream again and again, then run to the end with
 //! `--once`.
 //!
 //! What a reader picks up is every file without the in-use suffix. For the first two sinks no such
@@ -14,6 +14,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ const LINES: usize = 300_000;
 const MIN_KILLS: usize = 10;
 const MAX_KILLS: usize = 40;
 /// Output bytes (of the `FileRoll` sink) each run writes before its kill point.
-const STEP_BYTES: u64 = 1_500_000;
+const STEP_BYTES: u64 = 1_000_000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn read_log(p: &Path) -> String {
@@ -93,17 +94,19 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
         &format!(
             r#"Topology(
     agent: "torn",
-    sources: {{ "r1": (kind: SpoolDir(dir: "spool"), channels: ["c1", "c2", "c3"], batch_size: 2000) }},
-    channels: {{ {}, {}, {} }},
+    sources: {{ "r1": (kind: SpoolDir(dir: "spool"), channels: ["c1", "c2", "c3", "c4"], batch_size: 2000) }},
+    channels: {{ {}, {}, {}, {} }},
     sinks: {{
         "fileroll": (kind: FileRoll(dir: "out/fileroll", roll_interval: "1s"), channel: "c1", batch_size: 20000),
         "hdfs": (kind: Hdfs(path: "out/hdfs", roll_interval: "1s", roll_size: 0, roll_count: 0), channel: "c2", batch_size: 20000),
         "flume-style": (kind: FileRoll(dir: "out/flume-style", roll_interval: "1s", in_use_suffix: ""), channel: "c3", batch_size: 20000),
+        "hdfs-gz": (kind: Hdfs(path: "out/hdfs-gz", format: Gzip, roll_interval: "1s", roll_size: 0, roll_count: 0), channel: "c4", batch_size: 20000),
     }},
 )"#,
             channel("c1"),
             channel("c2"),
             channel("c3"),
+            channel("c4"),
         ),
     );
     let topo = topology.to_str().unwrap();
@@ -143,7 +146,9 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
             // Aim at a write in progress: kill as soon as a file being written ends mid-line
             // (for at most 2 s; then anyway).
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline && !writing(&[&fileroll, &hdfs, &flume_style]) {
+            // Until an Hdfs file was caught mid-line, aim at Hdfs.
+            let targets: &[&Path] = if raw_torn_hdfs == 0 { &[&hdfs] } else { &[&fileroll, &hdfs, &flume_style] };
+            while std::time::Instant::now() < deadline && !writing(targets) {
                 std::hint::spin_loop();
             }
         }
@@ -203,6 +208,27 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
         assert_eq!(lost, 0, "{name}: acknowledged lines missing");
         report.insert(name, duplicates);
     }
+    // Gzip: every finished file is a whole stream (trailer included) of complete input lines.
+    let mut gz_lines = Vec::new();
+    for p in files_under(&root.join("out/hdfs-gz")) {
+        assert!(!in_use(&p), "Hdfs(Gzip): in-use file left after the final run: {p:?}");
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap())
+            .read_to_end(&mut plain)
+            .unwrap_or_else(|e| panic!("{p:?} is not a complete gzip stream: {e}"));
+        assert!(plain.is_empty() || plain.ends_with(b"\n"), "{p:?} ends in a partial line");
+        gz_lines.extend(lines_of(&plain));
+    }
+    let foreign = gz_lines.iter().filter(|l| !set.contains(l.as_str())).count();
+    let got = multiset(gz_lines.iter().cloned());
+    let lost = want.iter().filter(|(l, _)| !got.contains_key(*l)).count();
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!(
+        "Hdfs(Gzip): {} lines read back, {lost} lost, {duplicates} duplicated, {foreign} foreign lines",
+        gz_lines.len()
+    );
+    assert_eq!((lost, foreign), (0, 0), "Hdfs(Gzip): lines lost or foreign");
+    report.insert("Hdfs(Gzip)", duplicates);
     let flume_torn = torn_files(&flume_style, |_| true);
     let (flume_lines, flume_foreign) = reader_view(&flume_style, &set);
     eprintln!(
