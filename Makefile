@@ -7,8 +7,9 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
 export CARGO_TARGET_DIR
 
 # clang/libclang-dev: rocksdb's bindgen; cmake, g++: RocksDB's C++ sources; bsdutils: `logger`;
-# curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs.
-APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3
+# curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs;
+# logrotate: Taildir rotation tests.
+APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate
 
 .PHONY: deps build run test bench
 deps:

@@ -23,7 +23,7 @@ use crate::metrics::{ComponentCounters, Metrics};
 use crate::selector::Selector;
 use crate::sink::group::Member;
 use crate::sink::{SinkFactory, SinkRunner};
-use crate::source::{SourceActor, SourceContext};
+use crate::source::{SourceActor, SourceContext, SourceProgress};
 use crate::supervision::IsIdle;
 use crate::topology::{ChannelConfig, Monitoring, Topology};
 
@@ -87,6 +87,7 @@ pub struct RunningAgent {
     source_stop: watch::Sender<bool>,
     sink_stop: watch::Sender<Option<Instant>>,
     ended: Arc<Mutex<BTreeSet<String>>>,
+    progress: BTreeMap<String, Arc<SourceProgress>>,
     arbiters: Vec<Arbiter>,
     server: Option<actix_web::dev::ServerHandle>,
     options: AgentOptions,
@@ -152,6 +153,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     }
 
     let mut sources = Vec::new();
+    let mut progress = BTreeMap::new();
     for (name, config) in &topology.sources {
         let counters = metrics.source(name);
         let interceptors = InterceptorChain::build(&config.interceptors)
@@ -178,7 +180,9 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
             Arc::new(interceptors),
             source_stop_rx.clone(),
             end,
-        );
+        )
+        .with_once(options.once);
+        progress.insert(name.clone(), ctx.progress());
         let kind = config.kind.clone();
         sources.push(Supervisor::start_in_arbiter(&sources_arbiter.handle(), move |_| SourceActor::new(kind, ctx)));
     }
@@ -204,6 +208,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
         source_stop,
         sink_stop,
         ended,
+        progress,
         arbiters: vec![sources_arbiter, sinks_arbiter],
         server,
         options,
@@ -247,10 +252,18 @@ impl RunningAgent {
         &self.topology
     }
 
-    /// Whether every source reached the end of its input (never, with an endless source).
+    /// Whether every source reached the end of its input and has no put in flight (never, with
+    /// an endless source). A source that puts again after its end, or restarts, is not at its end.
     pub fn sources_ended(&self) -> bool {
         let ended = self.ended.lock().expect("end set lock is never poisoned");
-        self.topology.sources.iter().all(|(name, s)| s.kind.is_finite() && ended.contains(name))
+        self.topology.sources.iter().all(|(name, s)| {
+            s.kind.is_finite() && ended.contains(name) && self.progress.get(name).is_some_and(|p| p.is_idle_at_end())
+        })
+    }
+
+    /// Puts started by all sources so far.
+    fn puts_started(&self) -> u64 {
+        self.progress.values().map(|p| p.snapshot().puts_started).sum()
     }
 
     /// Events held by all channels together.
@@ -262,12 +275,19 @@ impl RunningAgent {
         total
     }
 
-    /// Resolves once every source reached its end and every channel is empty.
+    /// Resolves once nothing is left to do: every source is at its end with no put in flight,
+    /// and every channel holds nothing (no event available, no take transaction of a sink
+    /// outstanding), on two checks 50 ms apart with no put started in between.
     pub async fn finished(&self) {
+        let mut quiet_since: Option<u64> = None;
         loop {
-            if self.sources_ended() && self.channel_sizes().await == 0 {
-                return;
-            }
+            let puts = self.puts_started();
+            let done = self.sources_ended() && self.channel_sizes().await == 0 && self.sources_ended();
+            quiet_since = match (done, quiet_since) {
+                (true, Some(before)) if before == puts => return,
+                (true, _) => Some(puts),
+                (false, _) => None,
+            };
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
     }

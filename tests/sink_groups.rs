@@ -357,6 +357,7 @@ fn a_panicking_sink_is_penalised_and_the_group_goes_on() {
             roll_interval: Duration::ZERO,
             prefix: String::new(),
             extension: String::new(),
+            in_use_suffix: ".tmp".into(),
             sync: false,
         };
         let (primary, backup) = (metrics.sink("primary"), metrics.sink("backup"));

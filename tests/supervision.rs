@@ -57,6 +57,7 @@ async fn run(channel: ChannelHandle, out: std::path::PathBuf, metrics: std::sync
                 roll_interval: Duration::ZERO,
                 prefix: String::new(),
                 extension: String::new(),
+                in_use_suffix: ".tmp".into(),
                 sync: false,
             };
             Ok(Box::new(Faulty { inner: FileRollSink::new(config, counters.clone())?, deliveries: deliveries.clone() })

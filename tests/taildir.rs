@@ -62,7 +62,8 @@ impl Setup {
         agent::start(topology, AgentOptions::default()).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The position file's entries by inode: `(pos, file)`.
+    /// The position file's entries by inode: `(pos, file)` (Flume's fields; `dev` and
+    /// `fingerprint` are flumen's).
     fn positions(&self) -> HashMap<u64, (u64, String)> {
         let text = std::fs::read_to_string(&self.position_file).unwrap();
         let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
@@ -71,7 +72,11 @@ impl Setup {
             .map(|e| {
                 let mut keys: Vec<&String> = e.as_object().unwrap().keys().collect();
                 keys.sort();
-                assert_eq!(keys, ["file", "inode", "pos"], "Flume's position entry: {e}");
+                assert_eq!(
+                    keys,
+                    ["dev", "file", "fingerprint", "inode", "pos"],
+                    "Flume's position entry and flumen's two: {e}"
+                );
                 (e["inode"].as_u64().unwrap(), (e["pos"].as_u64().unwrap(), e["file"].as_str().unwrap().to_string()))
             })
             .collect()

@@ -15,6 +15,7 @@ pub mod http;
 pub mod kafka;
 pub mod logger;
 pub mod null;
+pub mod recovery;
 
 use std::future::Future;
 use std::path::Path;

@@ -22,6 +22,7 @@ pub mod syslog;
 pub mod taildir;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,6 +207,67 @@ pub struct SourceContext {
     interceptors: Arc<InterceptorChain>,
     stop: watch::Receiver<bool>,
     end: Arc<dyn Fn() + Send + Sync>,
+    progress: Arc<SourceProgress>,
+    once: bool,
+}
+
+/// Where a running source stands, for `run --once`: whether it is at the end of its input, and
+/// whether a put is in flight. Shared between the source's context and the agent.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    at_end: AtomicBool,
+    in_flight: AtomicUsize,
+    puts_started: AtomicU64,
+}
+
+/// A snapshot of [`SourceProgress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// The source said it reached its end and has not put anything since.
+    pub at_end: bool,
+    /// Puts started and not yet answered.
+    pub in_flight: usize,
+    /// Puts started since the source was built (a change between two snapshots means activity).
+    pub puts_started: u64,
+}
+
+impl SourceProgress {
+    /// The current state.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        // In-flight first: a put raises it before it clears `at_end`.
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
+        let puts_started = self.puts_started.load(Ordering::SeqCst);
+        let at_end = self.at_end.load(Ordering::SeqCst);
+        ProgressSnapshot { at_end, in_flight, puts_started }
+    }
+
+    /// Whether the source is at its end with nothing in flight.
+    pub fn is_idle_at_end(&self) -> bool {
+        let s = self.snapshot();
+        s.at_end && s.in_flight == 0
+    }
+
+    fn not_at_end(&self) {
+        self.at_end.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Lowers the in-flight count of a put when dropped (answered, failed or cancelled).
+struct InFlight<'a>(&'a SourceProgress);
+
+impl<'a> InFlight<'a> {
+    fn start(progress: &'a SourceProgress) -> Self {
+        progress.in_flight.fetch_add(1, Ordering::SeqCst);
+        progress.puts_started.fetch_add(1, Ordering::SeqCst);
+        progress.not_at_end();
+        InFlight(progress)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl SourceContext {
@@ -222,7 +284,35 @@ impl SourceContext {
         stop: watch::Receiver<bool>,
         end: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
-        SourceContext { name: name.to_string(), batch_size, linger, counters, selector, interceptors, stop, end }
+        SourceContext {
+            name: name.to_string(),
+            batch_size,
+            linger,
+            counters,
+            selector,
+            interceptors,
+            stop,
+            end,
+            progress: Arc::default(),
+            once: false,
+        }
+    }
+
+    /// The same context for an agent run with `--once` (`once: true`): the input is over once a
+    /// source reaches its end, so a file's final line without a line ending is an event.
+    pub fn with_once(mut self, once: bool) -> Self {
+        self.once = once;
+        self
+    }
+
+    /// Whether the agent runs with `--once`.
+    pub fn once(&self) -> bool {
+        self.once
+    }
+
+    /// Where the source stands (at its end, puts in flight), shared with whoever holds it.
+    pub fn progress(&self) -> Arc<SourceProgress> {
+        self.progress.clone()
     }
 
     /// Runs the interceptors on `events` and commits them to the channels.
@@ -252,6 +342,7 @@ impl SourceContext {
         if events.is_empty() {
             return Ok(());
         }
+        let _in_flight = InFlight::start(&self.progress);
         let n = events.len() as u64;
         self.counters.append_batch_received.inc();
         self.counters.event_received.add(n);
@@ -289,6 +380,7 @@ impl SourceContext {
 
     /// Says the source reached the end of its input (for `run --once`); it may keep running.
     pub fn reached_end(&self) {
+        self.progress.at_end.store(true, Ordering::SeqCst);
         (self.end)();
     }
 }
@@ -314,6 +406,8 @@ impl Actor for SourceActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let delay = self.restarts.delay();
         let sctx = self.ctx.clone();
+        // A (re)started source is not at its end until it says so again.
+        sctx.progress.not_at_end();
         let run = self.kind.run(sctx.clone());
         self.idle = false;
         let accepted_before = self.ctx.counters.append_batch_accepted.get();

@@ -25,7 +25,7 @@ use jiff::Zoned;
 use serde::Deserialize;
 
 use self::path::{PathTemplate, Rejection, RoundUnit, Rounding};
-use self::roll::{file_names, Format, OpenFile, RollPolicy};
+use self::roll::{file_names, Format, InUseNames, OpenFile, RollPolicy};
 use super::{Sink, SinkError};
 use crate::event::Event;
 use crate::metrics::SinkCounters;
@@ -248,6 +248,18 @@ impl HdfsSink {
             literal_prefix.resolve(&Default::default(), None).map_err(|e| SinkError::Other(e.to_string()))?
         };
         let rejected_bucket = PathBuf::from(format!("{}/{rejected_prefix}", rejected_dir.display()));
+        // In-use files a killed agent left (once per output tree and process: a sink rebuilt
+        // after a failure finds its predecessor's files closed by its `Drop`).
+        let root = config.base.join(dir_template.static_prefix());
+        if crate::sink::recovery::first_time(&root) && root.is_dir() {
+            let names = InUseNames {
+                suffix: format!("{}{}", config.file_suffix, config.format.extension()),
+                in_use_prefix: config.in_use_prefix.clone(),
+                in_use_suffix: config.in_use_suffix.clone(),
+            };
+            roll::recover(&root, &names, config.format, config.sync)
+                .map_err(SinkError::io(format!("recover the in-use files under {}", root.display())))?;
+        }
         let first = jiff::Timestamp::now().as_millisecond().max(0) as u64;
         let files = Files {
             open: HashMap::new(),
@@ -424,7 +436,7 @@ impl Files {
             if done.exists() {
                 continue;
             }
-            match OpenFile::create(in_use.clone(), done, self.format) {
+            match OpenFile::create(in_use.clone(), done, self.format, self.sync) {
                 Ok(file) => {
                     self.counters.connection_created.inc();
                     self.open.insert(bucket.to_path_buf(), file);

@@ -3,7 +3,8 @@
 //! Files are found by glob (wildcards in the file name part) on every poll and followed by inode:
 //! a file renamed away (rotated) or deleted is still read to its end through its open descriptor,
 //! while the new file of that name is read from its start; a truncated file is read again from its
-//! start. A final line without a line ending is held back until its newline arrives, as Flume does.
+//! start. A final line without a line ending is held back until its newline arrives, as Flume does
+//! (with `run --once` the input is over: it is an event once its file is read to its end).
 //! Read positions are saved in a JSON position file in Flume's format, only after the lines before
 //! them were committed, so a restarted agent neither reads a line again nor skips one (a crash can
 //! repeat the lines of the last `write_pos_interval`).
@@ -179,6 +180,7 @@ async fn follow(config: TaildirConfig, ctx: SourceContext) -> Result<(), SourceE
         file_header: config.file_header.clone(),
         filegroup_header: config.filegroup_header.clone(),
         ignored: vec![position_file.clone(), temporary_path(&position_file)],
+        once: ctx.once(),
     };
     tracing::info!(
         groups = config.filegroups.len(),

@@ -1,6 +1,12 @@
 //! The synchronous core of `Taildir`: finds files by glob, follows them by inode through
 //! renames, truncation and deletion, and reads their complete lines in batches.
 //!
+//! A file is the same file as long as its device, inode and fingerprint (a hash of its first
+//! bytes, as Vector's checksum fingerprinting) stay the same: a file whose first bytes changed, or
+//! that became shorter than its read position, was truncated (`copytruncate`) or replaced; its
+//! copy, found by fingerprint in the same folder, is read to its end from where the file was, and
+//! the file again from its start. A saved position is resumed only on the same file.
+//!
 //! A [`Tailer`] runs on a blocking thread (the source's loop moves it there for each batch and
 //! back). It works in *passes*: a pass starts with a scan of the file groups (at most once per
 //! `poll_interval`), then reads each file in turn, rotated and deleted files first, each at most
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use globset::GlobMatcher;
 
-use super::position::Position;
+use super::position::{Fingerprint, Position, FINGERPRINT_BYTES};
 use crate::event::Headers;
 use crate::source::file_input::fill;
 use crate::source::lines::{Line, LineBuffer};
@@ -67,6 +73,9 @@ pub struct TailOptions {
     pub filegroup_header: Option<String>,
     /// Paths never tailed even when a glob matches them (the position file and its temporary).
     pub ignored: Vec<PathBuf>,
+    /// `run --once`: the input is over, so a file's final line without a line ending is handed
+    /// out once the file is read to its end, instead of waiting for its newline.
+    pub once: bool,
 }
 
 /// One batch of lines, from one or more files.
@@ -108,6 +117,11 @@ struct TailFile {
     finished: bool,
     last_read: Instant,
     seq: u64,
+    /// The fingerprint of its first bytes (lengthened as it grows to [`FINGERPRINT_BYTES`]).
+    fp: Fingerprint,
+    /// Set when it was found truncated or replaced: where it had been read to, and its
+    /// fingerprint then (for finding its copy).
+    displaced: Option<(u64, Fingerprint)>,
 }
 
 impl TailFile {
@@ -125,17 +139,54 @@ impl TailFile {
         self.read_pos = end;
     }
 
+    /// Whether the file's first bytes still match its fingerprint; lengthens the fingerprint when
+    /// the file grew.
+    fn same_head(&mut self, file: &File) -> std::io::Result<bool> {
+        let head = read_head(file)?;
+        if !self.fp.matches(&head) {
+            return Ok(false);
+        }
+        if head.len() as u64 > self.fp.len {
+            self.fp = Fingerprint::of(&head);
+        }
+        Ok(true)
+    }
+
     /// Hands out up to `max` complete lines into `out`. Returns whether the file is at its end.
     ///
     /// A final line without a line ending is held back (the file may still grow), except in an
-    /// orphaned file that stayed at its end for `grace`: then it is handed out and the file is
-    /// finished. A file smaller than the read position was truncated: reading starts again at 0.
-    fn read(&mut self, max: usize, out: &mut Vec<Line>, max_line: usize, grace: Duration) -> std::io::Result<bool> {
+    /// orphaned file that stayed at its end for `grace`, or with `once`: then it is handed out
+    /// (and the orphaned file is finished). A file smaller than the read position, or whose first
+    /// bytes changed, was truncated or replaced: reading starts again at 0, and `displaced` says
+    /// where it was, so that its copy can be finished.
+    fn read(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Line>,
+        max_line: usize,
+        grace: Duration,
+        once: bool,
+    ) -> std::io::Result<bool> {
         if self.finished {
             return Ok(true);
         }
-        let Some(file) = &self.file else { return Ok(true) };
+        let Some(file) = self.file.take() else { return Ok(true) };
+        let result = self.read_from(&file, max, out, max_line, grace, once);
+        self.file = Some(file);
+        result
+    }
+
+    fn read_from(
+        &mut self,
+        file: &File,
+        max: usize,
+        out: &mut Vec<Line>,
+        max_line: usize,
+        grace: Duration,
+        once: bool,
+    ) -> std::io::Result<bool> {
         let mut n = 0;
+        let mut checked = false;
         loop {
             if n >= max {
                 return Ok(false);
@@ -146,7 +197,10 @@ impl TailFile {
                 continue;
             }
             let size = file.metadata()?.len();
-            if size < self.read_pos {
+            let shrunk = size < self.read_pos;
+            let replaced = !shrunk && !checked && self.read_pos > 0 && !self.same_head(file)?;
+            checked = true;
+            if shrunk || replaced {
                 if n > 0 {
                     return Ok(false);
                 }
@@ -154,12 +208,14 @@ impl TailFile {
                     path = %self.path.display(),
                     position = self.read_pos,
                     size,
-                    "file truncated; reading it again from its start"
+                    "file truncated (or its first bytes changed); reading it again from its start"
                 );
+                self.displaced = Some((self.end(), self.fp));
                 self.lb = None;
                 self.start = 0;
                 self.read_pos = 0;
                 self.committed = 0;
+                self.fp = Fingerprint::of(&read_head(file)?);
                 continue;
             }
             if size == self.read_pos {
@@ -168,6 +224,10 @@ impl TailFile {
                         out.push(line);
                     }
                     self.finished = true;
+                } else if once {
+                    if let Some(line) = self.lb.as_mut().and_then(LineBuffer::finish) {
+                        out.push(line);
+                    }
                 }
                 return Ok(true);
             }
@@ -230,7 +290,16 @@ impl Tailer {
 
     /// The committed position of every followed file, for the position file.
     pub fn positions(&self) -> Vec<Position> {
-        self.files.iter().map(|f| Position { inode: f.key.ino, pos: f.committed, file: f.path.clone() }).collect()
+        self.files
+            .iter()
+            .map(|f| Position {
+                inode: f.key.ino,
+                pos: f.committed,
+                file: f.path.clone(),
+                dev: Some(f.key.dev),
+                fingerprint: Some(f.fp),
+            })
+            .collect()
     }
 
     /// Whether the positions changed since they were last stored.
@@ -259,7 +328,13 @@ impl Tailer {
             let room = (max - batch.lines.len()).min(self.options.per_file.saturating_sub(self.taken).max(1));
             let before = batch.lines.len();
             let committed = f.committed;
-            let result = f.read(room, &mut batch.lines, self.options.max_line_length, self.options.poll_interval);
+            let result = f.read(
+                room,
+                &mut batch.lines,
+                self.options.max_line_length,
+                self.options.poll_interval,
+                self.options.once,
+            );
             let n = batch.lines.len() - before;
             let at_end = match result {
                 Ok(at_end) => at_end,
@@ -272,6 +347,7 @@ impl Tailer {
             if f.committed != committed {
                 self.changed = true;
             }
+            let displaced = f.displaced.take().map(|(from, fp)| (from, fp, f.path.clone(), f.group, f.key));
             if n > 0 {
                 batch.origins.push((n, f.headers.clone()));
                 batch.acks.push((f.key, f.end()));
@@ -282,8 +358,62 @@ impl Tailer {
                 self.cursor += 1;
                 self.taken = 0;
             }
+            if let Some((from, fp, path, group, key)) = displaced {
+                self.finish_copy(&path, group, key, from, fp);
+            }
         }
         batch
+    }
+
+    /// A file was truncated (or replaced) after being read up to `from`: finds its copy (as
+    /// logrotate's `copytruncate` makes) in its folder by fingerprint and reads the copy from
+    /// `from` to its end. Without a copy, lines written between the last read and the truncation
+    /// are gone (logged).
+    fn finish_copy(&mut self, path: &Path, group: usize, key: FileKey, from: u64, fp: Fingerprint) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match self.find_copy(dir, fp, key) {
+            Some((copy_key, copy, size))
+                if size > from
+                    && self.start_file(copy_key, &copy, group, from, Some(Instant::now()), Some(fp)).is_some() =>
+            {
+                tracing::info!(
+                    path = %path.display(), copy = %copy.display(), position = from,
+                    "truncated file's copy found by fingerprint; reading the copy to its end"
+                );
+            }
+            Some(_) => {}
+            None if fp.len > 0 => tracing::warn!(
+                path = %path.display(), position = from,
+                "no copy of the truncated file in its folder (a compressed copy cannot be read): lines written after the last read and before the truncation, if any, are lost"
+            ),
+            None => {}
+        }
+    }
+
+    /// A regular file in `dir` that is not followed yet (nor `not`), whose first bytes match
+    /// `fp`; the most recently modified when several do. Answers its key, path and size.
+    fn find_copy(&mut self, dir: &Path, fp: Fingerprint, not: FileKey) -> Option<(FileKey, PathBuf, u64)> {
+        let mut best: Option<(std::time::SystemTime, FileKey, PathBuf, u64)> = None;
+        for (name, _) in self.list(dir) {
+            let path = dir.join(&name);
+            if self.options.ignored.contains(&path) {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(&path) else { continue };
+            let key = FileKey::of(&md);
+            if !md.is_file() || md.len() < fp.len || key == not || self.files.iter().any(|f| f.key == key) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            if !read_head(&file).is_ok_and(|head| fp.matches(&head)) {
+                continue;
+            }
+            let modified = md.modified().unwrap_or(std::time::UNIX_EPOCH);
+            if best.as_ref().is_none_or(|b| modified > b.0) {
+                best = Some((modified, key, path, md.len()));
+            }
+        }
+        best.map(|(_, key, path, size)| (key, path, size))
     }
 
     /// Moves the committed positions to those of a committed batch.
@@ -410,6 +540,7 @@ impl Tailer {
         };
 
         let mut known = vec![false; found.len()];
+        let mut displaced: Vec<Position> = Vec::new();
         for fi in 0..self.files.len() {
             let key = self.files[fi].key;
             if let Some(&i) = found_at.get(&key) {
@@ -467,15 +598,21 @@ impl Tailer {
             }
             let saved = if initial { self.saved.remove(&key.ino) } else { None };
             let start = match &saved {
-                Some(p) if p.pos <= *size => p.pos,
+                Some(p) if p.pos <= *size && same_file(p, path, *key) => p.pos,
+                Some(p) if p.pos <= *size => {
+                    tracing::warn!(path = %path.display(), position = p.pos, "not the file of the saved position (another device, or other first bytes: a reused inode or a truncated file); reading it from its start");
+                    displaced.push(p.clone());
+                    0
+                }
                 Some(p) => {
                     tracing::warn!(path = %path.display(), position = p.pos, size, "file shorter than its saved position (truncated); reading it from its start");
+                    displaced.push(p.clone());
                     0
                 }
                 None if initial && self.options.skip_to_end => *size,
                 None => 0,
             };
-            if let Some(f) = self.start_file(*key, path, *group, start, None) {
+            if let Some(f) = self.start_file(*key, path, *group, start, None, None) {
                 tracing::info!(path = %f.path.display(), position = start, "tailing");
             }
         }
@@ -483,6 +620,32 @@ impl Tailer {
         if initial {
             self.recover_orphans(&mut listings, now);
             self.saved.clear();
+            for p in displaced {
+                self.resume_copy(&p, now);
+            }
+        }
+    }
+
+    /// After a restart: the file of saved position `p` is not where it was (its inode holds
+    /// another file, or it was truncated); resumes its copy, found by fingerprint in its folder.
+    fn resume_copy(&mut self, p: &Position, now: Instant) {
+        let Some(fp) = p.fingerprint else { return };
+        let Some(dir) = p.file.parent() else { return };
+        let group = self.groups.iter().position(|g| g.dir == dir).unwrap_or(0);
+        let not = FileKey { dev: p.dev.unwrap_or(0), ino: p.inode };
+        match self.find_copy(dir, fp, not) {
+            Some((key, path, size)) if size >= p.pos => {
+                if self.start_file(key, &path, group, p.pos, Some(now), Some(fp)).is_some() {
+                    tracing::info!(
+                        path = %path.display(), was = %p.file.display(), position = p.pos,
+                        "resuming a copy of a file truncated while stopped, found by fingerprint; reading it to its end"
+                    );
+                }
+            }
+            _ => tracing::warn!(
+                was = %p.file.display(), position = p.pos,
+                "the file of a saved position is gone, and no copy with its first bytes is in its folder"
+            ),
         }
     }
 
@@ -495,6 +658,7 @@ impl Tailer {
         group: usize,
         start: u64,
         orphaned: Option<Instant>,
+        fp: Option<Fingerprint>,
     ) -> Option<&TailFile> {
         let file = match open_as(path, key) {
             Ok(file) => file,
@@ -506,6 +670,16 @@ impl Tailer {
             }
         };
         self.unreadable.remove(path);
+        let fp = match fp {
+            Some(fp) => fp,
+            None => match read_head(&file) {
+                Ok(head) => Fingerprint::of(&head),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read a matching file");
+                    return None;
+                }
+            },
+        };
         let headers = self.headers(path, group);
         self.next_seq += 1;
         self.changed = true;
@@ -523,13 +697,16 @@ impl Tailer {
             finished: false,
             last_read: Instant::now(),
             seq: self.next_seq,
+            fp,
+            displaced: None,
         });
         self.files.last()
     }
 
     /// After a restart: files with a saved position that no group matches any more (rotated while
-    /// the agent was down or before it had read them to their end) are found by inode, in the
-    /// groups' folders or their saved path's folder, and read to their end from that position.
+    /// the agent was down or before it had read them to their end) are found by inode (and
+    /// fingerprint), in the groups' folders or their saved path's folder, and read to their end
+    /// from that position; failing that, by fingerprint alone (a copy of a truncated file).
     fn recover_orphans(&mut self, listings: &mut HashMap<PathBuf, Vec<(OsString, u64)>>, now: Instant) {
         let saved: Vec<Position> = self.saved.drain().map(|(_, p)| p).collect();
         for p in saved {
@@ -544,22 +721,58 @@ impl Tailer {
                 .iter()
                 .flat_map(|(dir, l)| l.iter().filter(move |e| e.1 == inode).map(move |e| dir.join(&e.0)))
                 .collect();
+            let mut resumed = false;
             for path in candidates {
                 let Ok(md) = std::fs::metadata(&path) else { continue };
                 if !md.is_file() || md.ino() != p.inode || self.files.iter().any(|f| f.key == FileKey::of(&md)) {
                     continue;
                 }
+                if p.pos > md.len() || !same_file(&p, &path, FileKey::of(&md)) {
+                    continue;
+                }
                 let group = self.groups.iter().position(|g| p.file.parent() == Some(g.dir.as_path())).unwrap_or(0);
-                let start = if p.pos <= md.len() { p.pos } else { 0 };
-                if self.start_file(FileKey::of(&md), &path, group, start, Some(now)).is_some() {
+                if self.start_file(FileKey::of(&md), &path, group, p.pos, Some(now), None).is_some() {
                     tracing::info!(
-                        path = %path.display(), was = %p.file.display(), position = start,
+                        path = %path.display(), was = %p.file.display(), position = p.pos,
                         "resuming a file no group matches any more (rotated); reading it to its end"
                     );
+                    resumed = true;
                 }
                 break;
             }
+            if !resumed && p.pos > 0 {
+                self.resume_copy(&p, now);
+            }
         }
+    }
+}
+
+/// The first bytes of `file`, at most [`FINGERPRINT_BYTES`].
+fn read_head(file: &File) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; FINGERPRINT_BYTES as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok(head)
+}
+
+/// Whether the file at `path` (with `key`) is the file of saved position `p`: same device (when
+/// saved) and inode, and first bytes matching the saved fingerprint (when saved).
+fn same_file(p: &Position, path: &Path, key: FileKey) -> bool {
+    if p.inode != key.ino || p.dev.is_some_and(|dev| dev != key.dev) {
+        return false;
+    }
+    match p.fingerprint {
+        None => true,
+        Some(fp) => File::open(path).and_then(|f| read_head(&f)).is_ok_and(|head| fp.matches(&head)),
     }
 }
 
@@ -593,6 +806,7 @@ mod tests {
             file_header: Some("file".into()),
             filegroup_header: Some("group".into()),
             ignored: Vec::new(),
+            once: false,
         };
         Tailer::new(vec![group], options, saved)
     }
@@ -625,6 +839,18 @@ mod tests {
         append(&path, " line\n");
         assert_eq!(drain(&mut t), ["partial line"]);
         assert_eq!(t.positions()[0].pos, 57 + 13);
+    }
+
+    #[test]
+    fn with_once_a_final_line_without_newline_is_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "one\ntwo");
+        let mut t = tailer(dir.path(), "*.log", HashMap::new(), false);
+        t.options.once = true;
+        assert_eq!(drain(&mut t), ["one", "two"]);
+        assert_eq!(t.positions()[0].pos, 7);
+        assert!(drain(&mut t).is_empty(), "nothing comes twice");
     }
 
     #[test]
@@ -677,7 +903,8 @@ mod tests {
         append(&a, "a1\na2\n");
         append(&b, "b1\n");
         let ino = std::fs::metadata(&a).unwrap().ino();
-        let saved = HashMap::from([(ino, Position { inode: ino, pos: 3, file: a.clone() })]);
+        let saved =
+            HashMap::from([(ino, Position { inode: ino, pos: 3, file: a.clone(), dev: None, fingerprint: None })]);
         let mut t = tailer(dir.path(), "*.log", saved, true);
         assert_eq!(drain(&mut t), ["a2"]);
         append(&b, "b2\n");
@@ -696,9 +923,89 @@ mod tests {
         let ino = std::fs::metadata(&path).unwrap().ino();
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         append(&path, "four\n");
-        let saved = HashMap::from([(ino, Position { inode: ino, pos: 4, file: path.clone() })]);
+        let saved =
+            HashMap::from([(ino, Position { inode: ino, pos: 4, file: path.clone(), dev: None, fingerprint: None })]);
         let mut t = tailer(dir.path(), "app.log", saved, false);
         assert_eq!(drain(&mut t), ["two", "three", "four"]);
+    }
+
+    /// logrotate's `copytruncate`: copy, then truncate in place.
+    fn copytruncate(path: &Path, to: &str) {
+        std::fs::copy(path, path.with_file_name(to)).unwrap();
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0).unwrap();
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_copytruncated_file_has_its_copy_finished_from_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "one\ntwo\n");
+        let mut t = tailer(dir.path(), "app.log", HashMap::new(), false);
+        assert_eq!(drain(&mut t), ["one", "two"]);
+        // Written after the last read: in the copy only once the file is truncated.
+        append(&path, "three\nfour\n");
+        copytruncate(&path, "app.log.1");
+        append(&path, "five\n");
+        assert_eq!(sorted(drain(&mut t)), ["five", "four", "three"]);
+        // Again, with the new contents past the old read position before the tailer looks.
+        append(&path, "six\n");
+        assert_eq!(drain(&mut t), ["six"]);
+        append(&path, "seven\n");
+        copytruncate(&path, "app.log.1");
+        append(&path, "eight, a line longer than everything read so far\n");
+        assert_eq!(sorted(drain(&mut t)), ["eight, a line longer than everything read so far", "seven"]);
+        assert_eq!(t.positions().len(), 1, "the copies are forgotten once read");
+    }
+
+    #[test]
+    fn a_file_copytruncated_while_stopped_has_its_copy_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "one\ntwo\nthree\n");
+        let md = std::fs::metadata(&path).unwrap();
+        let fp = Fingerprint::of(b"one\n");
+        let saved = HashMap::from([(
+            md.ino(),
+            Position { inode: md.ino(), pos: 4, file: path.clone(), dev: Some(md.dev()), fingerprint: Some(fp) },
+        )]);
+        copytruncate(&path, "app.log.1");
+        append(&path, "four, now longer than the saved position\n");
+        let mut t = tailer(dir.path(), "app.log", saved, false);
+        assert_eq!(sorted(drain(&mut t)), ["four, now longer than the saved position", "three", "two"]);
+    }
+
+    #[test]
+    fn a_new_file_on_a_saved_inode_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "new one\nnew two\n");
+        let md = std::fs::metadata(&path).unwrap();
+        // The saved position of a deleted file that had this inode, and other first bytes.
+        let old = Position {
+            inode: md.ino(),
+            pos: 8,
+            file: path.clone(),
+            dev: Some(md.dev()),
+            fingerprint: Some(Fingerprint::of(b"old one\n")),
+        };
+        let mut t = tailer(dir.path(), "app.log", HashMap::from([(md.ino(), old.clone())]), false);
+        assert_eq!(drain(&mut t), ["new one", "new two"]);
+        // Another device: not the same file either.
+        let other =
+            Position { dev: Some(md.dev() + 1), fingerprint: Some(Fingerprint::of(b"new one\n")), ..old.clone() };
+        let mut t = tailer(dir.path(), "app.log", HashMap::from([(md.ino(), other)]), false);
+        assert_eq!(drain(&mut t), ["new one", "new two"]);
+        // The same file: resumed.
+        let same = Position { fingerprint: Some(Fingerprint::of(b"new one\n")), ..old };
+        let mut t = tailer(dir.path(), "app.log", HashMap::from([(md.ino(), same)]), false);
+        assert_eq!(drain(&mut t), ["new two"]);
+        let p = &t.positions()[0];
+        assert_eq!((p.dev, p.fingerprint), (Some(md.dev()), Some(Fingerprint::of(b"new one\nnew two\n"))));
     }
 
     #[test]
