@@ -347,7 +347,11 @@ impl AckedStream {
     /// Connects to the agent's Netcat source at `addr` (retrying while it starts) and starts
     /// sending `lines[from..]`.
     pub fn open(flumen: &mut Flumen, addr: SocketAddr, lines: Arc<Vec<String>>, from: usize) -> AckedStream {
-        let stream = flumen.connect(addr, Duration::from_secs(120));
+        AckedStream::over(flumen.connect(addr, Duration::from_secs(120)), lines, from)
+    }
+
+    /// As [`AckedStream::open`], over a connection already made.
+    pub fn over(stream: TcpStream, lines: Arc<Vec<String>>, from: usize) -> AckedStream {
         stream.set_read_timeout(Some(Duration::from_millis(100))).expect("set a read timeout");
         let reader = stream.try_clone().expect("clone the connection");
         let sent_all = Arc::new(AtomicBool::new(false));
