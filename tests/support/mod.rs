@@ -7,6 +7,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The shipped Loghub samples.
@@ -126,15 +129,31 @@ pub struct Flumen {
 impl Flumen {
     /// Starts `flumen <args>` with its stderr in `log`.
     pub fn start(args: &[&str], log: &Path) -> Flumen {
+        Flumen::start_under(&[], args, log)
+    }
+
+    /// Starts `<wrapper...> flumen <args>` (e.g. `fiu-run -x ...`) with its stderr in `log`; with
+    /// an empty `wrapper`, as [`Flumen::start`]. The wrapper must `exec` flumen, so that the
+    /// process signalled and waited for is flumen's.
+    pub fn start_under(wrapper: &[&str], args: &[&str], log: &Path) -> Flumen {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        let bin = env!("CARGO_BIN_EXE_flumen");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(args)
             .env("FLUMEN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
-            .expect("start flumen");
+            .unwrap_or_else(|e| panic!("start {wrapper:?} flumen: {e}"));
         Flumen { child, log: log.to_path_buf() }
     }
 
@@ -164,11 +183,11 @@ impl Flumen {
         let mut reader = stream.try_clone().expect("clone the connection");
         let payload = joined(lines);
         let sender = std::thread::spawn(move || stream.write_all(&payload));
-        let (mut acked, mut buf) = (0, [0u8; 8192]);
-        while acked < lines.len() {
+        let (mut acks, mut buf) = (Acks::default(), [0u8; 8192]);
+        while acks.count < lines.len() {
             let n = reader.read(&mut buf).expect("acknowledgements arrive");
-            assert!(n > 0, "the agent closed the connection after {acked} acknowledgements");
-            acked += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            assert!(n > 0, "the agent closed the connection after {} acknowledgements", acks.count);
+            acks.feed(&buf[..n]).unwrap_or_else(|e| panic!("{e}"));
         }
         sender.join().expect("sender thread").expect("every line sent");
     }
@@ -212,15 +231,17 @@ impl Flumen {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The process's peak resident set size (VmHWM) in KiB.
+    /// The process's peak resident set size (VmHWM) in KiB; panics when `/proc/<pid>/status` cannot
+    /// be read or holds no `VmHWM` (a memory check must not pass on a value it could not measure).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("{path} has no readable VmHWM line:\n{status}"))
     }
 }
 
@@ -262,4 +283,201 @@ pub fn joined(lines: &[String]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// Counts a Netcat source's acknowledgements as they arrive: every line must be exactly `OK\n`;
+/// anything else (an error text, a stray byte, a line cut by a closed connection) is an error.
+#[derive(Debug, Default)]
+pub struct Acks {
+    /// Complete `OK\n` lines seen.
+    pub count: usize,
+    /// The bytes of the line being received.
+    pending: Vec<u8>,
+}
+
+impl Acks {
+    /// Takes the next `bytes` read from the connection.
+    ///
+    /// # Errors
+    /// A description of the first line that is not `OK`, with the count before it.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        for &b in bytes {
+            self.pending.push(b);
+            if b == b'\n' {
+                if self.pending != b"OK\n" {
+                    return Err(self.unexpected());
+                }
+                self.count += 1;
+                self.pending.clear();
+            } else if self.pending.len() >= 3 || !b"OK".starts_with(&self.pending) {
+                return Err(self.unexpected());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a line was begun and not finished (a connection must not end there).
+    pub fn is_partial(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn unexpected(&self) -> String {
+        format!(
+            "after {} acknowledgements the agent answered {:?}, not \"OK\\n\"",
+            self.count,
+            String::from_utf8_lossy(&self.pending)
+        )
+    }
+}
+
+/// One connection streaming `lines[from..]` to a Netcat source with `ack_every_event: true`,
+/// written by a thread while the acknowledgements are read here. Lines `[from, acked())` are
+/// acknowledged (each `OK` answers one line, in order, after its put committed).
+pub struct AckedStream {
+    reader: TcpStream,
+    acks: Acks,
+    writer: Option<JoinHandle<()>>,
+    sent_all: Arc<AtomicBool>,
+    /// The index of the first line this connection sends.
+    pub from: usize,
+    ended: bool,
+}
+
+impl AckedStream {
+    /// Connects to the agent's Netcat source at `addr` (retrying while it starts) and starts
+    /// sending `lines[from..]`.
+    pub fn open(flumen: &mut Flumen, addr: SocketAddr, lines: Arc<Vec<String>>, from: usize) -> AckedStream {
+        AckedStream::over(flumen.connect(addr, Duration::from_secs(120)), lines, from)
+    }
+
+    /// As [`AckedStream::open`], over a connection already made.
+    pub fn over(stream: TcpStream, lines: Arc<Vec<String>>, from: usize) -> AckedStream {
+        stream.set_read_timeout(Some(Duration::from_millis(100))).expect("set a read timeout");
+        let reader = stream.try_clone().expect("clone the connection");
+        let sent_all = Arc::new(AtomicBool::new(false));
+        let done = sent_all.clone();
+        let writer = std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = Vec::with_capacity(1 << 20);
+            for chunk in lines[from..].chunks(4096) {
+                buf.clear();
+                for l in chunk {
+                    buf.extend_from_slice(l.as_bytes());
+                    buf.push(b'\n');
+                }
+                if stream.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+            if stream.shutdown(std::net::Shutdown::Write).is_ok() {
+                done.store(true, Ordering::SeqCst);
+            }
+        });
+        AckedStream { reader, acks: Acks::default(), writer: Some(writer), sent_all, from, ended: false }
+    }
+
+    /// One past the last acknowledged line.
+    pub fn acked(&self) -> usize {
+        self.from + self.acks.count
+    }
+
+    /// Whether the writer is still writing (it has not handed every line to the socket).
+    pub fn still_sending(&self) -> bool {
+        !self.sent_all.load(Ordering::SeqCst)
+    }
+
+    /// Whether the agent closed the connection (or it failed).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Reads acknowledgements until `stop(acked())` holds, the connection ends or `timeout`
+    /// passes; answers `acked()`. Panics on an answer other than `OK\n`.
+    pub fn read_until(&mut self, timeout: Duration, mut stop: impl FnMut(usize) -> bool) -> usize {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 * 1024];
+        while !self.ended && !stop(self.acked()) && Instant::now() < deadline {
+            match self.reader.read(&mut buf) {
+                Ok(0) => self.ended = true,
+                Ok(n) => self.acks.feed(&buf[..n]).unwrap_or_else(|e| panic!("{e}")),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => self.ended = true,
+            }
+        }
+        self.acked()
+    }
+
+    /// Waits for the writer thread (it ends when every line is written or the connection broke).
+    pub fn finish(mut self) -> usize {
+        let _ = self.reader.shutdown(std::net::Shutdown::Both);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.acked()
+    }
+}
+
+/// A line index of `lines` (each line unique), for checking output against input.
+pub fn line_index(lines: &[String]) -> std::collections::HashMap<&str, usize> {
+    let index: std::collections::HashMap<&str, usize> =
+        lines.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    assert_eq!(index.len(), lines.len(), "input lines are unique");
+    index
+}
+
+/// What the output holds compared with the input lines.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// How often each input line is in the output.
+    pub seen: Vec<u32>,
+    /// Complete output lines that are no input line (torn or foreign).
+    pub torn: Vec<String>,
+    /// Files whose last line has no LF (a write cut by a kill).
+    pub partial_files: usize,
+}
+
+impl Delivery {
+    /// Reads every output file under `dir` and counts each line of `lines` (indexed by `index`).
+    pub fn read(dir: &Path, lines: &[String], index: &std::collections::HashMap<&str, usize>) -> Delivery {
+        let (out, partial_files) = output_lines(dir);
+        let mut seen = vec![0u32; lines.len()];
+        let mut torn = Vec::new();
+        for l in out {
+            match index.get(l.as_str()) {
+                Some(&i) => seen[i] += 1,
+                None => torn.push(l),
+            }
+        }
+        Delivery { seen, torn, partial_files }
+    }
+
+    /// Indexes below `acked` that never arrived.
+    pub fn lost(&self, acked: usize) -> Vec<usize> {
+        (0..acked).filter(|&i| self.seen[i] == 0).collect()
+    }
+
+    /// Extra copies in all.
+    pub fn duplicates(&self) -> usize {
+        self.seen.iter().map(|&c| c.saturating_sub(1) as usize).sum()
+    }
+
+    /// Line numbers delivered more than once, as coalesced ranges `a..b` (at most `max` shown).
+    pub fn duplicate_ranges(&self, max: usize) -> String {
+        ranges(self.seen.iter().enumerate().filter(|(_, &c)| c > 1).map(|(i, _)| i), max)
+    }
+}
+
+/// `indexes` (ascending) as coalesced ranges `a..b`, at most `max` of them shown.
+pub fn ranges(indexes: impl IntoIterator<Item = usize>, max: usize) -> String {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for i in indexes {
+        match out.last_mut() {
+            Some((_, end)) if *end == i => *end = i + 1,
+            _ => out.push((i, i + 1)),
+        }
+    }
+    let shown: Vec<String> = out.iter().take(max).map(|(a, b)| format!("{a}..{b}")).collect();
+    let more = out.len().saturating_sub(max);
+    format!("[{}]{}", shown.join(", "), if more > 0 { format!(" and {more} more ranges") } else { String::new() })
 }

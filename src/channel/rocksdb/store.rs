@@ -46,7 +46,7 @@ pub(super) struct Opened {
 /// [`ChannelError::Storage`] when RocksDB cannot open the directory (in use by another process,
 /// unreadable, corrupt) or a key is not a sequence number.
 pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
-    std::fs::create_dir_all(dir).map_err(|e| ChannelError::Storage(format!("create {}: {e}", dir.display())))?;
+    create_dir_durably(dir).map_err(|e| ChannelError::Storage(format!("create {}: {e}", dir.display())))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.set_compression_type(DBCompressionType::None);
@@ -71,6 +71,19 @@ pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
     }
     let next_seq = keys.last().map_or(0, |k| k + 1);
     Ok(Opened { db: Arc::new(db), queue: QueueState::from_keys(keys), next_seq })
+}
+
+/// Creates `dir` and its missing parents, and fsyncs the directory holding each one it created:
+/// RocksDB syncs the files and entries inside `dir`, but without this a power cut can take away a
+/// new `dir` itself, and every event acknowledged in it.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads the events numbered `ranges`, in order, each range with one bounded iterator.
