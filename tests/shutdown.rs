@@ -170,16 +170,17 @@ fn open_connections(addr: SocketAddr, connections: usize) -> Vec<Connection> {
         .collect()
 }
 
-fn netcat_memory_topology(dir: &Path, port: u16) -> std::path::PathBuf {
+fn netcat_memory_topology(dir: &Path, port: u16, monitoring: u16) -> std::path::PathBuf {
     let path = dir.join("load.ron");
     write_file(
         &path,
         &format!(
             r#"Topology(
     agent: "load",
+    monitoring: Some(Http(bind: "127.0.0.1:{monitoring}")),
     sources: {{ "r1": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536), channels: ["c1"]) }},
     channels: {{ "c1": Memory(capacity: 200000, transaction_capacity: 10000) }},
-    sinks: {{ "k1": (kind: FileRoll(dir: "out"), channel: "c1", batch_size: 100) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "out", sync: true), channel: "c1", batch_size: 100) }},
 )"#
         ),
     );
@@ -187,14 +188,15 @@ fn netcat_memory_topology(dir: &Path, port: u16) -> std::path::PathBuf {
 }
 
 /// Streams from 8 connections into a `Memory` channel without a pause, sends `signal` once
-/// 40,000 lines are acknowledged (the clients go on writing), and answers (acknowledged,
+/// 40,000 lines are acknowledged and the channel holds 2,000 of them (the clients go on
+/// writing), and answers (acknowledged,
 /// acknowledged and missing from the output).
 fn stop_under_load(signal: i32) -> (u64, u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = netcat_memory_topology(tmp.path(), port);
+    let (port, monitoring) = (free_port(), free_port());
+    let path = netcat_memory_topology(tmp.path(), port, monitoring);
     let mut flumen = Flumen::start(
-        &["run", "--quiet", "--drain-timeout", "2s", path.to_str().unwrap()],
+        &["run", "--quiet", "--drain-timeout", "60s", path.to_str().unwrap()],
         &tmp.path().join("flumen.log"),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -202,6 +204,9 @@ fn stop_under_load(signal: i32) -> (u64, u64) {
     let conns = open_connections(addr, 8);
     let acked = || conns.iter().map(|c| c.acked.load(Ordering::SeqCst)).sum::<u64>();
     wait_for(Duration::from_secs(120), || acked() >= 40_000, || format!("{} lines acknowledged", acked()));
+    // The sink (an fsync per 100 events) lags behind: the channel holds acknowledged events.
+    let held = || metric(format!("127.0.0.1:{monitoring}").parse().unwrap(), "CHANNEL.c1", "ChannelSize").unwrap_or(0);
+    wait_for(Duration::from_secs(120), || held() >= 2_000, || format!("the channel holds {} events", held()));
     assert!(acked() < (8 * MAX_PER_CONNECTION) as u64 / 2, "the signal must land while the lines stream");
     flumen.signal(signal);
     let (code, _) = flumen.child.wait_with_output_timeout(Duration::from_secs(60));

@@ -1,18 +1,17 @@
 //! SpoolDir on real Loghub files: through a whole agent (SpoolDir -> Memory -> FileRoll), and
 //! through the real `flumen` binary killed with SIGKILL mid-file (SpoolDir -> RocksDb -> FileRoll).
 
-#[path = "common/files.rs"]
-mod files;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use files::{
-    assert_same_lines, differences, drop_in, lines_of, loghub, loghub_lines, output_lines, ron_path, wait_blocking,
-    wait_for_lines, wait_until,
-};
 use flumen::agent::{self, AgentOptions, RunningAgent};
+use support::files::{
+    self, assert_same_lines, differences, drop_in, lines_of, loghub, loghub_lines, output_lines, ron_path,
+    wait_blocking, wait_for_lines, wait_until,
+};
 
 const LOGHUB: [&str; 5] = ["Apache_2k.log", "HDFS_2k.log", "Linux_2k.log", "OpenSSH_2k.log", "Zookeeper_2k.log"];
 

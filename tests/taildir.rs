@@ -1,15 +1,16 @@
 //! Taildir on real files with real Loghub lines, through a whole agent: Taildir -> Memory ->
 //! FileRoll. Rotation, truncation, restarts, new files and the position file.
 
-#[path = "common/files.rs"]
-mod files;
+mod support;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use files::{append, assert_same_lines, loghub_lines, output_lines, ron_path, text, wait_for_lines, wait_until};
 use flumen::agent::{self, AgentOptions, RunningAgent};
+use support::files::{
+    append, assert_same_lines, loghub_lines, output_lines, ron_path, text, wait_for_lines, wait_until,
+};
 
 /// A test's folders: `logs/` (tailed), `state/` (position file), `out*/` (FileRoll output).
 struct Setup {

@@ -24,7 +24,7 @@ const LINES: usize = 300_000;
 const MIN_KILLS: usize = 10;
 const MAX_KILLS: usize = 40;
 /// Output bytes (of the `FileRoll` sink) each run writes before its kill point.
-const STEP_BYTES: u64 = 1_000_000;
+const STEP_BYTES: u64 = 500_000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn read_log(p: &Path) -> String {
@@ -144,8 +144,8 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
             std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
         } else {
             // Aim at a write in progress: kill as soon as a file being written ends mid-line
-            // (for at most 2 s; then anyway).
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            // (for at most 300 ms; then anyway).
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
             // Until an Hdfs file was caught mid-line, aim at Hdfs.
             let targets: &[&Path] = if raw_torn_hdfs == 0 { &[&hdfs] } else { &[&fileroll, &hdfs, &flume_style] };
             while std::time::Instant::now() < deadline && !writing(targets) {

@@ -2,6 +2,8 @@
 //! and reading rolled output files.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,6 +1,6 @@
-//! Input and output files for the file source tests: Loghub samples, FileRoll output folders,
-//! line multisets, and waiting for a condition with a deadline.
-#![allow(dead_code)]
+//! What the in-process file source tests (`Taildir`, `SpoolDir` run as a library agent) use: one
+//! Loghub sample at a time, flat FileRoll output folders, line differences, and waiting inside the
+//! agent's runtime.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,7 +12,7 @@ pub const DEADLINE: Duration = Duration::from_secs(120);
 
 /// A shipped Loghub sample, e.g. `loghub("Apache_2k.log")`.
 pub fn loghub(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/data/loghub").join(name);
+    let path = super::loghub_dir().join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
