@@ -539,3 +539,59 @@ fn salvage_offline_reports_the_counts() {
     let again = run(&["channel", "salvage", dir.to_str().unwrap()]);
     assert!(again.contains("no damage found"), "the salvaged directory is healthy: {again}");
 }
+
+#[test]
+fn a_poison_value_is_dead_lettered_and_the_events_behind_it_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let written = fill(tmp.path(), "poison", 1000, false);
+    let dir = tmp.path().join("data/c1");
+    // Poison one stored value: a header count the value cannot hold.
+    let poison = b"\xff\xff\xff\x7f not an event".to_vec();
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &dir).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &dir, &cfs).unwrap();
+        let key = 500u64.to_be_bytes();
+        let original = db.get(key).unwrap().expect("event 500 is stored");
+        assert!(flumen::event::Event::decode(&mut bytes::Bytes::from(original)).is_ok());
+        // Negative control: the poison really does not decode.
+        assert!(flumen::event::Event::decode(&mut bytes::Bytes::from(poison.clone())).is_err());
+        db.put(key, &poison).unwrap();
+        db.flush().unwrap();
+    }
+    let mut run = Run::start(tmp.path(), &[]);
+    run.second_flow_delivers();
+    wait_for(
+        Duration::from_secs(60),
+        || run.delivered1().len() >= 999,
+        || format!("{} of 999 events delivered; log:\n{}", run.delivered1().len(), run.log()),
+    );
+    let delivered: BTreeSet<String> = run.delivered1().into_iter().collect();
+    let lost: Vec<&String> = written.iter().filter(|l| !delivered.contains(*l)).collect();
+    assert_eq!(lost.len(), 1, "only the poisoned event is missing: {lost:?}");
+    assert!(lost[0].starts_with("poison 500 "), "{lost:?}");
+    assert_eq!(run.metric("EventDeadLetterCount"), 1);
+    assert_eq!(run.metric("RestartCount"), 0, "the channel goes on");
+    let log = run.log();
+    assert!(log.lines().any(|l| l.contains("dead-letter store") && l.contains("seq=500")), "logged:\n{log}");
+    assert_eq!(run.agent.terminate(Duration::from_secs(60)), Some(0));
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = cli(&["channel", "dead-letters", dir.to_str().unwrap()]);
+    eprintln!("{listing}");
+    let row = listing.lines().find(|l| l.trim_start().starts_with("500 ")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(row.contains(&poison.len().to_string()) && row.contains("does not decode"), "{row}");
+    assert!(listing.contains("1 dead letters"), "{listing}");
+    let out = tmp.path().join("dead.jsonl");
+    cli(&["channel", "export-dead-letters", dir.to_str().unwrap(), out.to_str().unwrap()]);
+    let exported: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0]["seq"], 500);
+    let hex: String = poison.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(exported[0]["value_hex"], hex.as_str(), "the stored bytes, kept");
+}
