@@ -432,7 +432,7 @@ mod tests {
         let mut opts = ::rocksdb::Options::default();
         opts.create_if_missing(true);
         let _held = ::rocksdb::DB::open(&opts, dir.path()).unwrap();
-        let e = ::rocksdb::DB::open(&opts, dir.path()).err().expect("the second open fails");
+        let Err(e) = ::rocksdb::DB::open(&opts, dir.path()) else { panic!("the second open fails") };
         assert_eq!(StorageErrorKind::of_rocksdb(&e), StorageErrorKind::Lock, "{e}");
         let e = ChannelError::rocksdb(dir.path(), &e);
         assert!(e.to_string().contains("LOCK") && e.to_string().contains("lock held"), "status and kind kept: {e}");

@@ -104,7 +104,7 @@ pub(crate) fn missing_current(dir: &Path) -> bool {
     if dir.join("CURRENT").exists() {
         return false;
     }
-    std::fs::read_dir(dir).map_or(false, |entries| {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
@@ -179,7 +179,7 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOut
     let mut dead = WriteBatch::default();
     for r in ranges {
         let mut expected = r.start;
-        let scanned = salvage::scan(db, None, &key(r.start), &key(r.end), |entry| {
+        salvage::scan(db, None, &key(r.start), &key(r.end), |entry| {
             match entry {
                 salvage::Entry::Value(k, v) => {
                     if k != key(expected) {
@@ -214,7 +214,6 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOut
             }
             Ok(())
         })?;
-        let _ = scanned;
         if expected != r.end {
             return Err(ChannelError::storage(
                 StorageErrorKind::Corruption,
