@@ -246,7 +246,8 @@ fn damaged_copies(tmp: &Path) -> Vec<PathBuf> {
 /// Runs the two-flow agent on the damaged "c1" and checks the salvage: reported in the log
 /// (channel, directory, damaged copy, count) and the metrics, the damaged original kept byte for
 /// byte, the salvaged events delivered, the second flow delivering, no panic, no restarts.
-/// Answers the number of events salvaged.
+/// Answers the number of events salvaged; the indices of the written lines not delivered are
+/// left in `LOST`.
 fn salvage_run(tmp: &Path, written: &[String], damaged_files: &[(String, Vec<u8>)]) -> u64 {
     let mut run = Run::start(tmp, &[]);
     run.second_flow_delivers();
@@ -284,6 +285,11 @@ fn salvage_run(tmp: &Path, written: &[String], damaged_files: &[(String, Vec<u8>
     let delivered = run.delivered1();
     assert!(delivered.iter().all(|l| written_set.contains(l.as_str())), "only written lines come out");
     assert_eq!(delivered.iter().collect::<BTreeSet<_>>().len() as u64, salvaged, "each salvaged event once");
+    let got: BTreeSet<&str> = delivered.iter().map(String::as_str).collect();
+    LOST.with(|l| {
+        *l.borrow_mut() =
+            written.iter().enumerate().filter(|(_, w)| !got.contains(w.as_str())).map(|(i, _)| i).collect()
+    });
     run.second_flow_delivers();
     assert_eq!(run.metric("RestartCount"), 0, "no restarts");
     assert_eq!(run.metric("ChannelFailed"), 0);
@@ -295,6 +301,18 @@ fn salvage_run(tmp: &Path, written: &[String], damaged_files: &[(String, Vec<u8>
     let exit = run.agent.terminate(Duration::from_secs(60));
     assert_eq!(exit, Some(0));
     salvaged
+}
+
+thread_local! {
+    static LOST: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether the lost lines are one contiguous run (what one damaged write batch held).
+fn lost_is_one_run() -> (usize, bool) {
+    LOST.with(|l| {
+        let l = l.borrow();
+        (l.len(), l.is_empty() || l[l.len() - 1] - l[0] + 1 == l.len())
+    })
 }
 
 fn snapshot(dir: &Path, names: &[&Path]) -> Vec<(String, Vec<u8>)> {
@@ -348,6 +366,11 @@ fn flipped_bytes_in_the_wal_are_detected_and_the_records_after_them_salvaged() {
     // lost, the records after it are not.
     assert!(salvaged > control, "more than the old open finds");
     assert!(salvaged >= written.len() as u64 * 2 / 3, "the records after the damage are salvaged: {salvaged}");
+    let (lost, one_run) = lost_is_one_run();
+    eprintln!("WAL flip: {lost} events lost, one contiguous run: {one_run}");
+    assert!(one_run, "only the damaged write batch is lost");
+    let last_lost = LOST.with(|l| l.borrow().last().copied());
+    assert!(last_lost.is_some_and(|i| i + 1 < written.len()), "the batches after the damage are salvaged");
 }
 
 #[test]
