@@ -32,6 +32,8 @@ fn rocks_config(dir: &Path, sync: bool) -> RocksDbConfig {
         sync,
         cache_events: 100_000,
         keep_alive: Duration::from_secs(3),
+        max_bytes: None,
+        min_free_bytes: 0,
     }
 }
 
@@ -76,7 +78,7 @@ fn channels(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().expect("temp dir");
                 actix_rt::System::new().block_on(async {
-                    let ch = rocksdb::start("c1", rocks_config(dir.path(), sync), Metrics::new().channel("c1"))
+                    let ch = rocksdb::start("c1", rocks_config(dir.path(), sync), Metrics::new().channel("c1"), true)
                         .await
                         .unwrap();
                     let took = cycle(&ch, &batch, iters, writers).await;
@@ -107,7 +109,7 @@ fn churn(c: &mut Criterion) {
             let ch = sys.block_on(async {
                 let mut config = rocks_config(dir.path(), false);
                 config.cache_events = 1;
-                let ch = rocksdb::start("c1", config, Metrics::new().channel("c1")).await.unwrap();
+                let ch = rocksdb::start("c1", config, Metrics::new().channel("c1"), true).await.unwrap();
                 cycle(&ch, &batch, churned, 1).await;
                 ch
             });

@@ -36,18 +36,22 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
     /// Show progress on stderr while running (a live line on a terminal, a log line otherwise).
     pub progress: bool,
+    /// Fail to start when a channel cannot open (`flumen run --strict`). Default `false`: the
+    /// agent starts, the failed channel is reported, back-pressures its sources and retries opening
+    /// with backoff while the other flows run.
+    pub strict: bool,
 }
 
 impl Default for AgentOptions {
     fn default() -> Self {
-        AgentOptions { once: false, drain_timeout: Duration::from_secs(10), progress: false }
+        AgentOptions { once: false, drain_timeout: Duration::from_secs(10), progress: false, strict: false }
     }
 }
 
 /// Why an agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// A channel could not be opened.
+    /// A channel could not be opened (only with [`AgentOptions::strict`]).
     #[error("channel \"{name}\": {source}")]
     Channel {
         /// The channel's name.
@@ -96,7 +100,8 @@ pub struct RunningAgent {
 /// Starts every component of `topology`. Must be called inside a running actix `System`.
 ///
 /// # Errors
-/// When a channel cannot be opened, a component cannot be built, or monitoring cannot listen.
+/// When a component cannot be built, monitoring cannot listen, or (with
+/// [`AgentOptions::strict`]) a channel cannot be opened.
 pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningAgent, AgentError> {
     let metrics = Metrics::new();
     let mut channels = BTreeMap::new();
@@ -104,7 +109,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
         let counters = metrics.channel(name);
         let handle = match config {
             ChannelConfig::Memory(c) => ChannelHandle::new(name, MemoryChannel::new(c.clone(), counters).start()),
-            ChannelConfig::RocksDb(c) => crate::channel::rocksdb::start(name, c.clone(), counters)
+            ChannelConfig::RocksDb(c) => crate::channel::rocksdb::start(name, c.clone(), counters, options.strict)
                 .await
                 .map_err(|source| AgentError::Channel { name: name.clone(), source })?,
         };
@@ -483,6 +488,24 @@ impl std::fmt::Display for Summary {
                 g("EventRollbackCount"),
                 g("ChannelSize")
             )?;
+            if g("ChannelFailed") > 0 {
+                writeln!(
+                    f,
+                    "{:<22} FAILED: its storage did not open ({} failed attempts); see the log",
+                    "",
+                    g("ChannelOpenFailureCount")
+                )?;
+            }
+            if g("ChannelDamagedCount") > 0 || g("EventDeadLetterCount") > 0 {
+                writeln!(
+                    f,
+                    "{:<22} damaged {} times: {} events salvaged, {} dead-lettered; see the log for the damaged copies",
+                    "",
+                    g("ChannelDamagedCount"),
+                    g("ChannelSalvagedCount"),
+                    g("EventDeadLetterCount")
+                )?;
+            }
         }
         writeln!(f, "{:<22} {:>10} {:>10} {:>9}  output", "", "delivered", "batches", "restarts")?;
         for (key, _) in self.components.iter().filter(|(k, _)| k.starts_with("SINK.")) {

@@ -30,6 +30,10 @@ enum Command {
         /// Do not show progress on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Exit (status 1, naming the channel) when a channel cannot open, instead of starting
+        /// the other flows and retrying the channel.
+        #[arg(long)]
+        strict: bool,
         /// The topology file (RON).
         topology: PathBuf,
     },
@@ -38,6 +42,90 @@ enum Command {
         /// The topology file (RON).
         topology: PathBuf,
     },
+    /// Inspect or mend a RocksDb channel's directory while no agent runs it.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Set a damaged directory aside (DIR.damaged-<UTC time>) and salvage what is readable into a
+    /// fresh DIR, as the agent does when it opens the channel; print the counts. Exit 0 (also when
+    /// there was no damage), 1 when it cannot (LOCK held by a running agent, ...).
+    Salvage {
+        /// The channel's `dir`.
+        dir: PathBuf,
+    },
+    /// List the dead letters (values that could not be read or decoded): sequence, size, reason.
+    DeadLetters {
+        /// The channel's `dir`.
+        dir: PathBuf,
+    },
+    /// Write the dead letters to OUT as JSON Lines: {"seq", "reason", "size", "value_hex"}.
+    ExportDeadLetters {
+        /// The channel's `dir`.
+        dir: PathBuf,
+        /// The file to write.
+        out: PathBuf,
+    },
+}
+
+fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
+    use flumen::channel::rocksdb as ch;
+    use std::io::Write as _;
+    match command {
+        ChannelCommand::Salvage { dir } => match ch::salvage_dir(&dir)? {
+            None => println!("{}: no damage found; nothing changed", dir.display()),
+            Some((report, held)) => {
+                println!("{}: damaged ({})", dir.display(), report.cause);
+                println!("salvaged: {} events (the channel now holds {held})", report.salvaged);
+                println!("dead-lettered: {}", report.dead_lettered);
+                for span in &report.unreadable {
+                    println!("unreadable: {span}");
+                }
+                println!("damaged original kept at: {}", report.damaged_copy.display());
+                if report.repaired {
+                    println!("RocksDB repair rebuilt the copy's MANIFEST before reading it");
+                }
+            }
+        },
+        ChannelCommand::DeadLetters { dir } => {
+            let letters = ch::dead_letters(&dir)?;
+            println!("{:>20} {:>10}  reason", "seq", "bytes");
+            for l in &letters {
+                let seq = l.seq().map_or_else(|| format!("0x{}", hex(&l.key)), |s| s.to_string());
+                println!("{seq:>20} {:>10}  {}", l.value.len(), l.reason);
+            }
+            println!("{} dead letters", letters.len());
+        }
+        ChannelCommand::ExportDeadLetters { dir, out } => {
+            let letters = ch::dead_letters(&dir)?;
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+            for l in &letters {
+                let line = serde_json::json!({
+                    "seq": l.seq(),
+                    "key_hex": hex(&l.key),
+                    "reason": l.reason,
+                    "size": l.value.len(),
+                    "value_hex": hex(&l.value),
+                });
+                writeln!(file, "{line}")?;
+            }
+            file.flush()?;
+            println!("{} dead letters written to {}", letters.len(), out.display());
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn main() -> ExitCode {
@@ -63,7 +151,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { once, drain_timeout, quiet, topology } => {
+        Command::Channel { command } => match channel_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flumen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { once, drain_timeout, quiet, strict, topology } => {
             let t = match topology::load(&topology) {
                 Ok(t) => t,
                 Err(errors) => {
@@ -71,7 +166,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = AgentOptions { once, drain_timeout, progress: !quiet };
+            let options = AgentOptions { once, drain_timeout, progress: !quiet, strict };
             let system = actix_rt::System::new();
             match system.block_on(agent::run(t, options)) {
                 Ok(summary) => {

@@ -104,6 +104,18 @@ counter_set!(
         disk_bytes => "DiskBytes",
         /// Times the supervisor restarted this channel.
         restarts => "RestartCount",
+        /// Times the channel's storage was found damaged when it opened (RocksDb only); each is
+        /// set aside as `DIR.damaged-<UTC time>` and salvaged.
+        damaged => "ChannelDamagedCount",
+        /// Events copied out of damaged directories into the channel by salvages (RocksDb only).
+        salvaged => "ChannelSalvagedCount",
+        /// Stored values moved to the dead-letter store because they could not be read or decoded
+        /// (RocksDb only; by salvages and by takes).
+        dead_letter => "EventDeadLetterCount",
+        /// Failed attempts to open the channel's storage (RocksDb only; retried with backoff).
+        open_failures => "ChannelOpenFailureCount",
+        /// 1 while the channel's storage is not open (failed, retrying), else 0; a gauge.
+        failed => "ChannelFailed",
     }
 );
 

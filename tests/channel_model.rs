@@ -170,8 +170,10 @@ proptest! {
                 sync: false,
                 cache_events: cache,
                 keep_alive: Duration::from_millis(5),
+                max_bytes: None,
+                min_free_bytes: 0,
             };
-            Box::pin(async move { rocksdb::start("c1", config, Metrics::new().channel("c1")).await.unwrap() })
+            Box::pin(async move { rocksdb::start("c1", config, Metrics::new().channel("c1"), true).await.unwrap() })
         }));
     }
 }

@@ -135,8 +135,10 @@ fn failing_and_panicking_sink_over_rocksdb_channel_loses_nothing() {
             sync: false,
             cache_events: 500,
             keep_alive: Duration::from_secs(3),
+            max_bytes: None,
+            min_free_bytes: 0,
         };
-        let channel = rocksdb::start("c1", config, metrics.channel("c1")).await.unwrap();
+        let channel = rocksdb::start("c1", config, metrics.channel("c1"), true).await.unwrap();
         run(channel, tmp.path().join("out"), metrics).await;
     });
 }

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod rocksdb;
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -42,12 +43,128 @@ pub enum ChannelError {
     /// lost in a channel restart, after which its events are available again).
     #[error("unknown transaction {0}")]
     UnknownTxn(TxnId),
-    /// The storage failed (RocksDb I/O error); the actor restarts.
-    #[error("channel storage failed: {0}")]
-    Storage(String),
+    /// The storage failed; `kind` says how (the reactions depend on it: a full disk refuses puts,
+    /// corruption sets the directory aside and salvages it, a held lock is retried).
+    #[error("channel storage at {} failed ({kind}): {status}", path.display())]
+    Storage {
+        /// What kind of failure.
+        kind: StorageErrorKind,
+        /// The file or directory concerned (the channel's directory when RocksDB names none).
+        path: PathBuf,
+        /// The storage's own words: the RocksDB status (`"IO error: ..."`, `"Corruption: ..."`)
+        /// or the OS error.
+        status: String,
+    },
     /// The channel actor is gone or closing.
     #[error("channel is closed")]
     Closed,
+}
+
+/// How a channel's storage failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageErrorKind {
+    /// The file system is full (`ENOSPC`, RocksDB's "No space left on device").
+    NoSpace,
+    /// Stored data failed a checksum or does not parse (RocksDB `Corruption`, a torn or flipped
+    /// WAL record, a garbage MANIFEST, a missing CURRENT beside data files, an undecodable event).
+    Corruption,
+    /// Another process (or another channel of this one) holds the database's `LOCK` file.
+    Lock,
+    /// The OS refused access (`EACCES`, `EPERM`, `EROFS`).
+    PermissionDenied,
+    /// Any other I/O failure.
+    Io,
+    /// The storage refused a request as invalid (RocksDB `InvalidArgument`, `NotSupported`, ...).
+    Invalid,
+}
+
+impl std::fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageErrorKind::NoSpace => "no space",
+            StorageErrorKind::Corruption => "corruption",
+            StorageErrorKind::Lock => "lock held",
+            StorageErrorKind::PermissionDenied => "permission denied",
+            StorageErrorKind::Io => "I/O",
+            StorageErrorKind::Invalid => "invalid",
+        })
+    }
+}
+
+impl StorageErrorKind {
+    /// The kind of a RocksDB status, from its code ([`::rocksdb::Error::kind`]) and, for I/O
+    /// errors, the OS error RocksDB quotes ("No space left on device", "Resource temporarily
+    /// unavailable" on `LOCK`, "Permission denied", ...).
+    pub fn of_rocksdb(e: &::rocksdb::Error) -> Self {
+        Self::of_status(e.kind(), e.as_ref())
+    }
+
+    /// The kind of a RocksDB status given as its code and its words.
+    pub fn of_status(code: ::rocksdb::ErrorKind, status: &str) -> Self {
+        use ::rocksdb::ErrorKind as K;
+        match code {
+            K::Corruption => StorageErrorKind::Corruption,
+            K::InvalidArgument | K::NotSupported | K::NotFound => StorageErrorKind::Invalid,
+            _ => Self::of_message(status),
+        }
+    }
+
+    /// The kind an OS error stands for.
+    pub fn of_io(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StorageErrorKind::NoSpace,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => StorageErrorKind::PermissionDenied,
+            Some(libc::EAGAIN) => StorageErrorKind::Lock,
+            _ if e.kind() == std::io::ErrorKind::InvalidData => StorageErrorKind::Corruption,
+            _ => StorageErrorKind::Io,
+        }
+    }
+
+    fn of_message(status: &str) -> Self {
+        let lower = status.to_ascii_lowercase();
+        if lower.contains("no space left") || lower.contains("disk quota exceeded") {
+            StorageErrorKind::NoSpace
+        } else if (lower.contains("lock")
+            && (lower.contains("resource temporarily unavailable") || lower.contains("lock hold")))
+            || lower.contains("no locks available")
+        {
+            StorageErrorKind::Lock
+        } else if lower.contains("permission denied")
+            || lower.contains("operation not permitted")
+            || lower.contains("read-only file system")
+        {
+            StorageErrorKind::PermissionDenied
+        } else if lower.contains("corruption") {
+            StorageErrorKind::Corruption
+        } else {
+            StorageErrorKind::Io
+        }
+    }
+}
+
+impl ChannelError {
+    /// A [`ChannelError::Storage`] for a RocksDB error about `path`.
+    pub fn rocksdb(path: &Path, e: &::rocksdb::Error) -> Self {
+        ChannelError::Storage { kind: StorageErrorKind::of_rocksdb(e), path: path.to_path_buf(), status: e.to_string() }
+    }
+
+    /// A [`ChannelError::Storage`] for an OS error about `path`.
+    pub fn io(path: &Path, e: &std::io::Error) -> Self {
+        ChannelError::Storage { kind: StorageErrorKind::of_io(e), path: path.to_path_buf(), status: e.to_string() }
+    }
+
+    /// A [`ChannelError::Storage`] of `kind` about `path`, in words.
+    pub fn storage(kind: StorageErrorKind, path: &Path, status: impl Into<String>) -> Self {
+        ChannelError::Storage { kind, path: path.to_path_buf(), status: status.into() }
+    }
+
+    /// The storage error's kind, if this is one.
+    pub fn storage_kind(&self) -> Option<StorageErrorKind> {
+        match self {
+            ChannelError::Storage { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 impl From<MailboxError> for ChannelError {
@@ -284,4 +401,49 @@ pub(crate) const PARK_TICK: Duration = Duration::from_millis(10);
 /// Awaits a parked request's answer.
 pub(crate) async fn await_parked<T>(rx: oneshot::Receiver<Result<T, ChannelError>>) -> Result<T, ChannelError> {
     rx.await.unwrap_or(Err(ChannelError::Closed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_statuses_map_to_kinds() {
+        use ::rocksdb::ErrorKind::{Corruption, IOError, InvalidArgument};
+        let cases = [
+            (IOError, "IO error: No space left on device: While appending to file: /d/000012.log: No space left on device", StorageErrorKind::NoSpace),
+            (IOError, "IO error: While lock file: /d/LOCK: Resource temporarily unavailable", StorageErrorKind::Lock),
+            (IOError, "IO error: lock hold by current process, acquire time 1764583200 acquiring thread 1: /d/LOCK: No locks available", StorageErrorKind::Lock),
+            (IOError, "IO error: While opening a file for sequentially reading: /d/CURRENT: Permission denied", StorageErrorKind::PermissionDenied),
+            (IOError, "IO error: While open a file for appending: /d/000009.log: Read-only file system", StorageErrorKind::PermissionDenied),
+            (Corruption, "Corruption: checksum mismatch", StorageErrorKind::Corruption),
+            (Corruption, "Corruption: block checksum mismatch: stored = 1, computed = 2  in /d/000010.sst offset 0 size 4011", StorageErrorKind::Corruption),
+            (IOError, "IO error: While reading file: /d/000010.sst: Input/output error", StorageErrorKind::Io),
+            (InvalidArgument, "Invalid argument: /d/CURRENT: does not exist (create_if_missing is false)", StorageErrorKind::Invalid),
+        ];
+        for (code, status, kind) in cases {
+            assert_eq!(StorageErrorKind::of_status(code, status), kind, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_real_lock_conflict_is_a_lock_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ::rocksdb::Options::default();
+        opts.create_if_missing(true);
+        let _held = ::rocksdb::DB::open(&opts, dir.path()).unwrap();
+        let Err(e) = ::rocksdb::DB::open(&opts, dir.path()) else { panic!("the second open fails") };
+        assert_eq!(StorageErrorKind::of_rocksdb(&e), StorageErrorKind::Lock, "{e}");
+        let e = ChannelError::rocksdb(dir.path(), &e);
+        assert!(e.to_string().contains("LOCK") && e.to_string().contains("lock held"), "status and kind kept: {e}");
+    }
+
+    #[test]
+    fn os_errors_map_to_kinds() {
+        let kind = |errno| StorageErrorKind::of_io(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(kind(libc::ENOSPC), StorageErrorKind::NoSpace);
+        assert_eq!(kind(libc::EACCES), StorageErrorKind::PermissionDenied);
+        assert_eq!(kind(libc::EROFS), StorageErrorKind::PermissionDenied);
+        assert_eq!(kind(libc::EIO), StorageErrorKind::Io);
+    }
 }

@@ -11,6 +11,7 @@
 //! the actor's event loop ([`store`]).
 
 mod queue;
+pub mod salvage;
 mod store;
 
 use std::collections::VecDeque;
@@ -24,14 +25,16 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use self::queue::{Cache, QueueState};
+pub use self::salvage::SalvageReport;
+pub use self::store::{dead_letters, DeadLetter};
 use self::store::{Opened, WriteOp, Writer, Written};
 use super::{
-    await_parked, ChannelError, ChannelHandle, Close, Commit, ParkedQueue, Put, Rollback, Size, Take, TakeTxn, TxnId,
-    PARK_TICK,
+    await_parked, ChannelError, ChannelHandle, Close, Commit, ParkedQueue, Put, Rollback, Size, StorageErrorKind, Take,
+    TakeTxn, TxnId, PARK_TICK,
 };
 use crate::event::Event;
 use crate::metrics::ChannelCounters;
-use crate::supervision::restart_backoff;
+use crate::supervision::{restart_backoff, HEALTHY_PERIOD};
 use crate::topology::duration;
 
 /// Options of a `RocksDb` channel: `RocksDb(dir: "data/c1", capacity: 10000000, sync: true)`.
@@ -57,6 +60,30 @@ pub struct RocksDbConfig {
     /// How long a put waits for room before it is refused. Default `"3s"`.
     #[serde(default = "default_keep_alive", with = "duration")]
     pub keep_alive: Duration,
+    /// Most bytes the channel's directory may use on disk (`DiskBytes`); at the bound puts are
+    /// refused as full (back-pressure) while takes and commits go on. Default: none.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Puts are refused as full while the file system holding `dir` has fewer free bytes (as
+    /// Flume's file channel `minimumRequiredSpace`). Default 524288000 (500 MiB); 0 turns it off.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+impl RocksDbConfig {
+    /// The defaults for a channel in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RocksDbConfig {
+            dir: dir.into(),
+            capacity: default_capacity(),
+            transaction_capacity: default_transaction_capacity(),
+            sync: default_sync(),
+            cache_events: default_cache_events(),
+            keep_alive: default_keep_alive(),
+            max_bytes: None,
+            min_free_bytes: default_min_free_bytes(),
+        }
+    }
 }
 
 fn default_capacity() -> u64 {
@@ -74,22 +101,35 @@ fn default_cache_events() -> usize {
 fn default_keep_alive() -> Duration {
     Duration::from_secs(3)
 }
+fn default_min_free_bytes() -> u64 {
+    500 << 20
+}
 
-/// How often the channel measures its size on disk.
-const DISK_BYTES_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the channel measures its size on disk and the free space of its file system.
+const SPACE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Below this size on disk a drained channel is not compacted.
+const COMPACT_MIN_BYTES: u64 = 16 << 20;
 
 /// Opens the channel's RocksDB (off the event loop) and starts its supervised actor in the
-/// current arbiter.
+/// current arbiter. A damaged directory is set aside and salvaged first ([`salvage`]).
+///
+/// When the database cannot be opened (its `LOCK` held by another process, permission denied,
+/// damaged beyond salvage), the channel still starts, failed: puts wait and are answered
+/// [`ChannelError::Full`] (back-pressure: nothing is acknowledged), takes find it empty, and it
+/// tries to open again with capped exponential backoff ([`restart_backoff`]) until it succeeds,
+/// counting `ChannelOpenFailureCount` and holding the `ChannelFailed` gauge at 1 meanwhile. With
+/// `strict`, it does not start.
 ///
 /// # Errors
-/// [`ChannelError::Storage`] when the database cannot be opened (in use by another process,
-/// unreadable, corrupt).
+/// Only with `strict`: [`ChannelError::Storage`] when the database cannot be opened.
 pub async fn start(
     name: &str,
     config: RocksDbConfig,
     counters: Arc<ChannelCounters>,
+    strict: bool,
 ) -> Result<ChannelHandle, ChannelError> {
-    Ok(ChannelHandle::new(name, start_actor(name, config, counters).await?))
+    Ok(ChannelHandle::new(name, start_actor(name, config, counters, strict).await?))
 }
 
 /// As [`start`], answering the actor's address (which also takes [`Restart`]).
@@ -100,14 +140,54 @@ pub async fn start_actor(
     name: &str,
     config: RocksDbConfig,
     counters: Arc<ChannelCounters>,
+    strict: bool,
 ) -> Result<Addr<RocksDbChannel>, ChannelError> {
-    let dir = config.dir.clone();
-    let opened = actix_rt::task::spawn_blocking(move || store::open(&dir))
-        .await
-        .map_err(|e| ChannelError::Storage(format!("open: {e}")))??;
-    tracing::info!(channel = %name, dir = %config.dir.display(), events = opened.queue.held(), "RocksDb channel opened");
-    let channel = RocksDbChannel::new(name, config, counters, opened);
+    let mut channel = RocksDbChannel::new(name, config, counters, None);
+    if strict {
+        // Salvaging included: a salvage is not a failure.
+        channel.opened = Some(open_off_loop(channel.config.dir.clone()).await?);
+    } else {
+        let dir = channel.config.dir.clone();
+        let checked = actix_rt::task::spawn_blocking(move || store::open_checked(&dir)).await;
+        match checked {
+            Ok(Ok(opened)) => channel.opened = Some(opened),
+            // Damaged: the actor salvages it in the background, the other flows start meanwhile.
+            Ok(Err(e)) if e.storage_kind() == Some(StorageErrorKind::Corruption) => {
+                tracing::error!(channel = %name, dir = %channel.config.dir.display(), error = %e, "RocksDb channel directory is damaged; salvaging it in the background");
+            }
+            Ok(Err(e)) => channel.open_failed(&e),
+            Err(e) => channel.open_failed(&ChannelError::storage(
+                StorageErrorKind::Io,
+                &channel.config.dir,
+                format!("the open task failed: {e}"),
+            )),
+        }
+    }
     Ok(Supervisor::start(move |_| channel))
+}
+
+/// Runs [`store::open`] on the blocking pool.
+async fn open_off_loop(dir: PathBuf) -> Result<Opened, ChannelError> {
+    let path = dir.clone();
+    actix_rt::task::spawn_blocking(move || store::open(&dir)).await.unwrap_or_else(|e| {
+        Err(ChannelError::storage(StorageErrorKind::Io, &path, format!("the open task failed: {e}")))
+    })
+}
+
+/// Salvages the channel directory `dir` offline (`flumen channel salvage DIR`): when it does not
+/// open cleanly because of damage, it is set aside and what is readable salvaged, as the channel
+/// does when it opens. Answers `None` when there was no damage (nothing is changed), else the
+/// report.
+///
+/// # Errors
+/// [`ChannelError::Storage`] when the directory cannot be opened for another reason (`Lock`: an
+/// agent runs it; `PermissionDenied`; `Io`) or cannot be salvaged.
+pub fn salvage_dir(dir: &std::path::Path) -> Result<Option<(SalvageReport, u64)>, ChannelError> {
+    if !dir.is_dir() {
+        return Err(ChannelError::storage(StorageErrorKind::Io, dir, "not a directory"));
+    }
+    let opened = store::open(dir)?;
+    Ok(opened.salvage.map(|r| (r, opened.queue.held())))
 }
 
 /// Stops the channel actor as a failed write does, so that its supervisor restarts it: the
@@ -135,6 +215,10 @@ pub struct RocksDbChannel {
     closing: Option<(Arc<rocksdb::DB>, Writer)>,
     /// Opened by [`start`], installed when the actor starts.
     opened: Option<Opened>,
+    /// Consecutive failed attempts to open the database.
+    open_failures: u32,
+    /// Until the actor first started.
+    first_start: bool,
     queue: QueueState,
     cache: Cache,
     next_seq: u64,
@@ -145,12 +229,31 @@ pub struct RocksDbChannel {
     puts: ParkedQueue<Vec<Event>, ()>,
     takes: ParkedQueue<usize, TakeTxn>,
     next_txn: TxnId,
+    /// Consecutive restarts (reset after [`HEALTHY_PERIOD`] without one): the reopening backoff.
     restarts: u32,
+    /// When the channel last restarted.
+    last_restart: Option<Instant>,
     closed: bool,
+    /// Why puts are refused (`max_bytes` reached, too little free space, a write that found the
+    /// disk full), or `None`.
+    space: Option<String>,
+    /// A write failed for want of space; puts stay refused until the file system has room again.
+    write_no_space: bool,
+    /// Events deleted (committed) since the last compaction.
+    deleted_since_compaction: u64,
+    compacting: bool,
+}
+
+/// The result of a periodic space check.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct SpaceChecked {
+    disk_bytes: u64,
+    free_bytes: Option<u64>,
 }
 
 impl RocksDbChannel {
-    fn new(name: &str, config: RocksDbConfig, counters: Arc<ChannelCounters>, opened: Opened) -> Self {
+    fn new(name: &str, config: RocksDbConfig, counters: Arc<ChannelCounters>, opened: Option<Opened>) -> Self {
         counters.capacity.set(config.capacity);
         RocksDbChannel {
             name: name.into(),
@@ -159,7 +262,9 @@ impl RocksDbChannel {
             counters,
             store: None,
             closing: None,
-            opened: Some(opened),
+            opened,
+            open_failures: 0,
+            first_start: true,
             queue: QueueState::default(),
             next_seq: 0,
             epoch: 0,
@@ -169,18 +274,116 @@ impl RocksDbChannel {
             takes: ParkedQueue::default(),
             next_txn: 1,
             restarts: 0,
+            last_restart: None,
             closed: false,
+            space: None,
+            write_no_space: false,
+            deleted_since_compaction: 0,
+            compacting: false,
+        }
+    }
+
+    /// Records a failed open: logged with the channel, its directory and the error's kind,
+    /// counted, and the `ChannelFailed` gauge set until an open succeeds.
+    fn open_failed(&mut self, e: &ChannelError) {
+        self.open_failures = self.open_failures.saturating_add(1);
+        self.counters.open_failures.inc();
+        self.counters.failed.set(1);
+        let kind = e.storage_kind().map_or_else(|| "other".to_string(), |k| k.to_string());
+        tracing::error!(
+            channel = %self.name,
+            dir = %self.config.dir.display(),
+            kind = %kind,
+            error = %e,
+            attempt = self.open_failures,
+            retry_in = ?restart_backoff(self.open_failures),
+            "RocksDb channel cannot open; its sources wait (puts answered full), its sinks find it empty; retrying"
+        );
+    }
+
+    /// Opens the database after `delay` (first letting the writer of the previous opening finish
+    /// and closing it), without holding the mailbox: meanwhile puts wait and are refused as full,
+    /// takes find the channel empty. A failed open is retried with capped exponential backoff.
+    ///
+    /// With `hold` (a restart's reopen) the mailbox is held until this attempt ends, as a restart
+    /// is meant to be brief; a failed attempt's retries never hold it.
+    fn open_later(
+        &mut self,
+        closing: Option<(Arc<rocksdb::DB>, Writer)>,
+        delay: Duration,
+        hold: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let dir = self.config.dir.clone();
+        let attempt = async move {
+                if let Some((db, writer)) = closing {
+                    let _ = actix_rt::task::spawn_blocking(move || {
+                        writer.finish();
+                        drop(db);
+                    })
+                    .await;
+                }
+                actix_rt::time::sleep(delay).await;
+                open_off_loop(dir).await
+            }
+            .into_actor(self)
+            .map(|opened, act, ctx| {
+                if act.closed {
+                    return;
+                }
+                match opened {
+                    Ok(opened) => {
+                        tracing::info!(channel = %act.name, events = opened.queue.held(), failed_attempts = act.open_failures, "RocksDb channel (re)opened");
+                        act.install(opened, ctx);
+                    }
+                    Err(e) => {
+                        act.open_failed(&e);
+                        act.open_later(None, restart_backoff(act.open_failures), false, ctx);
+                    }
+                }
+            });
+        if hold {
+            ctx.wait(attempt);
+        } else {
+            ctx.spawn(attempt);
         }
     }
 
     /// Takes over a freshly opened database: its keys are the queue, a new writer serves it.
     fn install(&mut self, opened: Opened, ctx: &mut Context<Self>) {
         self.epoch += 1;
-        let Opened { db, queue, next_seq } = opened;
+        self.open_failures = 0;
+        self.counters.failed.set(0);
+        let Opened { db, queue, next_seq, salvage, disk_bytes } = opened;
+        self.counters.disk_bytes.set(disk_bytes);
+        if let Some(report) = salvage {
+            self.counters.damaged.inc();
+            self.counters.salvaged.add(report.salvaged);
+            self.counters.dead_letter.add(report.dead_lettered);
+            tracing::error!(
+                channel = %self.name,
+                dir = %self.config.dir.display(),
+                damaged_copy = %report.damaged_copy.display(),
+                salvaged = report.salvaged,
+                dead_lettered = report.dead_lettered,
+                unreadable_spans = report.unreadable.len(),
+                repaired = report.repaired,
+                cause = %report.cause,
+                "RocksDb channel was damaged: {report}"
+            );
+        }
+        tracing::info!(channel = %self.name, dir = %self.config.dir.display(), events = queue.held(), "RocksDb channel opened");
         self.queue = queue;
         self.next_seq = next_seq;
         self.cache = Cache::new(self.config.cache_events);
-        let writer = Writer::start(&self.name, db.clone(), self.config.sync, ctx.address().recipient(), self.epoch);
+        let writer = Writer::start(
+            &self.name,
+            db.clone(),
+            self.config.dir.clone(),
+            self.config.sync,
+            ctx.address().recipient(),
+            self.epoch,
+        );
         self.store = Some((db, writer));
         self.update_size();
         self.serve_parked(ctx);
@@ -191,7 +394,76 @@ impl RocksDbChannel {
     }
 
     fn fits(&self, n: usize) -> bool {
-        self.queue.held() + self.pending_len + n as u64 <= self.config.capacity
+        self.space.is_none() && self.queue.held() + self.pending_len + n as u64 <= self.config.capacity
+    }
+
+    /// Decides from a space check whether puts are refused; compacts a drained channel.
+    fn space_checked(&mut self, msg: SpaceChecked, ctx: &mut Context<Self>) {
+        self.counters.disk_bytes.set(msg.disk_bytes);
+        let free_ok = msg.free_bytes.is_none_or(|f| f >= self.config.min_free_bytes && f > 0);
+        if free_ok {
+            self.write_no_space = false;
+        }
+        let refusal = if let Some(max) = self.config.max_bytes.filter(|&m| msg.disk_bytes >= m) {
+            Some(format!("the channel uses {} bytes on disk, max_bytes is {max}", msg.disk_bytes))
+        } else if !free_ok {
+            Some(format!(
+                "the file system has {} bytes free, min_free_bytes is {}",
+                msg.free_bytes.unwrap_or(0),
+                self.config.min_free_bytes
+            ))
+        } else if self.write_no_space {
+            Some("a write found the disk full".into())
+        } else {
+            None
+        };
+        match (&self.space, &refusal) {
+            (None, Some(why)) => {
+                tracing::warn!(channel = %self.name, dir = %self.config.dir.display(), "refusing puts (full): {why}")
+            }
+            (Some(_), None) => {
+                tracing::info!(channel = %self.name, dir = %self.config.dir.display(), "space again: taking puts")
+            }
+            _ => {}
+        }
+        let resumed = self.space.is_some() && refusal.is_none();
+        self.space = refusal;
+        if resumed {
+            self.serve_parked(ctx);
+        }
+        self.maybe_compact(msg.disk_bytes, ctx);
+    }
+
+    /// Reclaims the disk after a drain: once the queue is empty (or deletions far outnumber what
+    /// is held), compacts the whole key range, so the range deletions of committed takes and the
+    /// values under them leave the disk.
+    fn maybe_compact(&mut self, disk_bytes: u64, ctx: &mut Context<Self>) {
+        let held = self.queue.held();
+        let drained = held == 0 && self.pending_len == 0;
+        let mostly_deleted = self.deleted_since_compaction >= 1_000_000 && self.deleted_since_compaction >= 4 * held;
+        if self.compacting
+            || self.deleted_since_compaction == 0
+            || disk_bytes < COMPACT_MIN_BYTES
+            || !(drained || mostly_deleted)
+        {
+            return;
+        }
+        let Some((db, _)) = &self.store else { return };
+        let (db, name, deleted) = (db.clone(), self.name.clone(), self.deleted_since_compaction);
+        self.compacting = true;
+        self.deleted_since_compaction = 0;
+        ctx.spawn(
+            async move {
+                let started = Instant::now();
+                let _ = actix_rt::task::spawn_blocking(move || {
+                    db.compact_range::<&[u8], &[u8]>(None, None);
+                })
+                .await;
+                tracing::info!(channel = %name, deleted, elapsed = ?started.elapsed(), "compacted the drained channel");
+            }
+            .into_actor(self)
+            .map(|(), act, _| act.compacting = false),
+        );
     }
 
     /// Hands a put to the writer thread; `reply` is answered when it is on disk.
@@ -202,7 +474,11 @@ impl RocksDbChannel {
         };
         let (first, n) = (self.next_seq, events.len() as u64);
         if !writer.send(WriteOp::Put { first, events }) {
-            let _ = reply.send(Err(ChannelError::Storage("the writer thread has stopped".into())));
+            let _ = reply.send(Err(ChannelError::storage(
+                StorageErrorKind::Io,
+                &self.config.dir,
+                "the writer thread has stopped",
+            )));
             return;
         }
         self.next_seq += n;
@@ -243,17 +519,45 @@ impl RocksDbChannel {
             return Box::pin(async move { Ok(txn) });
         }
         let db = self.store.as_ref().map(|(db, _)| db.clone());
+        let (dir, me, counters, name) =
+            (self.config.dir.clone(), ctx.address(), self.counters.clone(), self.name.clone());
         Box::pin(async move {
             let db = db.ok_or(ChannelError::Closed)?;
-            let read = actix_rt::task::spawn_blocking(move || store::read(&db, &missing))
-                .await
-                .map_err(|e| ChannelError::Storage(format!("read: {e}")))??;
-            let mut read = read.into_iter();
-            txn.events = events
-                .into_iter()
-                .map(|e| e.or_else(|| read.next()))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ChannelError::Storage("a read returned fewer events than asked".into()))?;
+            let path = dir.clone();
+            let read =
+                actix_rt::task::spawn_blocking(move || store::read(&db, &path, &missing)).await.map_err(|e| {
+                    ChannelError::storage(StorageErrorKind::Io, &dir, format!("the read task failed: {e}"))
+                })??;
+            if !read.dead.is_empty() {
+                for (seq, reason) in &read.dead {
+                    tracing::error!(channel = %name, seq, reason = %reason, "event moved to the dead-letter store");
+                }
+                let dead: Vec<u64> = read.dead.iter().map(|(s, _)| *s).collect();
+                counters.dead_letter.add(dead.len() as u64);
+                counters.take_success.sub(dead.len() as u64);
+                // Before the answer reaches the taker, so before its commit or rollback.
+                me.do_send(Forget { txn: id, seqs: dead });
+            }
+            let dead: std::collections::HashSet<u64> = read.dead.iter().map(|(s, _)| *s).collect();
+            let mut read = read.events.into_iter();
+            let mut out = Vec::with_capacity(events.len());
+            for (seq, e) in seqs.iter().flat_map(Clone::clone).zip(events) {
+                match e {
+                    Some(e) => out.push(e),
+                    None if dead.contains(&seq) => {}
+                    None => match read.next() {
+                        Some((s, e)) if s == seq => out.push(e),
+                        _ => {
+                            return Err(ChannelError::storage(
+                                StorageErrorKind::Corruption,
+                                &dir,
+                                format!("event {seq} was not read back"),
+                            ))
+                        }
+                    },
+                }
+            }
+            txn.events = out;
             Ok(txn)
         })
     }
@@ -313,11 +617,16 @@ impl Actor for RocksDbChannel {
             act.puts.expire(now, |_| Err(ChannelError::Full { capacity }));
             act.takes.expire(now, |_| Ok(TakeTxn::empty()));
         });
-        ctx.run_interval(DISK_BYTES_INTERVAL, |act, _| {
-            let (dir, counters) = (act.config.dir.clone(), act.counters.clone());
+        ctx.run_interval(SPACE_INTERVAL, |act, ctx| {
+            let (dir, me) = (act.config.dir.clone(), ctx.address());
             actix_rt::spawn(async move {
-                if let Ok(bytes) = actix_rt::task::spawn_blocking(move || store::dir_bytes(&dir)).await {
-                    counters.disk_bytes.set(bytes);
+                let checked = actix_rt::task::spawn_blocking(move || SpaceChecked {
+                    disk_bytes: store::dir_bytes(&dir),
+                    free_bytes: store::free_bytes(&dir),
+                })
+                .await;
+                if let Ok(checked) = checked {
+                    me.do_send(checked);
                 }
             });
         });
@@ -325,49 +634,59 @@ impl Actor for RocksDbChannel {
             return;
         }
         if let Some(opened) = self.opened.take() {
+            self.first_start = false;
             self.install(opened, ctx);
             return;
         }
+        if self.first_start {
+            // The first open failed or found damage (in `start`): open (salvaging) in the
+            // background, retrying with backoff.
+            self.first_start = false;
+            self.open_later(None, restart_backoff(self.open_failures), false, ctx);
+            return;
+        }
         // A restart: let the old writer finish (its deletes included), close the database, and
-        // open it again after a backoff; `wait` holds every message until then.
-        let (dir, delay) = (self.config.dir.clone(), restart_backoff(self.restarts));
+        // open it again after a backoff.
         let closing = self.closing.take();
-        ctx.wait(
-            async move {
-                if let Some((db, writer)) = closing {
-                    let _ = actix_rt::task::spawn_blocking(move || {
-                        writer.finish();
-                        drop(db);
-                    })
-                    .await;
-                }
-                actix_rt::time::sleep(delay).await;
-                actix_rt::task::spawn_blocking(move || store::open(&dir))
-                    .await
-                    .unwrap_or_else(|e| Err(ChannelError::Storage(format!("open: {e}"))))
-            }
-            .into_actor(self)
-            .map(|opened, act, ctx| match opened {
-                Ok(opened) => {
-                    tracing::info!(channel = %act.name, events = opened.queue.held(), "RocksDb channel reopened");
-                    act.install(opened, ctx);
-                }
-                Err(e) => {
-                    tracing::error!(channel = %act.name, error = %e, "RocksDb channel could not reopen; retrying");
-                    ctx.stop();
-                }
-            }),
-        );
+        self.open_later(closing, restart_backoff(self.restarts), true, ctx);
+    }
+}
+
+/// Removes dead-lettered sequence numbers from a take transaction, so that a rollback does not
+/// bring them back.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct Forget {
+    txn: TxnId,
+    seqs: Vec<u64>,
+}
+
+impl Handler<Forget> for RocksDbChannel {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        self.queue.forget(msg.txn, &msg.seqs);
+        self.update_size();
     }
 }
 
 impl Supervised for RocksDbChannel {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        // Consecutive restarts only: after a healthy period the backoff starts over.
+        let now = Instant::now();
+        if self.last_restart.is_some_and(|last| now.duration_since(last) >= HEALTHY_PERIOD) {
+            self.restarts = 0;
+        }
+        self.last_restart = Some(now);
         self.restarts = self.restarts.saturating_add(1);
         self.counters.restarts.inc();
         self.fail_waiting(|| ChannelError::Closed);
-        // `started` lets the old writer finish and releases the database before opening it again.
+        // `started` lets the old writer finish and releases the database before opening it again;
+        // the reopening rebuilds the queue, and transactions taken before are forgotten.
         self.closing = self.store.take();
+        self.queue = QueueState::default();
+        self.cache = Cache::new(self.config.cache_events);
+        self.update_size();
     }
 }
 
@@ -389,18 +708,43 @@ impl Handler<Written> for RocksDbChannel {
                     self.counters.put_success.add(p.n);
                     let _ = p.reply.send(Ok(()));
                 }
+                // Not stored, so not acknowledged; the source waits and retries (back-pressure).
+                Err(e) if e.storage_kind() == Some(StorageErrorKind::NoSpace) => {
+                    let _ = p.reply.send(Err(ChannelError::Full { capacity: self.config.capacity }));
+                }
                 Err(e) => {
-                    let _ = p.reply.send(Err(ChannelError::Storage(e.clone())));
+                    let _ = p.reply.send(Err(e.clone()));
                 }
             }
         }
         self.update_size();
+        if let Err(e) = &msg.result {
+            if e.storage_kind() == Some(StorageErrorKind::NoSpace) {
+                // RocksDB stops writing until it recovers by itself once there is room (its
+                // SstFileManager polls the free space); takes and reads go on. No restart: that
+                // would forget the takes in flight.
+                if self.space.is_none() {
+                    tracing::warn!(channel = %self.name, error = %e, "the disk is full: refusing puts (full) until there is room");
+                }
+                self.write_no_space = true;
+                self.space = Some("a write found the disk full".into());
+                return;
+            }
+        }
         if let Err(e) = msg.result {
             tracing::error!(channel = %self.name, error = %e, "RocksDb channel failed a write; restarting it");
             ctx.stop();
             return;
         }
         self.serve_parked(ctx);
+    }
+}
+
+impl Handler<SpaceChecked> for RocksDbChannel {
+    type Result = ();
+
+    fn handle(&mut self, msg: SpaceChecked, ctx: &mut Context<Self>) {
+        self.space_checked(msg, ctx);
     }
 }
 
@@ -461,6 +805,7 @@ impl Handler<Commit> for RocksDbChannel {
 
     fn handle(&mut self, msg: Commit, ctx: &mut Context<Self>) -> Self::Result {
         let seqs = self.queue.commit(msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
+        self.deleted_since_compaction += seqs.iter().map(|r| r.end - r.start).sum::<u64>();
         if let Some((_, writer)) = &self.store {
             // The delete is not waited for: lost (a crash before it is written), it only brings
             // delivered events back, which at-least-once delivery allows.
@@ -506,7 +851,8 @@ impl Handler<Close> for RocksDbChannel {
             let Some((db, writer)) = store else { return };
             let closed = actix_rt::task::spawn_blocking(move || {
                 writer.finish();
-                let flushed = db.flush_wal(true);
+                // Memtables to table files too, so the next open replays no WAL.
+                let flushed = db.flush_wal(true).and_then(|()| db.flush());
                 drop(db);
                 flushed
             })
@@ -535,15 +881,15 @@ mod tests {
     async fn a_restarted_channel_reopens_its_database_and_returns_taken_events() {
         let dir = tempfile::tempdir().unwrap();
         let config = RocksDbConfig {
-            dir: dir.path().join("c1"),
             capacity: 1000,
             transaction_capacity: 100,
-            sync: true,
             cache_events: 1000,
             keep_alive: Duration::from_millis(50),
+            min_free_bytes: 0,
+            ..RocksDbConfig::new(dir.path().join("c1"))
         };
         let metrics = Metrics::new();
-        let addr = start_actor("c1", config, metrics.channel("c1")).await.unwrap();
+        let addr = start_actor("c1", config, metrics.channel("c1"), true).await.unwrap();
         let ch = ChannelHandle::new("c1", addr.clone());
         for i in 0..3 {
             addr.send(Put { events: lines(i * 10, 10) }).await.unwrap().unwrap();

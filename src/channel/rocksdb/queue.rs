@@ -98,6 +98,27 @@ impl QueueState {
         Some(n)
     }
 
+    /// Removes `seqs` from transaction `id` (they left the queue, dead-lettered); answers how
+    /// many of them the transaction held.
+    pub fn forget(&mut self, id: TxnId, seqs: &[u64]) -> u64 {
+        let Some(ranges) = self.in_flight.get_mut(&id) else { return 0 };
+        let mut removed = 0;
+        for &seq in seqs {
+            let Some(i) = ranges.iter().position(|r| r.contains(&seq)) else { continue };
+            let r = ranges.remove(i);
+            let (before, after) = (r.start..seq, seq + 1..r.end);
+            if !after.is_empty() {
+                ranges.insert(i, after);
+            }
+            if !before.is_empty() {
+                ranges.insert(i, before);
+            }
+            removed += 1;
+        }
+        self.in_flight_len -= removed;
+        removed
+    }
+
     /// Events available to take.
     pub fn available(&self) -> u64 {
         self.available_len
@@ -192,6 +213,16 @@ mod tests {
         q.append(11..13);
         assert_eq!(q.take(3, 100), vec![3..6, 9..10, 11..13]);
         assert_eq!(q.held(), 6);
+    }
+
+    #[test]
+    fn forgotten_numbers_leave_the_transaction() {
+        let mut q = QueueState::from_keys(0..10);
+        q.take(1, 6);
+        assert_eq!(q.forget(1, &[2, 5, 8]), 2, "8 was not taken");
+        assert_eq!(q.held(), 8);
+        assert_eq!(q.rollback(1), Some(4));
+        assert_eq!(q.take(2, 100), vec![0..2, 3..5, 6..10]);
     }
 
     #[test]

@@ -5,29 +5,63 @@
 //! sequence numbers (so key order is queue order), values events in the binary event codec.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use rocksdb::{DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, WriteBatch, WriteOptions, DB};
 
 use super::queue::{QueueState, Seqs};
-use crate::channel::ChannelError;
+use super::salvage::{self, SalvageReport};
+use crate::channel::{ChannelError, StorageErrorKind};
 use crate::event::Event;
 
 /// The most write requests one group commit gathers.
 const MAX_GROUP: usize = 4096;
 
-fn key(seq: u64) -> [u8; 8] {
+/// The column family holding dead letters: values that could not be read or decoded, keyed as
+/// in the queue, each with its reason ([`DeadLetter`]).
+pub(crate) const DEAD_LETTER_CF: &str = "dead_letter";
+
+pub(crate) fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-fn storage<'a>(what: &str, dir: &'a Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + 'a {
-    let what = what.to_string();
-    move |e| ChannelError::Storage(format!("{what} {}: {e}", dir.display()))
+fn storage<'a>(dir: &'a Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + 'a {
+    move |e| ChannelError::rocksdb(dir, &e)
+}
+
+/// The options every channel database is opened with.
+///
+/// Damage is never tolerated silently: `paranoid_checks` makes RocksDB verify what it opens and
+/// stop on a corrupt file; the WAL is replayed in `AbsoluteConsistency` mode, so a flipped byte or
+/// a torn record anywhere in it fails the open (RocksDB's default, `PointInTime`, would drop every
+/// record after the damage without a word); reads verify block checksums (the default of
+/// `ReadOptions`). A failed open is then salvaged ([`salvage`]).
+pub(crate) fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_paranoid_checks(true);
+    opts.set_wal_recovery_mode(DBRecoveryMode::AbsoluteConsistency);
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_max_write_buffer_number(4);
+    opts.set_max_background_jobs(2);
+    opts.set_keep_log_file_num(3);
+    opts
+}
+
+/// Opens `dir` with the channel's options and both column families.
+pub(crate) fn open_db(dir: &Path) -> Result<DB, ChannelError> {
+    let cfs = [
+        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, db_options()),
+        ColumnFamilyDescriptor::new(DEAD_LETTER_CF, db_options()),
+    ];
+    DB::open_cf_descriptors(&db_options(), dir, cfs).map_err(storage(dir))
 }
 
 /// An open database and the queue state read from it.
@@ -38,23 +72,61 @@ pub(super) struct Opened {
     pub queue: QueueState,
     /// The sequence number of the next put (one past the last key).
     pub next_seq: u64,
+    /// What a salvage of a damaged directory did before this opening, if there was one.
+    pub salvage: Option<SalvageReport>,
+    /// The directory's size on disk when opened.
+    pub disk_bytes: u64,
 }
 
-/// Opens (creating if missing) the database in `dir` and scans its keys once.
+/// Opens (creating if missing) the database in `dir` and scans its keys once; a damaged database
+/// is set aside and salvaged first ([`salvage::salvage`]).
 ///
 /// # Errors
-/// [`ChannelError::Storage`] when RocksDB cannot open the directory (in use by another process,
-/// unreadable, corrupt) or a key is not a sequence number.
+/// [`ChannelError::Storage`] when the database cannot be opened: its kind says why (`Lock`: in use
+/// by another process; `PermissionDenied`; `Corruption`: damaged beyond salvage; `Io`).
 pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
-    create_dir_durably(dir).map_err(|e| ChannelError::Storage(format!("create {}: {e}", dir.display())))?;
-    let mut opts = Options::default();
-    opts.create_if_missing(true);
-    opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(64 << 20);
-    opts.set_max_write_buffer_number(4);
-    opts.set_max_background_jobs(2);
-    opts.set_keep_log_file_num(3);
-    let db = DB::open(&opts, dir).map_err(storage("open", dir))?;
+    salvage::finish_interrupted(dir)?;
+    match open_checked(dir) {
+        Err(e) if e.storage_kind() == Some(StorageErrorKind::Corruption) => {
+            tracing::error!(dir = %dir.display(), error = %e, "RocksDb channel directory is damaged; salvaging it");
+            let report = salvage::salvage(dir, &e)?;
+            let mut opened = open_checked(dir)?;
+            opened.salvage = Some(report);
+            Ok(opened)
+        }
+        other => other,
+    }
+}
+
+/// Whether `dir` holds RocksDB data files (tables, WALs, manifests) but no `CURRENT`: RocksDB
+/// would then start an empty database beside them, silently losing every event.
+pub(crate) fn missing_current(dir: &Path) -> bool {
+    if dir.join("CURRENT").exists() {
+        return false;
+    }
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".sst") || name.ends_with(".log") || name.starts_with("MANIFEST-")
+        })
+    })
+}
+
+/// Opens `dir` and scans it, without salvaging.
+///
+/// # Errors
+/// As [`open`]; `Corruption` for any damage found.
+pub(crate) fn open_checked(dir: &Path) -> Result<Opened, ChannelError> {
+    create_dir_durably(dir).map_err(|e| ChannelError::io(dir, &e))?;
+    if missing_current(dir) {
+        return Err(ChannelError::storage(
+            StorageErrorKind::Corruption,
+            &dir.join("CURRENT"),
+            "CURRENT is missing beside data files",
+        ));
+    }
+    let db = open_db(dir)?;
     let mut keys = Vec::new();
     {
         let mut it = db.raw_iterator();
@@ -62,15 +134,35 @@ pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
         while it.valid() {
             let k = it.key().expect("a valid iterator has a key");
             let seq: [u8; 8] = k.try_into().map_err(|_| {
-                ChannelError::Storage(format!("{}: key of {} bytes is not a sequence number", dir.display(), k.len()))
+                ChannelError::storage(
+                    StorageErrorKind::Corruption,
+                    dir,
+                    format!("key of {} bytes is not a sequence number", k.len()),
+                )
             })?;
             keys.push(u64::from_be_bytes(seq));
             it.next();
         }
-        it.status().map_err(storage("scan", dir))?;
+        it.status().map_err(storage(dir))?;
     }
     let next_seq = keys.last().map_or(0, |k| k + 1);
-    Ok(Opened { db: Arc::new(db), queue: QueueState::from_keys(keys), next_seq })
+    Ok(Opened {
+        db: Arc::new(db),
+        queue: QueueState::from_keys(keys),
+        next_seq,
+        salvage: None,
+        disk_bytes: dir_bytes(dir),
+    })
+}
+
+/// What a read found: the events that decoded, and the sequence numbers moved to the dead-letter
+/// column family (with their reasons) because they could not be read or decoded.
+#[derive(Debug, Default)]
+pub(super) struct ReadOutcome {
+    /// The events read, in sequence order, with their sequence numbers.
+    pub events: Vec<(u64, Event)>,
+    /// Sequence numbers dead-lettered by this read, with the reason.
+    pub dead: Vec<(u64, String)>,
 }
 
 /// Creates `dir` and its missing parents, and fsyncs the directory holding each one it created:
@@ -88,36 +180,145 @@ fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 
 /// Reads the events numbered `ranges`, in order, each range with one bounded iterator.
 ///
+/// A value that does not decode, or that sits in a block failing its checksum, is moved to the
+/// dead-letter column family with its reason and reported in [`ReadOutcome::dead`]: one poison
+/// value never blocks the queue behind it.
+///
 /// # Errors
-/// [`ChannelError::Storage`] on a RocksDB error, a missing key or an undecodable value.
-pub(super) fn read(db: &DB, ranges: &[Range<u64>]) -> Result<Vec<Event>, ChannelError> {
-    let mut events = Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
+/// [`ChannelError::Storage`] on a RocksDB error other than corruption, or a missing key.
+pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOutcome, ChannelError> {
+    let mut out = ReadOutcome::default();
+    out.events.reserve(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
+    let mut dead = WriteBatch::default();
     for r in ranges {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(key(r.start).to_vec());
-        opts.set_iterate_upper_bound(key(r.end).to_vec());
-        opts.fill_cache(false);
-        let mut it = db.raw_iterator_opt(opts);
-        it.seek(key(r.start));
         let mut expected = r.start;
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-            if k != key(expected) {
-                return Err(ChannelError::Storage(format!("event {expected} is missing from the queue")));
+        salvage::scan(db, None, &key(r.start), &key(r.end), |entry| {
+            match entry {
+                salvage::Entry::Value(k, v) => {
+                    if k != key(expected) {
+                        return Err(ChannelError::storage(
+                            StorageErrorKind::Corruption,
+                            dir,
+                            format!("event {expected} is missing from the queue"),
+                        ));
+                    }
+                    let mut value = Bytes::copy_from_slice(v);
+                    match Event::decode(&mut value) {
+                        Ok(event) => out.events.push((expected, event)),
+                        Err(e) => {
+                            let reason = format!("does not decode: {e}");
+                            put_dead_letter(db, &mut dead, &key(expected), &reason, v);
+                            out.dead.push((expected, reason));
+                        }
+                    }
+                    expected += 1;
+                }
+                salvage::Entry::Unreadable { until, status, .. } => {
+                    // Every sequence number of the range up to where reading resumes was in the
+                    // unreadable block(s).
+                    let end = until.map_or(r.end, |u| u.min(r.end));
+                    let reason = format!("unreadable: {status}");
+                    while expected < end {
+                        put_dead_letter(db, &mut dead, &key(expected), &reason, &[]);
+                        out.dead.push((expected, reason.clone()));
+                        expected += 1;
+                    }
+                }
             }
-            let mut value = Bytes::copy_from_slice(v);
-            let event = Event::decode(&mut value)
-                .map_err(|e| ChannelError::Storage(format!("event {expected} does not decode: {e}")))?;
-            events.push(event);
-            expected += 1;
-            it.next();
-        }
-        it.status().map_err(|e| ChannelError::Storage(format!("read: {e}")))?;
+            Ok(())
+        })?;
         if expected != r.end {
-            return Err(ChannelError::Storage(format!("events {expected}..{} are missing from the queue", r.end)));
+            return Err(ChannelError::storage(
+                StorageErrorKind::Corruption,
+                dir,
+                format!("events {expected}..{} are missing from the queue", r.end),
+            ));
         }
     }
-    Ok(events)
+    if !out.dead.is_empty() {
+        for (seq, _) in &out.dead {
+            dead.delete(key(*seq));
+        }
+        db.write(dead).map_err(storage(dir))?;
+    }
+    Ok(out)
+}
+
+/// Adds a dead letter for `key` to `batch`.
+pub(crate) fn put_dead_letter(db: &DB, batch: &mut WriteBatch, key: &[u8], reason: &str, value: &[u8]) {
+    if let Some(cf) = db.cf_handle(DEAD_LETTER_CF) {
+        batch.put_cf(cf, key, DeadLetter::encode_value(reason, value));
+    }
+}
+
+/// One dead letter: a stored value that could not be read or decoded, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The value's key in the queue: its sequence number, as 8 big-endian bytes (other keys are
+    /// kept as they were).
+    pub key: Vec<u8>,
+    /// Why it was set aside ("does not decode: ...", "unreadable: Corruption: block checksum
+    /// mismatch ...").
+    pub reason: String,
+    /// The stored bytes (empty when the block holding them could not be read).
+    pub value: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The sequence number, when the key is one.
+    pub fn seq(&self) -> Option<u64> {
+        <[u8; 8]>::try_from(self.key.as_slice()).ok().map(u64::from_be_bytes)
+    }
+
+    /// The stored layout: reason length (`u32` big-endian), reason (UTF-8), value.
+    fn encode_value(reason: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + reason.len() + value.len());
+        out.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    pub(crate) fn decode(key: &[u8], stored: &[u8]) -> DeadLetter {
+        let n = stored.get(..4).map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+        let (reason, value) = match stored.get(4..4 + n) {
+            Some(r) => (String::from_utf8_lossy(r).into_owned(), stored[4 + n..].to_vec()),
+            None => ("(dead letter record is cut)".into(), stored.to_vec()),
+        };
+        DeadLetter { key: key.to_vec(), reason, value }
+    }
+}
+
+/// The dead letters of the channel directory `dir`, in key order, read without taking its lock
+/// (so also while an agent runs the channel).
+///
+/// # Errors
+/// [`ChannelError::Storage`] when the directory cannot be opened read-only.
+pub fn dead_letters(dir: &Path) -> Result<Vec<DeadLetter>, ChannelError> {
+    let opts = Options::default();
+    let cfs = DB::list_cf(&opts, dir).map_err(storage(dir))?;
+    if !cfs.iter().any(|c| c == DEAD_LETTER_CF) {
+        return Ok(Vec::new());
+    }
+    let db = DB::open_cf_for_read_only(&opts, dir, &cfs, false).map_err(storage(dir))?;
+    let cf = db.cf_handle(DEAD_LETTER_CF).expect("listed");
+    let mut out = Vec::new();
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek_to_first();
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        out.push(DeadLetter::decode(k, v));
+        it.next();
+    }
+    it.status().map_err(storage(dir))?;
+    Ok(out)
+}
+
+/// A path beside `dir`: `dir` with `suffix` appended to its last component.
+pub(crate) fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    dir.with_file_name(name)
 }
 
 /// Bytes used by the files under `dir` (the channel's size on disk).
@@ -127,6 +328,17 @@ pub(super) fn dir_bytes(dir: &Path) -> u64 {
             entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
         })
         .unwrap_or(0)
+}
+
+/// Bytes free for unprivileged users on the file system holding `dir` (`statvfs`: `f_bavail`
+/// times `f_frsize`); `None` when it cannot be asked.
+pub(super) fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the zeroed struct; `path` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// A request to the writer thread.
@@ -151,7 +363,7 @@ pub(super) struct Written {
     /// `(first sequence number, events)` of each put, in the order they were sent.
     pub puts: Vec<(u64, Vec<Event>)>,
     /// Whether the group's write (and fsync) succeeded.
-    pub result: Result<(), String>,
+    pub result: Result<(), ChannelError>,
 }
 
 /// The writer thread of one open database.
@@ -162,11 +374,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread for `db`; it answers puts to `notify`, tagged with `epoch`.
-    pub fn start(name: &str, db: Arc<DB>, sync: bool, notify: Recipient<Written>, epoch: u64) -> Self {
+    pub fn start(name: &str, db: Arc<DB>, dir: PathBuf, sync: bool, notify: Recipient<Written>, epoch: u64) -> Self {
         let (ops, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("rocksdb-{name}"))
-            .spawn(move || write_loop(&db, &rx, sync, &notify, epoch))
+            .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch))
             .expect("the OS can start a thread");
         Writer { ops, thread }
     }
@@ -185,8 +397,9 @@ impl Writer {
 
 /// Gathers every queued request into one `WriteBatch` and writes it with one fsync (`sync`):
 /// concurrent puts share the fsync (group commit). Committed ranges become range deletions.
-fn write_loop(db: &DB, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipient<Written>, epoch: u64) {
+fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipient<Written>, epoch: u64) {
     let mut value = BytesMut::with_capacity(64 * 1024);
+    let mut failing = 0u64;
     while let Ok(op) = rx.recv() {
         let mut batch = WriteBatch::default();
         let mut puts = Vec::new();
@@ -213,9 +426,19 @@ fn write_loop(db: &DB, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipi
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync && !puts.is_empty());
-        let result = db.write_opt(batch, &wo).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "RocksDB write failed");
+        let result = db.write_opt(batch, &wo).map_err(|e| ChannelError::rocksdb(dir, &e));
+        // One line when writes start failing, one when they work again (with the count between).
+        match &result {
+            Err(e) if failing == 0 => {
+                failing = 1;
+                tracing::error!(error = %e, "RocksDB write failed; further failures are counted until one succeeds");
+            }
+            Err(_) => failing += 1,
+            Ok(()) if failing > 0 => {
+                tracing::info!(failed_writes = failing, dir = %dir.display(), "RocksDB writes succeed again");
+                failing = 0;
+            }
+            Ok(()) => {}
         }
         if !puts.is_empty() {
             notify.do_send(Written { epoch, puts, result });
@@ -261,7 +484,72 @@ mod tests {
         drop(opened);
         let opened = open(dir.path()).unwrap();
         assert_eq!((opened.next_seq, opened.queue.held()), (10, 7));
-        assert_eq!(read(&opened.db, &[0..2, 6..8]).unwrap(), vec![line(0), line(1), line(6), line(7)]);
-        assert!(read(&opened.db, &[1..4]).is_err(), "2..5 were deleted");
+        let read_back = read(&opened.db, dir.path(), &[0..2, 6..8]).unwrap();
+        assert_eq!(read_back.events, vec![(0, line(0)), (1, line(1)), (6, line(6)), (7, line(7))]);
+        assert!(read(&opened.db, dir.path(), &[1..4]).is_err(), "2..5 were deleted");
+    }
+
+    #[test]
+    fn a_block_failing_its_checksum_is_dead_lettered_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: u64| Event::new(format!("Jun 15 04:06:18 combo su(pam_unix)[21416]: session opened {i}"));
+        let n = 3000u64;
+        {
+            let opened = open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            for i in 0..n {
+                batch.put(key(i), line(i).to_bytes());
+            }
+            opened.db.write(batch).unwrap();
+            opened.db.flush().unwrap();
+        }
+        let sst = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "sst"))
+            .unwrap();
+        let mut bytes = std::fs::read(&sst).unwrap();
+        let at = bytes.len() / 3;
+        for b in &mut bytes[at..at + 8] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&sst, bytes).unwrap();
+        // Opened without the scan, as a running channel holds it when the damage appears.
+        let db = open_db(dir.path()).unwrap();
+        let outcome = read(&db, dir.path(), &[0..n]).unwrap();
+        let dead: Vec<u64> = outcome.dead.iter().map(|(s, _)| *s).collect();
+        assert!(!dead.is_empty() && dead.len() < 100, "one block's events: {dead:?}");
+        assert!(outcome.dead.iter().all(|(_, r)| r.contains("unreadable")), "{:?}", outcome.dead[0]);
+        assert_eq!(outcome.events.len() + dead.len(), n as usize, "every event read or dead-lettered");
+        assert_eq!(outcome.events.last().map(|(s, _)| *s), Some(n - 1), "reading went on past the block");
+        assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)));
+    }
+
+    #[test]
+    fn an_undecodable_value_is_dead_lettered_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = open(dir.path()).unwrap();
+        let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
+        let mut batch = WriteBatch::default();
+        for i in 0..5u64 {
+            if i == 2 {
+                batch.put(key(i), b"\xff\xff\xff\x7f not an event");
+            } else {
+                batch.put(key(i), line(i).to_bytes());
+            }
+        }
+        opened.db.write(batch).unwrap();
+        let outcome = read(&opened.db, dir.path(), &[0..5]).unwrap();
+        assert_eq!(outcome.events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+        assert_eq!(outcome.dead.len(), 1);
+        assert_eq!(outcome.dead[0].0, 2);
+        assert!(opened.db.get(key(2)).unwrap().is_none(), "moved out of the queue");
+        drop(opened);
+        let letters = dead_letters(dir.path()).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].seq(), Some(2));
+        assert!(letters[0].reason.starts_with("does not decode"), "{}", letters[0].reason);
+        assert_eq!(letters[0].value, b"\xff\xff\xff\x7f not an event");
     }
 }
