@@ -46,6 +46,10 @@ const LINES: usize = 300_000;
 const SECOND_FLOW_LINES: usize = 3_000_000;
 /// Failures flumen must have reported before the injection stops.
 const TARGET_FAILURES: usize = 1000;
+/// The last lines, sent only once the failures ended and the second flow drained, and followed
+/// at once by the kill and the cut: the channel still holds some of them then, which is what an
+/// unsynced channel loses (the negative control) and a synced one must keep.
+const TAIL: usize = 20_000;
 /// Longest injection.
 const MOST_INJECTING: Duration = Duration::from_secs(240);
 
@@ -187,12 +191,12 @@ fn run(name: &str, sync: bool) -> Outcome {
         injecting_since.elapsed() >= MOST_INJECTING
     };
     let mut injecting = true;
-    while injecting && acked < LINES {
+    while injecting && acked < LINES - TAIL {
         let mut stream = AckedStream::open(&mut flumen, addr, lines.clone(), acked);
         connections += 1;
         stream.read_until(MOST_INJECTING, |a| {
             injecting = !enough();
-            !injecting || a >= LINES
+            !injecting || a >= LINES - TAIL
         });
         acked = stream.finish().max(acked);
         assert!(
@@ -215,17 +219,20 @@ fn run(name: &str, sync: bool) -> Outcome {
     // Without failures, everything is sent until acknowledged (the channel may first wait out
     // its restart backoff).
     let deadline = Instant::now() + Duration::from_secs(300);
-    while acked < LINES {
-        assert!(
-            Instant::now() < deadline,
-            "{name}: {acked} of {LINES} acknowledged; log:\n{}",
-            tail(&flumen.log_text())
-        );
-        let mut stream = AckedStream::open(&mut flumen, addr, lines.clone(), acked);
-        connections += 1;
-        stream.read_until(deadline.saturating_duration_since(Instant::now()), |a| a >= LINES);
-        acked = stream.finish().max(acked);
-    }
+    let send_up_to = |flumen: &mut Flumen, acked: &mut usize, connections: &mut usize, upto: usize| {
+        while *acked < upto {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {acked} of {upto} acknowledged; log:\n{}",
+                tail(&flumen.log_text())
+            );
+            let mut stream = AckedStream::open(flumen, addr, lines.clone(), *acked);
+            *connections += 1;
+            stream.read_until(deadline.saturating_duration_since(Instant::now()), |a| a >= upto);
+            *acked = stream.finish().max(*acked);
+        }
+    };
+    send_up_to(&mut flumen, &mut acked, &mut connections, LINES - TAIL);
     assert!(flumen.child.try_wait().unwrap().is_none(), "{name}: flumen is still running after the failures");
     // The second flow drains before the kill: its channel holds events in memory only.
     wait_for(
@@ -235,8 +242,11 @@ fn run(name: &str, sync: bool) -> Outcome {
     );
     let index2 = line_index(&lines2);
     let delivery2 = Delivery::read(&tmp.path().join("out2"), &lines2, &index2);
+    send_up_to(&mut flumen, &mut acked, &mut connections, LINES);
+    let backlog = metric(monitoring, "CHANNEL.c1", "ChannelSize");
     let text = flumen.log_text();
     flumen.kill();
+    eprintln!("{name}: the channel held {backlog:?} events at the kill");
     mounted.fs.cut();
 
     let flumen = Flumen::start(&args, &log);
