@@ -273,7 +273,7 @@ pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceErr
     tokio::select! {
         result = &mut server => {
             result.map_err(SourceError::io(format!("serve HTTP on {}", config.bind)))?;
-            Err(SourceError::Other(format!("the HTTP server on {} stopped", config.bind)))
+            Err(SourceError::Stopped(format!("the HTTP server on {} stopped", config.bind)))
         }
         _ = ctx.stopping() => {
             // Stops accepting, and lets requests in flight finish (their puts commit).

@@ -114,9 +114,9 @@ pub async fn run(config: KafkaSourceConfig, ctx: SourceContext) -> Result<(), So
     ];
     let consumer: StreamConsumer<Logged> = client_config(&config.brokers, &config.properties, &fixed)
         .create_with_context(Logged { name: ctx.name.clone() })
-        .map_err(|e| SourceError::Other(format!("create the Kafka consumer: {e}")))?;
+        .map_err(SourceError::kafka("create the Kafka consumer"))?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|e| SourceError::Other(format!("subscribe to {topics:?}: {e}")))?;
+    consumer.subscribe(&topics).map_err(SourceError::kafka(format!("subscribe to {topics:?}")))?;
     tracing::info!(source = %ctx.name, brokers = %config.brokers, ?topics, group = %config.group_id, "consuming");
     let result = consume(&consumer, &ctx).await;
     // Closing leaves the group (a blocking call): off the agent's thread.
@@ -175,7 +175,7 @@ fn readable(message: Result<BorrowedMessage<'_>, KafkaError>) -> Result<Option<B
             Ok(None)
         }
         Err(KafkaError::PartitionEOF(_)) => Ok(None),
-        Err(e) => Err(SourceError::Other(format!("read from Kafka: {e}"))),
+        Err(e) => Err(SourceError::Kafka { what: "read from Kafka".into(), source: e }),
     }
 }
 
@@ -221,7 +221,7 @@ impl NextOffsets {
         let mut list = TopicPartitionList::with_capacity(self.0.len());
         for ((topic, partition), next) in &self.0 {
             list.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(|e| SourceError::Other(format!("offsets of {topic}/{partition}: {e}")))?;
+                .map_err(SourceError::kafka(format!("offsets of {topic}/{partition}")))?;
         }
         Ok(list)
     }

@@ -32,7 +32,7 @@ use futures_util::FutureExt;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::channel::ChannelError;
+use crate::channel::{ChannelError, StorageErrorKind};
 use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
 use crate::metrics::SourceCounters;
@@ -179,9 +179,28 @@ pub enum SourceError {
     /// The source panicked.
     #[error("panicked: {0}")]
     Panic(String),
-    /// Anything else, said in words.
+    /// An option that can only be checked once the source runs is wrong (a glob that does not
+    /// split into folder and pattern, a Kafka client configuration librdkafka refuses).
     #[error("{0}")]
-    Other(String),
+    Config(String),
+    /// A `SpoolDir` file or its progress failed (I/O, a completed name taken, a file changed
+    /// while it was read).
+    #[error(transparent)]
+    SpoolDir(#[from] spool_dir::SpoolDirError),
+    /// The `Taildir` position file could not be read or written.
+    #[error(transparent)]
+    Position(#[from] taildir::PositionFileError),
+    /// The Kafka client failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What was being done (`"create the Kafka consumer"`, `"read from Kafka"`).
+        what: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A server the source runs (`Http`) stopped by itself.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl SourceError {
@@ -189,6 +208,27 @@ impl SourceError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SourceError {
         let what = what.into();
         move |source| SourceError::Io { what, source }
+    }
+
+    /// A [`SourceError::Kafka`] saying what was being done.
+    pub fn kafka(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Kafka { what, source }
+    }
+
+    /// The kind of storage failure behind the error, where there is one (the reaction to a
+    /// fault depends on it): an I/O error's kind, a channel's storage kind; `None` for the rest.
+    pub fn storage_kind(&self) -> Option<StorageErrorKind> {
+        match self {
+            SourceError::Io { source, .. } => Some(StorageErrorKind::of_io(source)),
+            SourceError::Put(e) => e.storage_kind(),
+            SourceError::SpoolDir(spool_dir::SpoolDirError::Io { source, .. }) => Some(StorageErrorKind::of_io(source)),
+            SourceError::Position(taildir::PositionFileError::Io { source, .. }) => {
+                Some(StorageErrorKind::of_io(source))
+            }
+            SourceError::Position(_) => Some(StorageErrorKind::Corruption),
+            _ => None,
+        }
     }
 }
 
@@ -453,5 +493,60 @@ impl Handler<IsIdle> for SourceActor {
 
     fn handle(&mut self, _: IsIdle, _: &mut Context<Self>) -> bool {
         self.idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::channel::memory::{MemoryChannel, MemoryConfig};
+    use crate::channel::ChannelHandle;
+    use crate::metrics::Metrics;
+
+    #[actix_rt::test]
+    async fn events_routed_to_no_channel_are_not_accepted() {
+        let metrics = Metrics::new();
+        let config = MemoryConfig { capacity: 100, transaction_capacity: 100, keep_alive: Duration::from_millis(20) };
+        let info = ChannelHandle::new("info", MemoryChannel::new(config, metrics.channel("info")).start());
+        let selector = SelectorConfig::Multiplexing {
+            header: "level".into(),
+            mapping: BTreeMap::from([("INFO".into(), vec!["info".into()])]),
+            optional: BTreeMap::new(),
+            default: vec![],
+        };
+        let counters = metrics.source("r1");
+        let selector = Selector::new(selector, BTreeMap::from([("info".to_string(), info)]), counters.clone()).start();
+        let (_stop, stop_rx) = watch::channel(false);
+        let ctx = SourceContext::new(
+            "r1",
+            100,
+            Duration::from_millis(5),
+            counters.clone(),
+            selector,
+            Arc::new(InterceptorChain::build(&[]).unwrap()),
+            stop_rx,
+            Arc::new(|| {}),
+        );
+        let events = vec![
+            Event::new("081109 203615 148 INFO dfs.DataNode$PacketResponder: terminating").with_header("level", "INFO"),
+            Event::new("081109 203807 222 WARN dfs.DataNode$DataXceiver: exception").with_header("level", "WARN"),
+            Event::new("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown"),
+        ];
+        ctx.put(events).await.unwrap();
+        assert_eq!(counters.event_received.get(), 3);
+        assert_eq!(counters.unrouted.get(), 2);
+        assert_eq!(counters.event_accepted.get(), 1, "only the event a channel committed is accepted");
+    }
+
+    #[test]
+    fn source_errors_keep_their_storage_kind() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(SourceError::io("write")(full).storage_kind(), Some(StorageErrorKind::NoSpace));
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(SourceError::io("open")(denied).storage_kind(), Some(StorageErrorKind::PermissionDenied));
+        assert_eq!(SourceError::Put(ChannelError::Closed).storage_kind(), None);
+        assert_eq!(SourceError::Config("glob".into()).storage_kind(), None);
     }
 }

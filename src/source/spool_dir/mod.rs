@@ -128,17 +128,6 @@ impl SpoolDirConfig {
     }
 }
 
-impl From<SpoolDirError> for SourceError {
-    fn from(e: SpoolDirError) -> Self {
-        match e {
-            SpoolDirError::Io { what, path, source } => {
-                SourceError::Io { what: format!("{what} {}", path.display()), source }
-            }
-            other => SourceError::Other(other.to_string()),
-        }
-    }
-}
-
 /// Reads the spool directory's files one by one until the agent stops.
 ///
 /// Each batch is put; only once it is committed is the file's progress written. A file read to

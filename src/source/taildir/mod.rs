@@ -142,7 +142,7 @@ impl TaildirConfig {
             .iter()
             .map(|(name, glob)| {
                 let (dir, matcher) =
-                    split_glob(glob).map_err(|e| SourceError::Other(format!("filegroup {name:?}: {e}")))?;
+                    split_glob(glob).map_err(|e| SourceError::Config(format!("filegroup {name:?}: {e}")))?;
                 let dir = std::path::absolute(&dir).map_err(SourceError::io(format!("resolve {}", dir.display())))?;
                 Ok(FileGroup { name: name.clone(), dir, matcher })
             })
@@ -275,12 +275,7 @@ async fn store_positions(tailer: &mut Tailer, path: &Path) -> Result<(), SourceE
     blocking(move || Ok(position::store(&target, &positions)))
         .await
         .map_err(SourceError::io("write the position file"))?
-        .map_err(|e| match e {
-            PositionFileError::Io { path, source } => {
-                SourceError::Io { what: format!("write position file {}", path.display()), source }
-            }
-            other => SourceError::Other(other.to_string()),
-        })?;
+        .map_err(SourceError::from)?;
     tailer.positions_stored();
     Ok(())
 }
