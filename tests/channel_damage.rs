@@ -534,6 +534,37 @@ fn an_unopenable_directory_fails_only_its_channel_until_mended() {
     failed_channel(tmp.path(), "I/O", move || std::fs::remove_file(&cleared).unwrap());
 }
 
+/// Unmounts a test mount when dropped (also when the test fails).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount(args: &[&str]) {
+    let out = std::process::Command::new("mount").args(args).output().expect("run mount(8)");
+    assert!(
+        out.status.success(),
+        "this test needs root and mount(8) (CI runs as root): mount {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_read_only_file_system_fails_only_its_channel_until_remounted() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Root ignores permission bits, not a read-only mount: the channel's folder is on a tmpfs
+    // mounted read-only (EROFS, a permission failure), remounted read-write to mend it.
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let data_arg = data.to_str().unwrap().to_string();
+    mount(&["-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", &data_arg]);
+    let _mounted = Mount(data.clone());
+    failed_channel(tmp.path(), "permission denied", move || mount(&["-o", "remount,rw", &data_arg]));
+}
+
 #[test]
 fn salvage_offline_reports_the_counts() {
     let tmp = tempfile::tempdir().unwrap();
