@@ -144,10 +144,17 @@ fn no_reader_visible_file_holds_a_torn_line_after_sigkills() {
             std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
         } else {
             // Aim at a write in progress: kill as soon as a file being written ends mid-line
-            // (for at most 300 ms; then anyway).
-            let deadline = std::time::Instant::now() + Duration::from_millis(300);
-            // Until an Hdfs file was caught mid-line, aim at Hdfs.
-            let targets: &[&Path] = if raw_torn_hdfs == 0 { &[&hdfs] } else { &[&fileroll, &hdfs, &flume_style] };
+            // (for at most 1 s; then anyway), aiming first at the sinks no kill caught mid-line
+            // yet (the negative controls need one of each).
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            let flume_caught = torn_files(&flume_style, |_| true).len();
+            let targets: &[&Path] = if raw_torn_hdfs == 0 {
+                &[&hdfs]
+            } else if raw_torn_fileroll + flume_caught == 0 {
+                &[&fileroll, &flume_style]
+            } else {
+                &[&fileroll, &hdfs, &flume_style]
+            };
             while std::time::Instant::now() < deadline && !writing(targets) {
                 std::hint::spin_loop();
             }
