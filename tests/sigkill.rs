@@ -138,6 +138,9 @@ fn sigkill_mid_stream_loses_no_acknowledged_line_with_a_synced_rocksdb_channel()
     assert_eq!(o.acked, LINES);
     assert_eq!(o.delivery.lost(o.acked), Vec::<usize>::new(), "no acknowledged line is lost");
     assert!(o.delivery.torn.is_empty(), "no torn line: {:?}", &o.delivery.torn[..o.delivery.torn.len().min(10)]);
+    // FileRoll writes under an in-use name and cuts what a kill left back to its last line on
+    // restart: no output file ends in a partial line.
+    assert_eq!(o.delivery.partial_files, 0, "output files ending in a partial line");
 }
 
 /// The negative control: a `Memory` channel holds acknowledged lines only in the process, so the
