@@ -53,7 +53,11 @@ FUZZ_TARGET_DIR ?= $(HOME)/.cache/flumen-fuzz-target
 FUZZ_TARGETS ?= syslog_parse syslog_frame topology_ron http_body event_codec taildir_position
 FUZZ_RSS_MB ?= 512
 FUZZ_MALLOC_MB ?= 64
-FUZZ_CARGO := cd fuzz && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) nice -n 19 cargo +nightly fuzz
+# When the root build has compiled RocksDB, the fuzz build links that librocksdb.a (RocksDB is not
+# instrumented either way) instead of compiling it again; FUZZ_ROCKSDB= compiles it.
+FUZZ_ROCKSDB ?= $(shell ls -t $(CARGO_TARGET_DIR)/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1)
+FUZZ_CARGO := cd fuzz && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) \
+  $(if $(FUZZ_ROCKSDB),ROCKSDB_LIB_DIR=$(patsubst %/,%,$(dir $(FUZZ_ROCKSDB))) ROCKSDB_STATIC=1) nice -n 19 cargo +nightly fuzz
 fuzz: deps
 	@command -v python3 >/dev/null || { echo "python3 not found (it writes the seeds)"; exit 1; }
 	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
