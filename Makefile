@@ -2,6 +2,7 @@
 #   make run    builds flumen and runs the quickstart topology on the shipped Loghub samples
 #   make test   checks formatting and lints, then runs the whole test suite
 #   make soak   the SIGKILL battery with 100 kills instead of 10
+#   make fuzz   the cargo-fuzz targets of fuzz/, FUZZ_SECONDS (default 60) each; not part of make test
 # Both first install, on Debian/Ubuntu, the system packages the build and the tests need.
 
 CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
@@ -13,7 +14,7 @@ export CARGO_TARGET_DIR
 # power-cut test's FUSE file system (fusermount3 when not root).
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3
 
-.PHONY: deps build run test soak bench
+.PHONY: deps build run test soak bench fuzz
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -41,3 +42,34 @@ soak: deps
 
 bench: deps
 	cargo bench --bench channel --bench syslog
+
+# The fuzz build has its own target dir (other RUSTFLAGS: it compiles RocksDB and librdkafka again)
+# and needs a nightly toolchain. Seeds are written by fuzz/seeds.py from the Loghub samples and the
+# example topologies; what libFuzzer finds goes to $(FUZZ_TARGET_DIR)/artifacts/TARGET/. An
+# allocation over FUZZ_MALLOC_MB or a resident size over FUZZ_RSS_MB is a finding, as is an input
+# taking over 10 s. AddressSanitizer keeps 32 MB of freed memory in quarantine instead of 256 MB,
+# so that its own keeping does not reach the resident size limit.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/flumen-fuzz-target
+FUZZ_TARGETS ?= syslog_parse syslog_frame topology_ron http_body event_codec taildir_position
+FUZZ_RSS_MB ?= 512
+FUZZ_MALLOC_MB ?= 64
+# When the root build has compiled RocksDB, the fuzz build links that librocksdb.a (RocksDB is not
+# instrumented either way) instead of compiling it again; FUZZ_ROCKSDB= compiles it.
+FUZZ_ROCKSDB ?= $(shell ls -t $(CARGO_TARGET_DIR)/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1)
+FUZZ_CARGO := cd fuzz && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) \
+  $(if $(FUZZ_ROCKSDB),ROCKSDB_LIB_DIR=$(patsubst %/,%,$(dir $(FUZZ_ROCKSDB))) ROCKSDB_STATIC=1) nice -n 19 cargo +nightly fuzz
+fuzz: deps
+	@command -v python3 >/dev/null || { echo "python3 not found (it writes the seeds)"; exit 1; }
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	$(FUZZ_CARGO) build --debug-assertions --target-dir $(FUZZ_TARGET_DIR)
+	python3 fuzz/seeds.py $(FUZZ_TARGET_DIR)/seeds
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_TARGET_DIR)/corpus/$$t $(FUZZ_TARGET_DIR)/artifacts/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  (ASAN_OPTIONS=quarantine_size_mb=32 $(FUZZ_CARGO) run --debug-assertions --target-dir $(FUZZ_TARGET_DIR) $$t \
+	    $(FUZZ_TARGET_DIR)/corpus/$$t $(FUZZ_TARGET_DIR)/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=$(FUZZ_RSS_MB) -malloc_limit_mb=$(FUZZ_MALLOC_MB) \
+	    -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_TARGET_DIR)/artifacts/$$t/); \
+	done

@@ -154,10 +154,11 @@ impl Framing for SyslogFrames {
     }
 }
 
-/// How the message at the start of `buf` is framed.
+/// How the message at the start of `buf` is framed. An octet count is `NONZERO-DIGIT *DIGIT`
+/// (RFC 6587 §3.4.1): `0 <...` or `012 <...` starts a line, not an empty or zero-led message.
 fn start(buf: &[u8]) -> Start {
     let digits = buf.iter().take(10).take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 9 {
+    if digits == 0 || digits > 9 || buf[0] == b'0' {
         return Start::Line;
     }
     match (buf.get(digits), buf.get(digits + 1)) {
@@ -214,6 +215,13 @@ mod tests {
     #[test]
     fn digits_without_a_following_pri_are_a_line() {
         assert_eq!(frames(&[b"2024 was a year\n12 x\n"], 100), vec![ok("2024 was a year"), ok("12 x")]);
+    }
+
+    #[test]
+    fn a_length_of_zero_or_with_a_leading_zero_is_not_octet_counting() {
+        // Found by fuzz/fuzz_targets/syslog_frame.rs: "0 <" was an empty message.
+        assert_eq!(frames(&[b"0 <"], 114), vec![ok("0 <")]);
+        assert_eq!(frames(&[b"0 <13>a\n", b"05 <1>b\n4 <1>c"], 100), vec![ok("0 <13>a"), ok("05 <1>b"), ok("<1>c")]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! them were committed, so a restarted agent neither reads a line again nor skips one (a crash can
 //! repeat the lines of the last `write_pos_interval`).
 
-mod position;
+pub mod position;
 mod tailer;
 
 use std::collections::BTreeMap;

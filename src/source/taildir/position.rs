@@ -128,11 +128,20 @@ pub fn load(path: &Path) -> Result<HashMap<u64, Position>, PositionFileError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(source) => return Err(PositionFileError::Io { path: path.into(), source }),
     };
+    parse(&text, path)
+}
+
+/// Reads the positions of a position file's contents `text`, by inode; `path` names the file in
+/// errors. Empty or all-whitespace contents mean no positions (as a missing file).
+///
+/// # Errors
+/// [`PositionFileError::Format`] when `text` is not a position array.
+pub fn parse(text: &[u8], path: &Path) -> Result<HashMap<u64, Position>, PositionFileError> {
     if text.iter().all(u8::is_ascii_whitespace) {
         return Ok(HashMap::new());
     }
     let positions: Vec<Position> =
-        serde_json::from_slice(&text).map_err(|source| PositionFileError::Format { path: path.into(), source })?;
+        serde_json::from_slice(text).map_err(|source| PositionFileError::Format { path: path.into(), source })?;
     Ok(positions.into_iter().map(|p| (p.inode, p)).collect())
 }
 
@@ -178,6 +187,17 @@ mod tests {
             )
         );
         assert_eq!(load(&path).unwrap()[&2496001], p);
+    }
+
+    #[test]
+    fn parses_contents_without_a_file() {
+        let path = Path::new("/var/lib/flumen/taildir.json");
+        assert!(parse(b" \n\t", path).unwrap().is_empty(), "blank contents hold no positions");
+        let positions = parse(br#"[{"inode": 7, "pos": 12, "file": "/var/log/a.log"}]"#, path).unwrap();
+        assert_eq!(positions[&7].pos, 12);
+        let e = parse(br#"[{"inode": 7}]"#, path).unwrap_err();
+        assert!(matches!(e, PositionFileError::Format { .. }), "{e}");
+        assert!(e.to_string().contains("/var/lib/flumen/taildir.json"), "{e}");
     }
 
     #[test]
