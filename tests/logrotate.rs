@@ -31,19 +31,6 @@ use support::*;
 const CYCLES: usize = 8;
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// The Loghub lines of the shared data set.
-fn shared_loghub() -> Vec<String> {
-    let dir = Path::new("/work/shared/data/loghub");
-    let dir = if dir.is_dir() { dir.to_path_buf() } else { loghub_dir() };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files.iter().flat_map(|f| lines_of(&std::fs::read(f).unwrap())).collect()
-}
-
 fn logrotate() -> PathBuf {
     for p in ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"] {
         if Path::new(p).exists() {
@@ -152,7 +139,7 @@ impl Rig {
 /// Appends numbered Loghub lines to `app.log` (reopened by path for every write, never created:
 /// the way an application writing through a fresh descriptor does) until told to stop.
 fn start_writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
-    let base = shared_loghub();
+    let base = loghub_lines();
     std::thread::spawn(move || {
         let mut i = 0;
         while !stop.load(Ordering::SeqCst) {
@@ -296,7 +283,7 @@ fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
     let logs = root.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let app = logs.join("app.log");
-    let base = shared_loghub();
+    let base = loghub_lines();
     let old: Vec<String> = (0..300).map(|i| format!("old {i} {}", base[i])).collect();
     std::fs::write(&app, joined(&old)).unwrap();
     let topology = root.join("tail.ron");
