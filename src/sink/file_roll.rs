@@ -110,13 +110,7 @@ impl OpenFile {
             self.file.sync_all()?;
         }
         drop(self.file);
-        if self.in_use != self.done {
-            std::fs::rename(&self.in_use, &self.done)?;
-            recovery::closed(&self.in_use);
-            if sync {
-                sync_dir(self.done.parent().unwrap_or(Path::new(".")));
-            }
-        }
+        recovery::rename_closed(&self.in_use, &self.done, sync)?;
         Ok(self.done)
     }
 }

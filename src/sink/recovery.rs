@@ -35,6 +35,23 @@ pub fn closed(path: &Path) {
     OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
 }
 
+/// Gives a closed file its final name: renames `in_use` to `done` (unless they are one name),
+/// notes that no sink writes `in_use` any more, and with `sync` fsyncs the directory so that the
+/// rename survives a power cut.
+///
+/// # Errors
+/// When the rename fails.
+pub fn rename_closed(in_use: &Path, done: &Path, sync: bool) -> std::io::Result<()> {
+    if in_use != done {
+        std::fs::rename(in_use, done)?;
+        closed(in_use);
+        if sync {
+            sync_dir(done.parent().unwrap_or(Path::new(".")));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a sink of this process writes `path`.
 pub fn is_open(path: &Path) -> bool {
     OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(path)

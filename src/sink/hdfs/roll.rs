@@ -194,13 +194,7 @@ impl OpenFile {
     /// When the last write, the sync or the rename fails.
     pub fn close(self, sync: bool) -> io::Result<PathBuf> {
         self.writer.finish(sync)?;
-        if self.in_use != self.done {
-            std::fs::rename(&self.in_use, &self.done)?;
-            recovery::closed(&self.in_use);
-            if sync {
-                sync_dir(self.done.parent().unwrap_or(Path::new(".")));
-            }
-        }
+        recovery::rename_closed(&self.in_use, &self.done, sync)?;
         Ok(self.done)
     }
 }
