@@ -11,8 +11,8 @@ export CARGO_TARGET_DIR
 # clang/libclang-dev: rocksdb's bindgen; cmake, g++: RocksDB's C++ sources; bsdutils: `logger`;
 # curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs;
 # logrotate: Taildir rotation tests; fiu-utils: failing syscalls (fiu-run, fiu-ctrl); fuse3: the
-# power-cut test's FUSE file system (fusermount3 when not root).
-APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3
+# power-cut test's FUSE file system (fusermount3 when not root); mount: tmpfs mounts of the fault tests.
+APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount
 
 .PHONY: deps build run test soak bench fuzz
 deps:
