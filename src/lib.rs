@@ -7,6 +7,8 @@
 pub mod agent;
 pub mod blocking;
 pub mod channel;
+pub mod codec;
+pub mod config;
 pub mod event;
 pub mod interceptor;
 pub mod kafka;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use flumen::source::http::Format;
+use flumen::codec::Format;
 use libfuzzer_sys::fuzz_target;
 
 const FORMATS: [Format; 4] = [Format::FlumeJson, Format::Ndjson, Format::Lines, Format::Events];

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use super::{
     await_parked, ChannelError, Close, Commit, ParkedQueue, Put, Rollback, Size, Take, TakeTxn, TxnId, PARK_TICK,
 };
+use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::ChannelCounters;
-use crate::topology::duration;
 
 /// Options of a `Memory` channel: `Memory(capacity: 10000, transaction_capacity: 1000)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

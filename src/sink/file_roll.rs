@@ -20,9 +20,9 @@ use serde::Deserialize;
 use super::recovery::{self, sync_dir};
 use super::{Sink, SinkError};
 use crate::blocking::blocking;
+use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::SinkCounters;
-use crate::topology::duration;
 
 /// `FileRoll(dir: "out/all", roll_interval: "30s")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

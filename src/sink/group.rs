@@ -10,12 +10,15 @@
 //! The choice is pure bookkeeping over member indices and instants, so it is tested here without
 //! channels or sinks; the runner's take / deliver / commit loop asks it before every take.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::SinkFactory;
 use crate::metrics::SinkCounters;
-use crate::topology::{LoadBalanceSelector, SinkProcessorConfig};
+use serde::Deserialize;
+
+use crate::config::duration;
 
 /// One sink run by a [`SinkRunner`](super::SinkRunner): its name, how to build it, its batch
 /// size and its counters (each member counts what it delivered, as a sink outside a group does).
@@ -227,6 +230,53 @@ impl LoadBalance {
 /// The earliest end of a penalty still running at `now` (`now` if none is).
 fn earliest(state: &[Penalty], now: Instant) -> Instant {
     state.iter().filter_map(|p| p.until).filter(|&t| t > now).min().unwrap_or(now)
+}
+
+/// A sink processor, as Flume's `processor.type`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum SinkProcessorConfig {
+    /// Every batch goes to the live sink of highest priority; a failed sink is penalised and its
+    /// batch goes to the next live sink (Flume's `failover` processor).
+    Failover {
+        /// Sink name to priority (higher wins); a sink not named has priority 0, and equal
+        /// priorities go in name order.
+        #[serde(default)]
+        priority: BTreeMap<String, i64>,
+        /// Longest penalty of a failed sink: 1 s after its first consecutive failure, doubling per
+        /// further one, at most this. Default `"30s"`.
+        #[serde(default = "default_max_penalty", with = "duration")]
+        max_penalty: std::time::Duration,
+    },
+    /// Batches are spread over the sinks; a failed batch goes to another sink (Flume's
+    /// `load_balance` processor).
+    LoadBalance {
+        /// `RoundRobin` or `Random`. Default `RoundRobin`.
+        #[serde(default)]
+        selector: LoadBalanceSelector,
+        /// Whether a failed sink is left out for a while (1 s after its first consecutive failure,
+        /// doubling per further one, at most `max_backoff`). Default `false`: it stays in turn, and
+        /// when every sink failed in a row the group is restarted with backoff.
+        #[serde(default)]
+        backoff: bool,
+        /// Longest back-off of a failed sink. Default `"30s"`.
+        #[serde(default = "default_max_penalty", with = "duration")]
+        max_backoff: std::time::Duration,
+    },
+}
+
+/// How a `LoadBalance` processor picks the next sink.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum LoadBalanceSelector {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// At random.
+    Random,
+}
+
+fn default_max_penalty() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
+use crate::codec::Format;
+use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::SinkCounters;
-use crate::source::http::Format;
-use crate::topology::duration;
 
 /// `Http(url: "http://127.0.0.1:8080/", format: Events, timeout: "10s", max_backoff: "30s",
 /// on_client_error: Rollback, headers: {}, bearer_token: None)`.
@@ -114,7 +114,7 @@ impl HttpSinkConfig {
     /// Resolves the dead-letter directory against `base` (the topology file's folder).
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         if let OnClientError::DeadLetter { dir } = &mut self.on_client_error {
-            *dir = crate::topology::resolve(base, dir);
+            *dir = crate::config::resolve(base, dir);
         }
     }
 

@@ -24,10 +24,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
+use crate::config::duration;
 use crate::event::Event;
 use crate::kafka::{client_config, validate, Logged};
 use crate::metrics::SinkCounters;
-use crate::topology::duration;
 
 /// `Kafka(brokers: "127.0.0.1:9092", topic: "logs", key_header: None, topic_header: None,
 /// headers: true, timeout: "30s", properties: {})`.

@@ -34,7 +34,7 @@ use crate::channel::{ChannelError, ChannelHandle};
 use crate::event::{body_bytes, Event};
 use crate::metrics::SinkCounters;
 use crate::supervision::{panic_message, IsIdle, Restarts};
-use crate::topology::SinkProcessorConfig;
+use group::SinkProcessorConfig;
 use group::{Choice, Member, Processor, Verdict};
 
 /// A sink as written in a topology: its kind and options, and the channel it drains.
@@ -86,7 +86,7 @@ impl SinkKind {
     /// Resolves relative paths against `base` (the topology file's folder).
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
-            SinkKind::FileRoll(c) => c.dir = crate::topology::resolve(base, &c.dir),
+            SinkKind::FileRoll(c) => c.dir = crate::config::resolve(base, &c.dir),
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
             SinkKind::Http(c) => c.resolve_paths(base),
             SinkKind::Logger(_) | SinkKind::Null(_) | SinkKind::Kafka(_) => {}

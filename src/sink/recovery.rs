@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub use crate::source::file_input::sync_dir;
+pub use crate::blocking::sync_dir;
 
 /// Output folders whose in-use files were already recovered by this process.
 static RECOVERED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());

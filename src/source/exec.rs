@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
-use crate::topology::duration;
+use crate::config::duration;
 
 /// `Exec(command: "tail -F /var/log/app.log", shell: Some("/bin/sh -c"), restart: true)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -78,7 +78,7 @@ impl ExecConfig {
     /// its default.
     pub fn resolve_paths(&mut self, base: &Path) {
         let dir = self.working_directory.take().unwrap_or_default();
-        self.working_directory = Some(crate::topology::resolve(base, &dir));
+        self.working_directory = Some(crate::config::resolve(base, &dir));
     }
 
     fn command(&self) -> Command {

@@ -6,6 +6,7 @@
 //! put committed; the state file is replaced with write-to-temporary + fsync + rename, so a crash
 //! leaves either the old or the new state, never a torn one.
 
+use crate::blocking::sync_dir;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -123,15 +124,6 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")));
     Ok(())
-}
-
-/// fsyncs a folder so that renames and removals in it survive a crash (best effort: errors are
-/// ignored, as some file systems refuse to sync folders).
-pub fn sync_dir(dir: &Path) {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

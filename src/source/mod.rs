@@ -33,12 +33,12 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::channel::{ChannelError, StorageErrorKind};
+use crate::config::duration;
 use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
 use crate::metrics::SourceCounters;
 use crate::selector::{Route, RouteUntil, Selector, SelectorConfig};
 use crate::supervision::{panic_message, IsIdle, Restarts};
-use crate::topology::duration;
 
 /// A source as written in a topology: its kind and options, and how it is wired.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -41,7 +41,7 @@ impl NetcatConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(why) = crate::topology::check_address(&self.bind) {
+        if let Err(why) = crate::config::check_address(&self.bind) {
             problems.push(format!("bind address {:?} is not host:port (e.g. \"127.0.0.1:44444\"): {why}", self.bind));
         }
         if self.max_line_length == 0 {

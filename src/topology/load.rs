@@ -251,7 +251,7 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
     }
     for channel in topology.channels.values_mut() {
         if let ChannelConfig::RocksDb(c) = channel {
-            c.dir = super::resolve(base, &c.dir);
+            c.dir = crate::config::resolve(base, &c.dir);
         }
     }
     for sink in topology.sinks.values_mut() {

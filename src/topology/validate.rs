@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use super::locate::Step;
-use super::{ChannelConfig, Monitoring, SinkProcessorConfig, Topology};
+use super::{ChannelConfig, Monitoring, Topology};
 use crate::selector::SelectorConfig;
+use crate::sink::group::SinkProcessorConfig;
 
 /// One problem: the component (`kind` is `"source"`, `"channel"`, `"sink"`, `"sink group"`,
 /// `"agent"` or `"monitoring"`), the path inside it, and what is wrong.
@@ -59,7 +60,7 @@ pub(super) fn validate(t: &Topology, broken: &Broken) -> Vec<Problem> {
         p.add("agent", &t.agent, vec![Step::Field("agent")], "the agent name is empty");
     }
     if let Some(Monitoring::Http { bind }) = &t.monitoring {
-        if let Err(why) = super::check_address(bind) {
+        if let Err(why) = crate::config::check_address(bind) {
             p.add(
                 "monitoring",
                 "",

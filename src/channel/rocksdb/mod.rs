@@ -32,10 +32,10 @@ use super::{
     await_parked, ChannelError, ChannelHandle, Close, Commit, ParkedQueue, Put, Rollback, Size, StorageErrorKind, Take,
     TakeTxn, TxnId, PARK_TICK,
 };
+use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::ChannelCounters;
 use crate::supervision::{restart_backoff, HEALTHY_PERIOD};
-use crate::topology::duration;
 
 /// Options of a `RocksDb` channel: `RocksDb(dir: "data/c1", capacity: 10000000, sync: true)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -27,9 +27,9 @@ use serde::Deserialize;
 use self::path::{PathTemplate, Rejection, RoundUnit, Rounding};
 use self::roll::{file_names, Format, InUseNames, OpenFile, RollPolicy};
 use super::{Sink, SinkError};
+use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::SinkCounters;
-use crate::topology::duration;
 
 /// `Hdfs(path: "out/%{host}/%Y-%m-%d/%H", roll_interval: "30s", roll_size: 1024, roll_count: 10)`.
 ///

@@ -20,7 +20,7 @@ use spool::{Spool, SpoolFile};
 use super::file_input::{blocking_with, deliver, Delivery};
 use super::lines::to_events;
 use super::{SourceContext, SourceError};
-use crate::topology::duration;
+use crate::config::duration;
 
 /// `SpoolDir(dir: "/var/spool/flumen", completed_suffix: ".COMPLETED", delete_policy: Never)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -124,7 +124,7 @@ impl SpoolDirConfig {
 
     /// Resolves `dir` against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
-        self.dir = crate::topology::resolve(base, &self.dir);
+        self.dir = crate::config::resolve(base, &self.dir);
     }
 }
 

@@ -16,7 +16,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::{DeletePolicy, SpoolDirConfig};
-use crate::source::file_input::{fill, sync_dir, write_atomically};
+use crate::blocking::sync_dir;
+use crate::source::file_input::{fill, write_atomically};
 use crate::source::lines::{Line, LineBuffer, READ_CHUNK};
 
 /// The progress file's name inside the tracker folder.

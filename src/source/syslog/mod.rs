@@ -63,7 +63,7 @@ pub fn to_events(messages: Vec<Line>, keep_fields: bool, ctx: &SourceContext) ->
 /// Problems with a `bind` address and a positive length option.
 pub(crate) fn check(bind: &str, length_name: &str, length: usize) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(why) = crate::topology::check_address(bind) {
+    if let Err(why) = crate::config::check_address(bind) {
         problems.push(format!("bind address {bind:?} is not host:port (e.g. \"0.0.0.0:5140\"): {why}"));
     }
     if length == 0 {

@@ -25,7 +25,7 @@ use tailer::{FileGroup, TailOptions, Tailer};
 use super::file_input::{blocking, deliver, temporary_path, Delivery};
 use super::lines::to_events;
 use super::{SourceContext, SourceError};
-use crate::topology::duration;
+use crate::config::duration;
 
 /// `Taildir(filegroups: {"app": "/var/log/app/*.log"}, position_file: "state/taildir.json")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -133,7 +133,7 @@ impl TaildirConfig {
                 *glob = base.join(glob.as_str()).to_string_lossy().into_owned();
             }
         }
-        self.position_file = crate::topology::resolve(base, &self.position_file);
+        self.position_file = crate::config::resolve(base, &self.position_file);
     }
 
     /// The file groups, with absolute folders.
