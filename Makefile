@@ -11,8 +11,11 @@ export CARGO_TARGET_DIR
 # clang/libclang-dev: rocksdb's bindgen; cmake, g++: RocksDB's C++ sources; bsdutils: `logger`;
 # curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs;
 # logrotate: Taildir rotation tests; fiu-utils: failing syscalls (fiu-run, fiu-ctrl); fuse3: the
-# power-cut test's FUSE file system (fusermount3 when not root); mount: tmpfs mounts of the fault tests.
-APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount
+# power-cut test's FUSE file system (fusermount3 when not root); mount: tmpfs mounts of the fault tests;
+# python3-prometheus-client: the Prometheus parser that reads /metrics/prometheus in tests/monitoring.rs;
+# tmux: the terminal `flumen top` runs in for tests/top.rs.
+APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
+  python3-prometheus-client tmux
 
 .PHONY: deps build run test soak bench fuzz
 deps:

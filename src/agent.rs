@@ -193,7 +193,10 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     }
 
     let server = match &topology.monitoring {
-        Some(Monitoring::Http { bind }) => Some(serve_metrics(bind, metrics.clone(), topology.agent.clone())?),
+        Some(Monitoring::Http { bind }) => Some(
+            crate::monitoring::serve(bind, &topology.agent, metrics.clone())
+                .map_err(|source| AgentError::Monitoring { bind: bind.clone(), source })?,
+        ),
         None => None,
     };
     tracing::info!(
@@ -218,37 +221,6 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
         server,
         options,
     })
-}
-
-fn serve_metrics(bind: &str, metrics: Arc<Metrics>, agent: String) -> Result<actix_web::dev::ServerHandle, AgentError> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let server = HttpServer::new(move || {
-        let (json, prom, agent) = (metrics.clone(), metrics.clone(), agent.clone());
-        App::new()
-            .route(
-                "/metrics",
-                web::get().to(move || {
-                    let body = json.to_json().to_string();
-                    async move { HttpResponse::Ok().content_type("application/json").body(body) }
-                }),
-            )
-            .route(
-                "/metrics/prometheus",
-                web::get().to(move || {
-                    let body = prom.to_prometheus(&agent);
-                    async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
-                }),
-            )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(bind)
-    .map_err(|source| AgentError::Monitoring { bind: bind.into(), source })?
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    tracing::info!(%bind, "metrics served at /metrics and /metrics/prometheus");
-    Ok(handle)
 }
 
 impl RunningAgent {
@@ -301,6 +273,7 @@ impl RunningAgent {
     /// draining for at most the drain timeout), then channels. Returns the run's summary.
     pub async fn shutdown(self) -> Summary {
         tracing::info!("stopping: sources first");
+        self.metrics.agent_stopping();
         let _ = self.source_stop.send(true);
         wait_idle(&self.sources, self.options.drain_timeout).await;
         tracing::info!("sources stopped; sinks drain their channels");

@@ -13,6 +13,7 @@ pub mod event;
 pub mod interceptor;
 pub mod kafka;
 pub mod metrics;
+pub mod monitoring;
 pub mod selector;
 pub mod sink;
 pub mod source;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::Message;
 
-use crate::metrics::Counter;
+use crate::metrics::{ComponentState, Counter, StateGauge};
 
 /// Restart delay after `restarts` consecutive failures: none at first, then 100 ms doubling,
 /// capped at 30 s.
@@ -46,11 +46,20 @@ impl Restarts {
         restart_backoff(self.consecutive)
     }
 
-    /// Records a failure of `component` (`"sink"`, `"source"`): counts it in `counter` and logs it
-    /// (a repeat of the same error only at powers of two, with its count).
-    pub fn failed(&mut self, progressed: bool, counter: &Counter, component: &str, error: &dyn std::fmt::Display) {
+    /// Records a failure of `component` (`"sink"`, `"source"`): counts it in `counter`, sets
+    /// `state` to `Restarting` with the error, and logs it (a repeat of the same error only at
+    /// powers of two, with its count).
+    pub fn failed(
+        &mut self,
+        progressed: bool,
+        counter: &Counter,
+        state: &StateGauge,
+        component: &str,
+        error: &dyn std::fmt::Display,
+    ) {
         self.failed_at(Instant::now(), progressed);
         counter.inc();
+        state.set_because(ComponentState::Restarting, error);
         let words = error.to_string();
         let restart_in = restart_backoff(self.consecutive + 1);
         if words == self.last_error {

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::duration;
 use crate::event::Event;
-use crate::metrics::ChannelCounters;
+use crate::metrics::{ChannelCounters, ComponentState};
 
 /// Options of a `Memory` channel: `Memory(capacity: 10000, transaction_capacity: 1000)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -151,6 +151,7 @@ impl Actor for MemoryChannel {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.counters.state.set(ComponentState::Running);
         ctx.set_mailbox_capacity(256);
         ctx.run_interval(PARK_TICK, |act, _| {
             let now = Instant::now();
@@ -238,6 +239,7 @@ impl Handler<Close> for MemoryChannel {
     type Result = ();
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) {
+        self.counters.state.set(ComponentState::Stopped);
         self.closed = true;
         self.puts.fail_all(|| ChannelError::Closed);
         self.takes.fail_all(|| ChannelError::Closed);

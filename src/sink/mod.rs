@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::channel::{ChannelError, ChannelHandle};
 use crate::event::{body_bytes, Event};
-use crate::metrics::SinkCounters;
+use crate::metrics::{ComponentState, SinkCounters};
 use crate::supervision::{panic_message, IsIdle, Restarts};
 use group::SinkProcessorConfig;
 use group::{Choice, Member, Processor, Verdict};
@@ -268,6 +268,17 @@ impl Actor for SinkRunner {
             drain(self.channel.clone(), self.members.clone(), processor, self.stop.clone(), self.restarts.delay())
                 .instrument(self.span());
         let delivered_before = self.delivered();
+        let mut stop = self.stop.clone();
+        let draining = async move {
+            let _ = stop.wait_for(Option::is_some).await;
+        };
+        ctx.spawn(draining.into_actor(self).map(|(), act, _| {
+            if !act.idle {
+                for m in &act.members {
+                    m.counters.state.set(ComponentState::Draining);
+                }
+            }
+        }));
         let fut = contained(|| work);
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             let _span = act.span().entered();
@@ -277,9 +288,10 @@ impl Actor for SinkRunner {
                     let progressed = act.delivered() > delivered_before;
                     let (first, rest) = act.members.split_first().expect("a runner has at least one sink");
                     let component = if act.processor.is_some() { "sink group" } else { "sink" };
-                    act.restarts.failed(progressed, &first.counters.restarts, component, &e);
+                    act.restarts.failed(progressed, &first.counters.restarts, &first.counters.state, component, &e);
                     for m in rest {
                         m.counters.restarts.inc();
+                        m.counters.state.set_because(ComponentState::Restarting, &e);
                     }
                     ctx.stop();
                 }
@@ -335,8 +347,19 @@ async fn drain(
         }
         wait_until(until, stopping, &mut stop).await;
     }
+    // A lone sink runs once it is built (in the take loop); a group's members all run from here
+    // on, whether built yet or standing by.
+    if !matches!(processor, Processor::Default) {
+        let working = if stop.borrow().is_some() { ComponentState::Draining } else { ComponentState::Running };
+        for m in &members {
+            m.counters.state.set(working);
+        }
+    }
     let mut sinks: Vec<Option<Box<dyn Sink>>> = members.iter().map(|_| None).collect();
     take_loop(&channel, &members, &mut processor, &mut sinks, &mut stop).await?;
+    for m in &members {
+        m.counters.state.set(ComponentState::Stopped);
+    }
     let mut closed = Ok(());
     for (member, sink) in members.iter().zip(&mut sinks) {
         if let Some(mut sink) = sink.take() {
@@ -376,7 +399,11 @@ async fn take_loop(
         let member = &members[k];
         if sinks[k].is_none() {
             match contained(|| std::future::ready((member.factory)())).await {
-                Ok(sink) => sinks[k] = Some(sink),
+                Ok(sink) => {
+                    sinks[k] = Some(sink);
+                    let working = if stopping.is_some() { ComponentState::Draining } else { ComponentState::Running };
+                    member.counters.state.set(working);
+                }
                 Err(e) => {
                     failed(processor, member, &mut sinks[k], k, e)?;
                     continue;
@@ -443,6 +470,7 @@ fn failed(
         (Verdict::Continue, left_out_for) => {
             *sink = None;
             member.counters.restarts.inc();
+            member.counters.state.set_because(ComponentState::Restarting, &error);
             tracing::warn!(
                 sink = %member.name,
                 error = %error,

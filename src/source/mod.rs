@@ -36,7 +36,7 @@ use crate::channel::{ChannelError, StorageErrorKind};
 use crate::config::duration;
 use crate::event::{body_bytes, Event};
 use crate::interceptor::{InterceptorChain, InterceptorConfig};
-use crate::metrics::SourceCounters;
+use crate::metrics::{ComponentState, SourceCounters};
 use crate::selector::{Route, RouteUntil, Selector, SelectorConfig};
 use crate::supervision::{panic_message, IsIdle, Restarts};
 
@@ -451,6 +451,12 @@ impl Actor for SourceActor {
         let run = self.kind.run(sctx.clone());
         self.idle = false;
         let accepted_before = self.ctx.counters.append_batch_accepted.get();
+        let watched = self.ctx.clone();
+        ctx.spawn(async move { watched.stopping().await }.into_actor(self).map(|(), act, _| {
+            if !act.idle {
+                act.ctx.counters.state.set(ComponentState::Draining);
+            }
+        }));
         let fut = async move {
             if !delay.is_zero() {
                 tokio::select! {
@@ -458,6 +464,7 @@ impl Actor for SourceActor {
                     _ = sctx.stopping() => return Ok(()),
                 }
             }
+            sctx.counters.state.set_unless_stopping(ComponentState::Running);
             let result = std::panic::AssertUnwindSafe(run).catch_unwind().await;
             result.unwrap_or_else(|p| Err(SourceError::Panic(panic_message(p))))
         };
@@ -466,15 +473,20 @@ impl Actor for SourceActor {
             match result {
                 Ok(()) => {
                     act.idle = true;
+                    act.ctx.counters.state.set(ComponentState::Stopped);
                     if !act.ctx.is_stopping() {
                         tracing::info!("reached the end of its input");
                     }
                     act.ctx.reached_end();
                 }
-                Err(_) if act.ctx.is_stopping() => act.idle = true,
+                Err(_) if act.ctx.is_stopping() => {
+                    act.idle = true;
+                    act.ctx.counters.state.set(ComponentState::Stopped);
+                }
                 Err(e) => {
                     let progressed = act.ctx.counters.append_batch_accepted.get() > accepted_before;
-                    act.restarts.failed(progressed, &act.ctx.counters.restarts, "source", &e);
+                    let counters = &act.ctx.counters;
+                    act.restarts.failed(progressed, &counters.restarts, &counters.state, "source", &e);
                     ctx.stop();
                 }
             }

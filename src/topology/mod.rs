@@ -46,7 +46,8 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub enum Monitoring {
     /// `Http(bind: "127.0.0.1:41414")`: Flume-style JSON at `GET /metrics`, Prometheus text at
-    /// `GET /metrics/prometheus`.
+    /// `GET /metrics/prometheus`, liveness at `GET /health`, readiness at `GET /ready`
+    /// ([`crate::monitoring`]).
     Http {
         /// `host:port` to listen on.
         bind: String,

@@ -34,7 +34,7 @@ use super::{
 };
 use crate::config::duration;
 use crate::event::Event;
-use crate::metrics::ChannelCounters;
+use crate::metrics::{ChannelCounters, ComponentState};
 use crate::supervision::{restart_backoff, HEALTHY_PERIOD};
 
 /// Options of a `RocksDb` channel: `RocksDb(dir: "data/c1", capacity: 10000000, sync: true)`.
@@ -289,6 +289,7 @@ impl RocksDbChannel {
         self.open_failures = self.open_failures.saturating_add(1);
         self.counters.open_failures.inc();
         self.counters.failed.set(1);
+        self.counters.state.set_because(ComponentState::Failed, e);
         let kind = e.storage_kind().map_or_else(|| "other".to_string(), |k| k.to_string());
         tracing::error!(
             channel = %self.name,
@@ -354,6 +355,7 @@ impl RocksDbChannel {
         self.epoch += 1;
         self.open_failures = 0;
         self.counters.failed.set(0);
+        self.counters.state.set_unless_stopping(ComponentState::Running);
         let Opened { db, queue, next_seq, salvage, disk_bytes } = opened;
         self.counters.disk_bytes.set(disk_bytes);
         if let Some(report) = salvage {
@@ -680,6 +682,9 @@ impl Supervised for RocksDbChannel {
         self.last_restart = Some(now);
         self.restarts = self.restarts.saturating_add(1);
         self.counters.restarts.inc();
+        if self.counters.state.get() != ComponentState::Restarting {
+            self.counters.state.set(ComponentState::Restarting);
+        }
         self.fail_waiting(|| ChannelError::Closed);
         // `started` lets the old writer finish and releases the database before opening it again;
         // the reopening rebuilds the queue, and transactions taken before are forgotten.
@@ -733,6 +738,7 @@ impl Handler<Written> for RocksDbChannel {
         }
         if let Err(e) = msg.result {
             tracing::error!(channel = %self.name, error = %e, "RocksDb channel failed a write; restarting it");
+            self.counters.state.set_because(ComponentState::Restarting, &e);
             ctx.stop();
             return;
         }
@@ -843,6 +849,7 @@ impl Handler<Close> for RocksDbChannel {
     /// database. Puts already handed to the writer are still answered.
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
         self.closed = true;
+        self.counters.state.set(ComponentState::Stopped);
         self.puts.fail_all(|| ChannelError::Closed);
         self.takes.fail_all(|| ChannelError::Closed);
         let store = self.store.take();
