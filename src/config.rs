@@ -49,9 +49,49 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// `path` for people to read: `.` components dropped and each `..` folded into the component
+/// before it (`topologies/../var/quickstart/archive` → `var/quickstart/archive`).
+///
+/// Lexical only: the file system is not asked, so a path need not exist, and a symbolic link
+/// followed by `..` is folded as if it were a directory (use it for showing paths, not opening
+/// them). A `..` at the start of a relative path stays; one right after the root is dropped.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        let n = |p: &str| normalize(Path::new(p)).display().to_string();
+        assert_eq!(n("topologies/../var/quickstart/archive"), "var/quickstart/archive");
+        assert_eq!(n("/srv/flumen/topologies/./../var/out/"), "/srv/flumen/var/out");
+        assert_eq!(n("../a/b/../../c"), "../c");
+        assert_eq!(n("a/.."), ".");
+        assert_eq!(n("/../x"), "/x");
+        assert_eq!(n("../../x"), "../../x");
+        assert_eq!(n("does/not/exist/.."), "does/not");
+    }
 
     #[test]
     fn addresses_are_host_and_port() {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod interceptor;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod monitoring;
 pub mod selector;

@@ -12,6 +12,10 @@ use flumen::topology;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines on stderr are written: `text` (coloured only on a terminal) or `json` (one
+    /// object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: flumen::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,11 +133,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FLUMEN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    flumen::logging::init(cli.log_format);
+    match cli.command {
         Command::Validate { topology } => match topology::load(&topology) {
             Ok(t) => {
                 println!(

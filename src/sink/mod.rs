@@ -115,7 +115,7 @@ impl SinkKind {
         match self {
             SinkKind::Logger(_) => "the log (stderr)".into(),
             SinkKind::Null(_) => "nowhere (discarded)".into(),
-            SinkKind::FileRoll(c) => c.dir.display().to_string(),
+            SinkKind::FileRoll(c) => crate::config::normalize(&c.dir).display().to_string(),
             SinkKind::Hdfs(c) => c.output(),
             SinkKind::Http(c) => c.url.clone(),
             SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),

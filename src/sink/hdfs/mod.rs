@@ -194,7 +194,7 @@ impl HdfsConfig {
 
     /// The base directory joined with `path` (escapes unresolved), for the run summary.
     pub fn output(&self) -> String {
-        self.base.join(&self.path).display().to_string()
+        crate::config::normalize(&self.base.join(&self.path)).display().to_string()
     }
 }
 
