@@ -19,4 +19,5 @@ pub mod selector;
 pub mod sink;
 pub mod source;
 pub mod supervision;
+pub mod top;
 pub mod topology;

@@ -46,6 +46,13 @@ enum Command {
         /// The topology file (RON).
         topology: PathBuf,
     },
+    /// Watch a running agent live: every component's rates, fill, errors, restarts and state,
+    /// read from its monitoring server every second. Keys: n, i, o, e, r, f sort; q quits.
+    Top {
+        /// The agent's monitoring server (its topology's `monitoring: Some(Http(bind: ...))`).
+        #[arg(long, default_value = "http://127.0.0.1:41414")]
+        url: String,
+    },
     /// Inspect or mend a RocksDb channel's directory while no agent runs it.
     Channel {
         #[command(subcommand)]
@@ -151,6 +158,13 @@ fn main() -> ExitCode {
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Top { url } => match flumen::top::run(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flumen top: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Channel { command } => match channel_command(command) {
