@@ -242,27 +242,35 @@ pub fn run(url: &str) -> Result<(), TopError> {
     let mut terminal = ratatui::try_init()?;
     let mut view = View::new(base);
     let result = (|| -> Result<(), TopError> {
+        // Drawn when a reading arrives, a key is pressed or the terminal is resized; in between
+        // it only waits (a key is answered within 100 ms).
+        let mut dirty = true;
         loop {
             while let Ok((at, fetched)) = rx.try_recv() {
                 view.take(at, fetched);
+                dirty = true;
             }
-            terminal.draw(|frame| view.draw(frame))?;
-            if event::poll(Duration::from_millis(100))? {
-                if let Event::Key(key) = event::read()? {
-                    if key.kind != KeyEventKind::Press {
-                        continue;
-                    }
-                    match key.code {
-                        KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
-                        KeyCode::Char(c) => {
-                            if let Some(s) = SortKey::of(c) {
-                                view.sort = s;
-                            }
+            if dirty {
+                terminal.draw(|frame| view.draw(frame))?;
+                dirty = false;
+            }
+            if !event::poll(Duration::from_millis(100))? {
+                continue;
+            }
+            match event::read()? {
+                Event::Key(key) if key.kind == KeyEventKind::Press => match key.code {
+                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                    KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                    KeyCode::Char(c) => {
+                        if let Some(s) = SortKey::of(c) {
+                            view.sort = s;
+                            dirty = true;
                         }
-                        _ => {}
                     }
-                }
+                    _ => {}
+                },
+                Event::Resize(..) => dirty = true,
+                _ => {}
             }
         }
     })();
