@@ -97,6 +97,7 @@ struct Shape {
     disk_capacity: u64,
     /// The edge path's channel: `RocksDb` (the test) or `Memory` (the loss control).
     edge_channel: String,
+    side_a_max_line: usize,
 }
 
 fn render(dir: &Path, s: &Shape) -> String {
@@ -106,7 +107,7 @@ fn render(dir: &Path, s: &Shape) -> String {
         format!(r#""side_b": (kind: Netcat(bind: "127.0.0.1:{p}", max_line_length: 65536), channels: ["mem"]),"#)
     });
     let extra = if s.extra {
-        format!(r#""extra_ch": Memory(capacity: 100000, transaction_capacity: 1000),"#)
+        r#""extra_ch": Memory(capacity: 100000, transaction_capacity: 1000),"#.to_string()
     } else {
         String::new()
     };
@@ -127,7 +128,7 @@ fn render(dir: &Path, s: &Shape) -> String {
             interceptors: [Static(key: "version", value: "{value}")],
             batch_size: 500,
         ),
-        "side_a": (kind: Netcat(bind: "127.0.0.1:{side_a}", max_line_length: 65536), channels: ["mem"]),
+        "side_a": (kind: Netcat(bind: "127.0.0.1:{side_a}", max_line_length: {side_a_max}), channels: ["mem"]),
         {side_b}
     }},
     channels: {{
@@ -145,6 +146,7 @@ fn render(dir: &Path, s: &Shape) -> String {
         mon = s.monitoring,
         edge = s.edge,
         side_a = s.side_a,
+        side_a_max = s.side_a_max_line,
         value = s.static_value,
         mem = s.mem_capacity,
         batch = s.out_batch,
@@ -179,6 +181,7 @@ fn base_shape(edge_channel: &str) -> Shape {
         mem_capacity: 10_000,
         disk_capacity: 1_000_000,
         edge_channel: edge_channel.into(),
+        side_a_max_line: 65536,
     }
 }
 
@@ -404,4 +407,58 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     let index = line_index(&lines);
     let delivery = Delivery::read(&dir.path().join("side_out"), &lines, &index);
     assert!(delivery.lost(1000).is_empty() && delivery.duplicates() == 0);
+}
+
+/// The inode of the socket listening on 127.0.0.1:`port` (from `/proc/net/tcp`, which must be
+/// readable: a missing file fails the test rather than passing it).
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")).then(|| f[9].parse().expect("an inode"))
+    })
+}
+
+#[test]
+fn a_restarted_netcat_on_the_same_address_keeps_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.ron");
+    let base = base_shape(ROCKSDB);
+    write_file(&file, &render(dir.path(), &base));
+    let mut flumen = Flumen::start(&["run", "--quiet", file.to_str().unwrap()], &dir.path().join("flumen.log"));
+    let monitoring = SocketAddr::from(([127, 0, 0, 1], base.monitoring));
+    let side_a = SocketAddr::from(([127, 0, 0, 1], base.side_a));
+    let lines = numbered_lines(600);
+    flumen.send_acknowledged(side_a, &lines[..200], Duration::from_secs(60));
+    let before = listening_inode(base.side_a).expect("side_a listens");
+    let reload = |flumen: &Flumen, shape: &Shape, n: u64| {
+        write_file(&file, &render(dir.path(), shape));
+        flumen.signal(libc::SIGHUP);
+        wait_for(
+            Duration::from_secs(30),
+            || metric(monitoring, "AGENT", "ReloadSuccessCount") == Some(n),
+            || flumen.log_text(),
+        );
+    };
+    // An option other than the address: the source restarts on the socket it had.
+    let mut shape = base.clone();
+    shape.side_a_max_line = 32768;
+    reload(&flumen, &shape, 1);
+    assert!(flumen.log_text().contains("restarted sources [side_a]"), "{}", flumen.log_text());
+    assert_eq!(listening_inode(base.side_a), Some(before), "the restarted source did not rebind");
+    flumen.send_acknowledged(side_a, &lines[200..400], Duration::from_secs(60));
+    // Control: moving it away and back binds a new socket, which the check tells apart.
+    let elsewhere = free_port();
+    let mut moved = shape.clone();
+    moved.side_a = elsewhere;
+    reload(&flumen, &moved, 2);
+    reload(&flumen, &shape, 3);
+    let again = listening_inode(base.side_a).expect("side_a listens again");
+    assert_ne!(again, before, "a new bind is a new socket");
+    flumen.send_acknowledged(side_a, &lines[400..], Duration::from_secs(60));
+    assert_eq!(flumen.terminate(Duration::from_secs(60)), Some(0));
+    let index = line_index(&lines);
+    let delivery = Delivery::read(&dir.path().join("side_out"), &lines, &index);
+    assert!(delivery.lost(600).is_empty() && delivery.duplicates() == 0);
 }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::selector::Selector;
 use crate::sink::group::Member;
 use crate::sink::{SinkFactory, SinkRunner};
-use crate::source::{Pipeline, PipelineHandle, SourceActor, SourceConfig, SourceContext, SourceProgress};
+use crate::source::{Pipeline, PipelineHandle, SourceActor, SourceConfig, SourceContext, SourceKind, SourceProgress};
 use crate::supervision::IsIdle;
 use crate::topology::{ChannelConfig, Monitoring, Topology};
 
@@ -147,6 +147,11 @@ impl RunningAgent {
             }
         }
 
+        for name in &diff.sources.changed {
+            if let Some(bind) = same_tcp_listener(&self.topology.sources[name].kind, &new.sources[name].kind) {
+                crate::source::netcat::hand_over(bind);
+            }
+        }
         let stopping: Vec<String> = diff.sources.stopping().cloned().collect();
         self.stop_sources(&stopping, &diff.sources.removed).await;
 
@@ -433,6 +438,19 @@ impl RunningAgent {
         tracing::info!("agent stopped");
         super::Summary::new(&self.topology, &self.metrics)
     }
+}
+
+/// The address a restarted TCP line source keeps listening on: its `bind`, when the old and new
+/// options share it (the new source takes over the socket rather than binding again).
+fn same_tcp_listener<'a>(old: &SourceKind, new: &'a SourceKind) -> Option<&'a str> {
+    fn bind(k: &SourceKind) -> Option<&str> {
+        match k {
+            SourceKind::Netcat(c) => Some(c.bind.as_str()),
+            SourceKind::SyslogTcp(c) => Some(c.bind.as_str()),
+            _ => None,
+        }
+    }
+    bind(new).filter(|b| bind(old) == Some(*b))
 }
 
 /// Waits until every actor says it is idle, for at most `timeout`.
