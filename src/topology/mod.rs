@@ -7,6 +7,7 @@
 
 mod load;
 mod locate;
+pub mod unit;
 mod validate;
 
 use std::collections::BTreeMap;
