@@ -198,7 +198,7 @@ struct Suite<'a> {
     root: Node,
     tests: Vec<TestCase>,
     topology: Topology,
-    /// Per test: its compiled regexes, by the text of the pattern.
+    /// The compiled regexes of every expectation, by the text of the pattern.
     regexes: BTreeMap<String, regex::Regex>,
 }
 
