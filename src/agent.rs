@@ -239,6 +239,7 @@ fn serve_metrics(bind: &str, metrics: Arc<Metrics>, agent: String) -> Result<act
                     async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
                 }),
             )
+            .configure(crate::tap::routes(metrics.clone()))
     })
     .workers(1)
     .disable_signals()
@@ -309,6 +310,7 @@ impl RunningAgent {
         for ch in self.channels.values() {
             let _ = ch.close.send(Close).await;
         }
+        crate::tap::stop();
         if let Some(server) = &self.server {
             server.stop(true).await;
         }

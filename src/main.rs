@@ -42,6 +42,9 @@ enum Command {
         /// The topology file (RON).
         topology: PathBuf,
     },
+    /// Show live events of a running agent (headers and body, one JSON object a line) leaving its
+    /// sources or entering its sinks, read from its monitoring server.
+    Tap(flumen::tap::TapArgs),
     /// Inspect or mend a RocksDb channel's directory while no agent runs it.
     Channel {
         #[command(subcommand)]
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Tap(args) => flumen::tap::run(args),
         Command::Channel { command } => match channel_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
