@@ -242,6 +242,8 @@ fn serve_metrics(bind: &str, metrics: Arc<Metrics>, agent: String) -> Result<act
             .configure(crate::tap::routes(metrics.clone()))
     })
     .workers(1)
+    // A tap whose client stopped reading cannot finish its stream: it must not hold the stop.
+    .shutdown_timeout(2)
     .disable_signals()
     .bind(bind)
     .map_err(|source| AgentError::Monitoring { bind: bind.into(), source })?
