@@ -440,6 +440,11 @@ struct Streaming {
     reported_dropped: u64,
 }
 
+/// Whether a stream that carried `sent` events reached its `limit`.
+fn reached(limit: Option<u64>, sent: u64) -> bool {
+    limit.is_some_and(|limit| sent >= limit)
+}
+
 /// Subscribes to `taps` as `request` asks and streams the tap's lines.
 fn stream(
     taps: &'static Taps,
@@ -485,13 +490,13 @@ fn stream(
         let mut next = Some(first);
         while let Some(tapped) = next.take() {
             for event in tapped.events() {
-                if st.limit.is_some_and(|limit| st.sent >= limit) {
+                if reached(st.limit, st.sent) {
                     break;
                 }
                 write_event(&mut out, &tapped.component, tapped.point, event);
                 st.sent += 1;
             }
-            if out.len() < CHUNK_BYTES && !st.limit.is_some_and(|limit| st.sent >= limit) {
+            if out.len() < CHUNK_BYTES && !reached(st.limit, st.sent) {
                 next = sub.try_recv();
             }
         }
@@ -500,7 +505,7 @@ fn stream(
             write_notice(&mut out, &Notice::Dropped { count: dropped - st.reported_dropped });
             st.reported_dropped = dropped;
         }
-        if st.limit.is_some_and(|limit| st.sent >= limit) {
+        if reached(st.limit, st.sent) {
             write_notice(&mut out, &Notice::End { reason: EndReason::Limit, events: st.sent, dropped });
             // Disconnects the tap.
             st.sub = None;
