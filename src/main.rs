@@ -34,6 +34,9 @@ enum Command {
         /// the other flows and retrying the channel.
         #[arg(long)]
         strict: bool,
+        /// Reload the topology when its file changes (debounced), as on SIGHUP.
+        #[arg(long)]
+        watch: bool,
         /// The topology file (RON).
         topology: PathBuf,
     },
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { once, drain_timeout, quiet, strict, topology } => {
+        Command::Run { once, drain_timeout, quiet, strict, watch, topology } => {
             let t = match topology::load(&topology) {
                 Ok(t) => t,
                 Err(errors) => {
@@ -170,7 +173,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = AgentOptions { once, drain_timeout, progress: !quiet, strict };
+            let options = AgentOptions { once, drain_timeout, progress: !quiet, strict, watch };
             let system = actix_rt::System::new();
             match system.block_on(agent::run(t, options)) {
                 Ok(summary) => {

@@ -158,6 +158,18 @@ counter_set!(
     }
 );
 
+counter_set!(
+    /// Counters of the agent itself (flumen's own; Flume has no reload).
+    AgentCounters {
+        /// Reloads applied (SIGHUP, or a changed file under `run --watch`).
+        reload_success => "ReloadSuccessCount",
+        /// Reloads refused (the new file is invalid) or rolled back; the agent ran on unchanged.
+        reload_failure => "ReloadFailureCount",
+        /// When the last reload was applied, in milliseconds since the Unix epoch; 0 before any.
+        last_reload => "LastReloadTime",
+    }
+);
+
 /// The counter set of one component.
 #[derive(Debug, Clone)]
 pub enum ComponentCounters {
@@ -193,6 +205,8 @@ impl ComponentCounters {
 #[derive(Debug, Default)]
 pub struct Metrics {
     components: Mutex<BTreeMap<String, ComponentCounters>>,
+    /// The agent's own counters, shown as `"AGENT"` in the JSON.
+    pub agent: AgentCounters,
 }
 
 impl Metrics {
@@ -233,6 +247,11 @@ impl Metrics {
         map.entry(key).or_insert(made).clone()
     }
 
+    /// Forgets the counters of a component a reload removed (`"SOURCE.r1"`, ...).
+    pub fn remove(&self, key: &str) {
+        self.components.lock().expect("metrics lock is never poisoned").remove(key);
+    }
+
     /// A snapshot: `"KIND.name"` to the component's counters.
     pub fn snapshot(&self) -> BTreeMap<String, ComponentCounters> {
         self.components.lock().expect("metrics lock is never poisoned").clone()
@@ -255,6 +274,12 @@ impl Metrics {
             }
             out.insert(key, serde_json::Value::Object(obj));
         }
+        let mut agent = serde_json::Map::new();
+        agent.insert("Type".into(), "AGENT".into());
+        for (name, value) in self.agent.values() {
+            agent.insert(name.into(), value.to_string().into());
+        }
+        out.insert("AGENT".into(), serde_json::Value::Object(agent));
         serde_json::Value::Object(out)
     }
 
@@ -273,6 +298,14 @@ impl Metrics {
                     escape_label(name)
                 );
             }
+        }
+        for (counter, value) in self.agent.values() {
+            let _ = writeln!(
+                out,
+                "flumen_{}{{agent=\"{}\",type=\"agent\"}} {value}",
+                snake_case(counter),
+                escape_label(agent)
+            );
         }
         out
     }
