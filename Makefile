@@ -1,6 +1,7 @@
 # flumen — the two commands a user needs:
 #   make run    builds flumen and runs the quickstart topology on the shipped Loghub samples
-#   make test   checks formatting and lints, then runs the whole test suite
+#   make test   checks formatting and lints, runs the topology unit tests of topologies/tests/, then
+#               the whole test suite
 #   make soak   the SIGKILL battery with 100 kills instead of 10
 #   make fuzz   the cargo-fuzz targets of fuzz/, FUZZ_SECONDS (default 60) each; not part of make test
 # Both first install, on Debian/Ubuntu, the system packages the build and the tests need.
@@ -14,7 +15,7 @@ export CARGO_TARGET_DIR
 # power-cut test's FUSE file system (fusermount3 when not root); mount: tmpfs mounts of the fault tests.
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount
 
-.PHONY: deps build run test soak bench fuzz
+.PHONY: deps build run test topology-tests soak bench fuzz
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -35,7 +36,13 @@ run: build
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
+	$(MAKE) topology-tests
 	cargo test --release
+
+# Every topologies/tests/*.ron through the built binary, in one run: it exits 1 when a test fails
+# and 2 when a file is malformed (or when the glob matches nothing), so make stops.
+topology-tests: build
+	$(CARGO_TARGET_DIR)/release/flumen test topologies/tests/*.ron
 
 soak: deps
 	KILLS=100 cargo test --release --test sigkill -- --nocapture

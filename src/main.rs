@@ -45,6 +45,14 @@ enum Command {
         /// The topology file (RON).
         topology: PathBuf,
     },
+    /// Run topology unit tests: put each test's events through a source's interceptors and channel
+    /// selector (nothing started) and check what every channel receives. Exit 0 when every test
+    /// passed, 1 printing each failed expectation (file:line:column), 2 for a malformed file.
+    Test {
+        /// Test files (RON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show live events of a running agent (headers and body, one JSON object a line) leaving its
     /// sources or entering its sinks, read from its monitoring server.
     Tap(flumen::tap::TapArgs),
@@ -157,6 +165,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Test { files } => flumen::topology::unit::run(&files),
         Command::Tap(args) => flumen::tap::run(args),
         Command::Channel { command } => match channel_command(command) {
             Ok(()) => ExitCode::SUCCESS,

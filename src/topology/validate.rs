@@ -361,7 +361,7 @@ fn sink_groups(t: &Topology, broken: &Broken, p: &mut Problems) {
 
 /// `path` with `.` and `dir/..` taken out, without looking at the file system (the directory may
 /// not exist yet), so that two spellings of one directory compare equal.
-fn lexically_normal(path: &Path) -> PathBuf {
+pub(super) fn lexically_normal(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
