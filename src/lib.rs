@@ -17,4 +17,5 @@ pub mod selector;
 pub mod sink;
 pub mod source;
 pub mod supervision;
+pub mod tap;
 pub mod topology;

@@ -53,6 +53,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show live events of a running agent (headers and body, one JSON object a line) leaving its
+    /// sources or entering its sinks, read from its monitoring server.
+    Tap(flumen::tap::TapArgs),
     /// Inspect or mend a RocksDb channel's directory while no agent runs it.
     Channel {
         #[command(subcommand)]
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Test { files } => flumen::topology::unit::run(&files),
+        Command::Tap(args) => flumen::tap::run(args),
         Command::Channel { command } => match channel_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -80,6 +80,9 @@ counter_set!(
         event_dropped => "EventDroppedCount",
         /// Times the supervisor restarted this source.
         restarts => "RestartCount",
+        /// Copies of events leaving this source that a tap dropped because its buffer was full
+        /// (the events themselves went on).
+        tap_dropped => "TapDroppedCount",
     }
 );
 
@@ -149,6 +152,9 @@ counter_set!(
         /// Times this sink was restarted after a failure: by its supervisor, or rebuilt by its
         /// sink group's processor.
         restarts => "RestartCount",
+        /// Copies of events entering this sink that a tap dropped because its buffer was full
+        /// (the events themselves went on).
+        tap_dropped => "TapDroppedCount",
     }
 );
 

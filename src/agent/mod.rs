@@ -113,8 +113,11 @@ pub(crate) fn serve_metrics(
                     async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
                 }),
             )
+            .configure(crate::tap::routes(metrics.clone()))
     })
     .workers(1)
+    // A tap whose client stopped reading cannot finish its stream: it must not hold the stop.
+    .shutdown_timeout(2)
     .disable_signals()
     .bind(bind)
     .map_err(|source| AgentError::Monitoring { bind: bind.into(), source })?

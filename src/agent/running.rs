@@ -430,6 +430,7 @@ impl RunningAgent {
         for ch in self.channels.values() {
             let _ = ch.handle.close.send(Close).await;
         }
+        crate::tap::stop();
         if let Some(server) = self.server.take() {
             server.stop(true).await;
         }

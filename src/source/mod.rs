@@ -428,6 +428,7 @@ impl SourceContext {
             self.counters.dropped_by_filter.add(dropped);
         }
         if !events.is_empty() {
+            crate::tap::leaving_source(&self.name, &events, &self.counters.tap_dropped);
             let kept = events.len() as u64;
             let unrouted = match deadline {
                 None => pipeline.selector.send(Route { events }).await,
