@@ -300,6 +300,7 @@ fn twenty_reloads_under_load_keep_the_connection_and_every_acknowledged_line() {
     let side = Delivery::read(&dir.path().join("side_out"), &side_lines[..side_sent], &side_index);
     assert!(side.lost(side_sent).is_empty(), "side lines lost: {:?}", side.lost(side_sent).len());
     assert!(acked > 20_000, "the load ran throughout the reloads ({acked} lines)");
+    eprintln!("{acked} lines acknowledged on the unchanged path across 20 reloads: 0 lost, 0 duplicated");
 }
 
 #[test]
