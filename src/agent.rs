@@ -355,12 +355,14 @@ pub async fn run(topology: Topology, options: AgentOptions) -> Result<Summary, A
     let once = options.once;
     let progress = options.progress;
     let agent = start(topology, options).await?;
+    crate::service::ready();
     let progress = progress.then(|| spawn_progress(agent.metrics.clone()));
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
         _ = agent.finished(), if once => tracing::info!("every source reached its end and every channel is drained"),
     }
+    crate::service::stopping();
     actix_rt::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
