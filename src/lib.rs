@@ -14,6 +14,7 @@ pub mod interceptor;
 pub mod kafka;
 pub mod metrics;
 pub mod selector;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod supervision;

@@ -149,6 +149,7 @@ pub async fn run(topology: Topology, options: AgentOptions) -> Result<Summary, A
     let once = options.once;
     let progress = options.progress;
     let mut agent = start(topology, options).await?;
+    crate::service::ready();
     let progress = progress.then(|| spawn_progress(agent.metrics.clone()));
     loop {
         tokio::select! {
@@ -172,6 +173,7 @@ pub async fn run(topology: Topology, options: AgentOptions) -> Result<Summary, A
             }
         }
     }
+    crate::service::stopping();
     actix_rt::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -224,6 +226,8 @@ fn watch_file(
 pub async fn reload(agent: &mut RunningAgent, why: &str) {
     let file = agent.topology().file.clone();
     tracing::info!(file = %file.display(), "reloading: {why}");
+    crate::service::reloading();
+    let _ready_again = ReadyAgain;
     let counters = agent.metrics.clone();
     let new = match crate::topology::load(&file) {
         Ok(t) => t,
@@ -295,6 +299,15 @@ fn spawn_progress(metrics: Arc<Metrics>) -> indicatif::ProgressBar {
         }
     });
     bar
+}
+
+/// Tells the service manager the agent is ready again once a reload ended, however it ended.
+struct ReadyAgain;
+
+impl Drop for ReadyAgain {
+    fn drop(&mut self) {
+        crate::service::ready();
+    }
 }
 
 /// Sums over all components.
