@@ -2,7 +2,7 @@
 //!
 //! * `flumen run` with `NOTIFY_SOCKET` (a real unix datagram socket the test listens on, as
 //!   systemd's): `READY=1` once the agent started (its monitoring answers at once), `STOPPING=1`
-//!   on SIGTERM. Negative control: an agent whose start fails (its monitoring address is taken)
+//!   on SIGTERM, `RELOADING=1` then `READY=1` again around a SIGHUP reload. Negative control: an agent whose start fails (its monitoring address is taken)
 //!   sends no `READY=1`. A `NOTIFY_SOCKET` nobody listens on is logged and changes nothing else.
 //! * The package: `cargo deb --no-build` packs the release binary these tests run, `dpkg -i`
 //!   installs it on this machine, `systemd-analyze verify` checks its unit (negative control: a
@@ -179,6 +179,17 @@ fn notified_run(
         || output_lines(out).0.len() >= lines.len(),
         || format!("{} lines in {}: {}", lines.len(), out.display(), output_lines(out).0.len()),
     );
+    // A reload (what `systemctl reload` sends): RELOADING=1, then READY=1 again once applied.
+    agent.signal(libc::SIGHUP);
+    notify.wait_for("RELOADING=1", Duration::from_secs(60), &mut agent);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            notify.read_pending();
+            notify.lines().iter().filter(|x| **x == "READY=1").count() == 2
+        },
+        || "no second READY=1 after the reload".to_string(),
+    );
     agent.signal(libc::SIGTERM);
     notify.wait_for("STOPPING=1", Duration::from_secs(60), &mut agent);
     assert_eq!(exit_code(&mut agent, Duration::from_secs(60)), Some(0), "log:\n{}", agent.log_text());
@@ -186,8 +197,12 @@ fn notified_run(
     let l = notify.lines();
     let ready: Vec<usize> = l.iter().enumerate().filter(|(_, x)| **x == "READY=1").map(|(i, _)| i).collect();
     let stopping = l.iter().position(|x| *x == "STOPPING=1").unwrap();
-    assert_eq!(ready.len(), 1, "one READY=1: {l:?}");
-    assert!(ready[0] < stopping, "READY=1 before STOPPING=1: {l:?}");
+    let reloading = l.iter().position(|x| *x == "RELOADING=1").unwrap();
+    assert_eq!(ready.len(), 2, "READY=1 at the start and after the reload: {l:?}");
+    assert!(
+        ready[0] < reloading && reloading < ready[1] && ready[1] < stopping,
+        "READY, RELOADING, READY, STOPPING: {l:?}"
+    );
     assert!(l.contains(&"STATUS=running") && l.contains(&"STATUS=stopping"), "{l:?}");
     let delivered = multiset(output_lines(out).0);
     assert!(delivered == multiset(lines.to_vec()), "every line delivered once");
