@@ -1,8 +1,10 @@
 # flumen — the two commands a user needs:
 #   make run    builds flumen and runs the quickstart topology on the shipped Loghub samples
-#   make test   checks formatting and lints, then runs the whole test suite
+#   make test   checks formatting and lints, runs the topology unit tests of topologies/tests/, then
+#               the whole test suite
 #   make soak   the SIGKILL battery with 100 kills instead of 10
 #   make fuzz   the cargo-fuzz targets of fuzz/, FUZZ_SECONDS (default 60) each; not part of make test
+#   make deb    the Debian package (cargo-deb) in $(CARGO_TARGET_DIR)/debian/: binary, flumen@.service
 # Both first install, on Debian/Ubuntu, the system packages the build and the tests need.
 
 CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
@@ -12,12 +14,14 @@ export CARGO_TARGET_DIR
 # curl: HTTP tests; procps: `ps` in crash tests; python3: the HTTP redirecting server of tests/http.rs;
 # logrotate: Taildir rotation tests; fiu-utils: failing syscalls (fiu-run, fiu-ctrl); fuse3: the
 # power-cut test's FUSE file system (fusermount3 when not root); mount: tmpfs mounts of the fault tests;
+# dpkg-dev: cargo-deb's dependency list (dpkg-shlibdeps); systemd: systemd-analyze, which checks the
+# package's unit; adduser: the package's postinst creates the user `flumen`;
 # python3-prometheus-client: the Prometheus parser that reads /metrics/prometheus in tests/monitoring.rs;
 # tmux: the terminal `flumen top` runs in for tests/top.rs.
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
-  python3-prometheus-client tmux
+  dpkg-dev systemd adduser python3-prometheus-client tmux
 
-.PHONY: deps build run test soak bench fuzz
+.PHONY: deps build run test topology-tests soak bench fuzz deb cargo-deb
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -35,10 +39,24 @@ build: deps
 run: build
 	$(CARGO_TARGET_DIR)/release/flumen run --once topologies/quickstart.ron
 
-test: deps
+# cargo-deb builds the package; it is installed (outside the project's target dir) when missing.
+cargo-deb: deps
+	@command -v cargo-deb >/dev/null || env -u CARGO_TARGET_DIR cargo install --locked cargo-deb
+
+# The package from the release binary `build` made (cargo-deb does not build it again).
+deb: build cargo-deb
+	cargo deb --no-build --strip --output $(CARGO_TARGET_DIR)/debian/
+
+test: deps cargo-deb
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
+	$(MAKE) topology-tests
 	cargo test --release
+
+# Every topologies/tests/*.ron through the built binary, in one run: it exits 1 when a test fails
+# and 2 when a file is malformed (or when the glob matches nothing), so make stops.
+topology-tests: build
+	$(CARGO_TARGET_DIR)/release/flumen test topologies/tests/*.ron
 
 soak: deps
 	KILLS=100 cargo test --release --test sigkill -- --nocapture

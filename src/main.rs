@@ -38,6 +38,9 @@ enum Command {
         /// the other flows and retrying the channel.
         #[arg(long)]
         strict: bool,
+        /// Reload the topology when its file changes (debounced), as on SIGHUP.
+        #[arg(long)]
+        watch: bool,
         /// The topology file (RON).
         topology: PathBuf,
     },
@@ -53,6 +56,17 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:41414")]
         url: String,
     },
+    /// Run topology unit tests: put each test's events through a source's interceptors and channel
+    /// selector (nothing started) and check what every channel receives. Exit 0 when every test
+    /// passed, 1 printing each failed expectation (file:line:column), 2 for a malformed file.
+    Test {
+        /// Test files (RON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show live events of a running agent (headers and body, one JSON object a line) leaving its
+    /// sources or entering its sinks, read from its monitoring server.
+    Tap(flumen::tap::TapArgs),
     /// Inspect or mend a RocksDb channel's directory while no agent runs it.
     Channel {
         #[command(subcommand)]
@@ -62,6 +76,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ChannelCommand {
+    /// Count the events (and their bytes, oldest and newest `timestamp` header, dead letters).
+    /// Changes nothing; exit 1 when an agent holds the directory (its LOCK) or it is damaged.
+    Inspect {
+        /// The channel's `dir`.
+        dir: PathBuf,
+    },
+    /// Read every value and decode every event: exit 0 when healthy, 1 listing what is damaged.
+    Verify {
+        /// The channel's `dir`.
+        dir: PathBuf,
+    },
+    /// Write the events to stdout as NDJSON, oldest first: {"seq", "headers", "body"} (or
+    /// "body_base64" for a body that is not UTF-8). Removes nothing.
+    Export {
+        /// The channel's `dir`.
+        dir: PathBuf,
+        /// The dead letters instead: {"seq", "reason", "size", "value_base64"}.
+        #[arg(long)]
+        dead_letter: bool,
+    },
+    /// Append the events of NDJSON on stdin (as `export` writes them) after what the channel
+    /// holds, in order; all or nothing. Creates DIR when missing.
+    Import {
+        /// The channel's `dir`.
+        dir: PathBuf,
+    },
     /// Set a damaged directory aside (DIR.damaged-<UTC time>) and salvage what is readable into a
     /// fresh DIR, as the agent does when it opens the channel; print the counts. Exit 0 (also when
     /// there was no damage), 1 when it cannot (LOCK held by a running agent, ...).
@@ -83,60 +123,17 @@ enum ChannelCommand {
     },
 }
 
-fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
-    use flumen::channel::rocksdb as ch;
-    use std::io::Write as _;
+fn channel_command(command: ChannelCommand) -> Result<ExitCode, flumen::channel::rocksdb::tools::ToolError> {
+    use flumen::channel::rocksdb::tools;
     match command {
-        ChannelCommand::Salvage { dir } => match ch::salvage_dir(&dir)? {
-            None => println!("{}: no damage found; nothing changed", dir.display()),
-            Some((report, held)) => {
-                println!("{}: damaged ({})", dir.display(), report.cause);
-                println!("salvaged: {} events (the channel now holds {held})", report.salvaged);
-                println!("dead-lettered: {}", report.dead_lettered);
-                for span in &report.unreadable {
-                    println!("unreadable: {span}");
-                }
-                println!("damaged original kept at: {}", report.damaged_copy.display());
-                if report.repaired {
-                    println!("RocksDB repair rebuilt the copy's MANIFEST before reading it");
-                }
-            }
-        },
-        ChannelCommand::DeadLetters { dir } => {
-            let letters = ch::dead_letters(&dir)?;
-            println!("{:>20} {:>10}  reason", "seq", "bytes");
-            for l in &letters {
-                let seq = l.seq().map_or_else(|| format!("0x{}", hex(&l.key)), |s| s.to_string());
-                println!("{seq:>20} {:>10}  {}", l.value.len(), l.reason);
-            }
-            println!("{} dead letters", letters.len());
-        }
-        ChannelCommand::ExportDeadLetters { dir, out } => {
-            let letters = ch::dead_letters(&dir)?;
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
-            for l in &letters {
-                let line = serde_json::json!({
-                    "seq": l.seq(),
-                    "key_hex": hex(&l.key),
-                    "reason": l.reason,
-                    "size": l.value.len(),
-                    "value_hex": hex(&l.value),
-                });
-                writeln!(file, "{line}")?;
-            }
-            file.flush()?;
-            println!("{} dead letters written to {}", letters.len(), out.display());
-        }
+        ChannelCommand::Inspect { dir } => tools::inspect_cli(&dir),
+        ChannelCommand::Verify { dir } => tools::verify_cli(&dir),
+        ChannelCommand::Export { dir, dead_letter } => tools::export_cli(&dir, dead_letter),
+        ChannelCommand::Import { dir } => tools::import_cli(&dir),
+        ChannelCommand::Salvage { dir } => tools::salvage_cli(&dir),
+        ChannelCommand::DeadLetters { dir } => tools::dead_letters_cli(&dir),
+        ChannelCommand::ExportDeadLetters { dir, out } => tools::export_dead_letters_cli(&dir, &out),
     }
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn main() -> ExitCode {
@@ -167,14 +164,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Test { files } => flumen::topology::unit::run(&files),
+        Command::Tap(args) => flumen::tap::run(args),
         Command::Channel { command } => match channel_command(command) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => code,
             Err(e) => {
                 eprintln!("flumen: {e:#}");
                 ExitCode::FAILURE
             }
         },
-        Command::Run { once, drain_timeout, quiet, strict, topology } => {
+        Command::Run { once, drain_timeout, quiet, strict, watch, topology } => {
             let t = match topology::load(&topology) {
                 Ok(t) => t,
                 Err(errors) => {
@@ -182,7 +181,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = AgentOptions { once, drain_timeout, progress: !quiet, strict };
+            let options = AgentOptions { once, drain_timeout, progress: !quiet, strict, watch };
             let system = actix_rt::System::new();
             match system.block_on(agent::run(t, options)) {
                 Ok(summary) => {

@@ -37,14 +37,23 @@ impl Counter {
 }
 
 macro_rules! counter_set {
-    ($(#[$doc:meta])* $name:ident { $($(#[doc = $fdoc:literal])* $field:ident => $kind:ident $flume:literal),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Default)]
-        pub struct $name {
-            $($(#[doc = $fdoc])* pub $field: Counter,)*
+    ($(#[$doc:meta])* $name:ident { $($body:tt)* }) => {
+        counter_set!(@set [$(#[$doc])*] $name [
             /// What the component is doing: `State` in the JSON, `flumen_component_state` in
             /// Prometheus.
             pub state: StateGauge,
+        ] $($body)*);
+    };
+    (stateless $(#[$doc:meta])* $name:ident { $($body:tt)* }) => {
+        counter_set!(@set [$(#[$doc])*] $name [] $($body)*);
+    };
+    (@set [$($attrs:tt)*] $name:ident [$($extra:tt)*]
+        $($(#[doc = $fdoc:literal])* $field:ident => $kind:ident $flume:literal),* $(,)?) => {
+        $($attrs)*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[doc = $fdoc])* pub $field: Counter,)*
+            $($extra)*
         }
         impl $name {
             /// Every counter's Flume name, kind and description (its doc comment), in declaration
@@ -221,6 +230,9 @@ counter_set!(
         event_dropped => Counter "EventDroppedCount",
         /// Times the supervisor restarted this source.
         restarts => Counter "RestartCount",
+        /// Copies of events leaving this source that a tap dropped because its buffer was full
+        /// (the events themselves went on).
+        tap_dropped => Counter "TapDroppedCount",
     }
 );
 
@@ -290,6 +302,22 @@ counter_set!(
         /// Times this sink was restarted after a failure: by its supervisor, or rebuilt by its
         /// sink group's processor.
         restarts => Counter "RestartCount",
+        /// Copies of events entering this sink that a tap dropped because its buffer was full
+        /// (the events themselves went on).
+        tap_dropped => Counter "TapDroppedCount",
+    }
+);
+
+counter_set!(
+    stateless
+    /// Counters of the agent itself (flumen's own; Flume has no reload).
+    AgentCounters {
+        /// Reloads applied (SIGHUP, or a changed file under `run --watch`).
+        reload_success => Counter "ReloadSuccessCount",
+        /// Reloads refused (the new file is invalid) or rolled back; the agent ran on unchanged.
+        reload_failure => Counter "ReloadFailureCount",
+        /// When the last reload was applied, in milliseconds since the Unix epoch; 0 before any.
+        last_reload => Gauge "LastReloadTime",
     }
 );
 
@@ -347,6 +375,8 @@ impl ComponentCounters {
 pub struct Metrics {
     components: Mutex<BTreeMap<String, ComponentCounters>>,
     stopping: AtomicBool,
+    /// The agent's own counters, shown as `"AGENT"` in the JSON.
+    pub agent: AgentCounters,
 }
 
 impl Metrics {
@@ -385,6 +415,11 @@ impl Metrics {
         let made = make();
         let key = format!("{}.{name}", made.kind());
         map.entry(key).or_insert(made).clone()
+    }
+
+    /// Forgets the counters of a component a reload removed (`"SOURCE.r1"`, ...).
+    pub fn remove(&self, key: &str) {
+        self.components.lock().expect("metrics lock is never poisoned").remove(key);
     }
 
     /// A snapshot: `"KIND.name"` to the component's counters.
@@ -430,6 +465,12 @@ impl Metrics {
             }
             out.insert(key, serde_json::Value::Object(obj));
         }
+        let mut agent = serde_json::Map::new();
+        agent.insert("Type".into(), "AGENT".into());
+        for (name, value) in self.agent.values() {
+            agent.insert(name.into(), value.to_string().into());
+        }
+        out.insert("AGENT".into(), serde_json::Value::Object(agent));
         serde_json::Value::Object(out)
     }
 
@@ -438,7 +479,8 @@ impl Metrics {
     ///
     /// Names as [`Series::prometheus_name`]; besides the counter sets, the gauges
     /// `flumen_channel_fill_percentage` and `flumen_component_state`
-    /// ([`ComponentState::code`]).
+    /// ([`ComponentState::code`]). The agent's own counters have the labels `agent` and
+    /// `type="agent"` only.
     pub fn to_prometheus(&self, agent: &str) -> String {
         // Name to (help, type, samples); in the order first seen, every sample of a name together
         // (the format asks for it).
@@ -480,6 +522,10 @@ impl Metrics {
                 let help = "ChannelSize as a percentage of ChannelCapacity.";
                 sample("flumen_channel_fill_percentage".into(), help, SeriesKind::Gauge, &labels, &fill_percentage(c));
             }
+        }
+        let labels = format!("agent=\"{}\",type=\"agent\"", escape_label(agent));
+        for (series, (_, value)) in AgentCounters::SERIES.iter().zip(self.agent.values()) {
+            sample(series.prometheus_name(), series.help, series.kind, &labels, &value);
         }
         let mut out = String::new();
         for (name, help, kind, samples) in families {

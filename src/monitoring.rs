@@ -2,7 +2,7 @@
 //!
 //! `GET /metrics` answers Flume's JSON reporting format, `GET /metrics/prometheus` the Prometheus
 //! text format, `GET /health` whether the agent runs and `GET /ready` whether it is ready for
-//! traffic (as Kubernetes' liveness and readiness probes ask them). The server is built from
+//! traffic (as Kubernetes' liveness and readiness probes ask them), `GET /tap` live events. The server is built from
 //! [`ROUTES`], one configurator per group of routes, so that a new group is one more entry.
 
 use std::sync::Arc;
@@ -21,11 +21,12 @@ pub struct Monitor {
     pub metrics: Arc<Metrics>,
 }
 
-/// Registers one group of routes on the monitoring server's `App`.
-pub type Routes = fn(&mut web::ServiceConfig);
+/// Registers one group of routes on the monitoring server's `App` (handlers also reach the
+/// [`Monitor`] as `web::Data<Monitor>`).
+pub type Routes = fn(&mut web::ServiceConfig, &Monitor);
 
 /// Every group of routes the monitoring server serves.
-pub const ROUTES: &[Routes] = &[metrics_routes, health_routes];
+pub const ROUTES: &[Routes] = &[metrics_routes, health_routes, tap_routes];
 
 /// Starts the monitoring server on `bind` (`host:port`) in the current actix system, serving
 /// [`ROUTES`] over `metrics`; answers its handle (stop it with `handle.stop(true)`).
@@ -35,9 +36,12 @@ pub const ROUTES: &[Routes] = &[metrics_routes, health_routes];
 pub fn serve(bind: &str, agent: &str, metrics: Arc<Metrics>) -> std::io::Result<ServerHandle> {
     let monitor = web::Data::new(Monitor { agent: agent.to_string(), metrics });
     let server = HttpServer::new(move || {
-        ROUTES.iter().fold(App::new().app_data(monitor.clone()), |app, routes| app.configure(*routes))
+        let app = App::new().app_data(monitor.clone());
+        ROUTES.iter().fold(app, |app, routes| app.configure(|config| routes(config, &monitor)))
     })
     .workers(1)
+    // A tap whose client stopped reading cannot finish its stream: it must not hold the stop.
+    .shutdown_timeout(2)
     .disable_signals()
     .bind(bind)?;
     let addrs: Vec<String> = server.addrs().iter().map(|a| a.to_string()).collect();
@@ -46,13 +50,13 @@ pub fn serve(bind: &str, agent: &str, metrics: Arc<Metrics>) -> std::io::Result<
     actix_rt::spawn(server);
     tracing::info!(
         bind = %addrs.join(","),
-        "monitoring served: /metrics, /metrics/prometheus, /health, /ready"
+        "monitoring served: /metrics, /metrics/prometheus, /health, /ready, /tap"
     );
     Ok(handle)
 }
 
 /// `GET /metrics` (Flume's JSON) and `GET /metrics/prometheus` (text format 0.0.4).
-fn metrics_routes(config: &mut web::ServiceConfig) {
+fn metrics_routes(config: &mut web::ServiceConfig, _: &Monitor) {
     config
         .route(
             "/metrics",
@@ -70,7 +74,7 @@ fn metrics_routes(config: &mut web::ServiceConfig) {
 
 /// `GET /health`: 200 `ok` while the agent runs. `GET /ready`: 200 `ready`, or 503 with the
 /// reasons (see [`readiness`]), one per line.
-fn health_routes(config: &mut web::ServiceConfig) {
+fn health_routes(config: &mut web::ServiceConfig, _: &Monitor) {
     config
         .route("/health", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }))
         .route(
@@ -84,6 +88,11 @@ fn health_routes(config: &mut web::ServiceConfig) {
                 }
             }),
         );
+}
+
+/// `GET /tap`: live events leaving sources and entering sinks ([`crate::tap`]).
+fn tap_routes(config: &mut web::ServiceConfig, monitor: &Monitor) {
+    crate::tap::routes(monitor.metrics.clone())(config);
 }
 
 /// Whether the agent is ready for traffic: every component started (none is still `starting`),

@@ -343,8 +343,8 @@ fn a_panicking_sink_is_penalised_and_the_group_goes_on() {
     use flumen::metrics::Metrics;
     use flumen::sink::file_roll::{FileRollConfig, FileRollSink};
     use flumen::sink::group::Member;
-    use flumen::sink::{Sink, SinkFactory, SinkRunner};
     use flumen::sink::group::SinkProcessorConfig;
+    use flumen::sink::{Sink, SinkFactory, SinkRunner};
 
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().to_path_buf();

@@ -754,3 +754,27 @@ fn kafka_source_properties_librdkafka_does_not_know() {
         "properties: \"sesion.timeout.ms\" = \"6000\": No such configuration property: \"sesion.timeout.ms\"",
     );
 }
+
+#[test]
+fn two_sources_on_one_port_and_a_source_on_the_monitoring_port() {
+    let text = r#"(
+    agent: "a1",
+    monitoring: Some(Http(bind: "127.0.0.1:41414")),
+    sources: {
+        "r1": (kind: Netcat(bind: "127.0.0.1:44444"), channels: ["c1"]),
+        "r2": (kind: SyslogTcp(bind: "127.0.0.1:44444"), channels: ["c1"]),
+        "r3": (kind: Http(bind: "127.0.0.1:41414"), channels: ["c1"]),
+        "r4": (kind: SyslogUdp(bind: "127.0.0.1:44444"), channels: ["c1"]),
+    },
+    channels: { "c1": Memory() },
+    sinks: { "k1": (kind: Null(), channel: "c1") },
+)
+"#;
+    let stderr =
+        expect_error(text, (6, 38), Some("source \"r2\""), "tcp 127.0.0.1:44444 is already held by source \"r1\"");
+    assert!(
+        stderr.contains(":7:33: source \"r3\": tcp 127.0.0.1:41414 is already held by the monitoring server"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("source \"r4\""), "UDP and TCP ports are different resources:\n{stderr}");
+}

@@ -246,6 +246,23 @@ impl Handler<Close> for MemoryChannel {
     }
 }
 
+/// New options for a running `Memory` channel (a reload that changed only its options): what it
+/// holds stays. Over a lowered `capacity` it keeps every event it holds and refuses puts (they wait,
+/// back-pressure) until its sinks took it below the new bound; a raised one lets parked puts in.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub MemoryConfig);
+
+impl Handler<Reconfigure> for MemoryChannel {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(config): Reconfigure, ctx: &mut Context<Self>) {
+        self.counters.capacity.set(config.capacity);
+        self.config = config;
+        self.serve_parked(ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

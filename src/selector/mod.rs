@@ -98,59 +98,91 @@ impl Selector {
         Selector { config, channels, counters }
     }
 
-    /// Splits `events` into per-channel parts (channels in name order, events in batch order),
-    /// and counts the events that go to no channel.
+    /// Splits `events` into per-channel parts (see [`route_batch`]), and counts the events that
+    /// go to no channel.
     fn split(&self, events: Vec<Event>) -> (Vec<Part>, u64) {
-        match &self.config {
-            SelectorConfig::Replicating { optional } => {
-                let mut parts: Vec<Part> = self
-                    .channels
-                    .values()
-                    .map(|c| Part { channel: c.clone(), events: Vec::new(), required: !optional.contains(&c.name) })
-                    .collect();
-                if let Some((last, rest)) = parts.split_last_mut() {
-                    for p in rest {
-                        p.events = events.clone();
-                    }
-                    last.events = events;
-                }
-                (parts, 0)
+        let (shares, unrouted) = route_batch(&self.config, self.channels.keys().map(String::as_str), events);
+        let unrouted = unrouted.len() as u64;
+        if unrouted > 0 {
+            self.counters.unrouted.add(unrouted);
+            if let SelectorConfig::Multiplexing { header, .. } = &self.config {
+                tracing::warn!(unrouted, header = %header, "events matched no mapping and there is no default channel");
             }
-            SelectorConfig::Multiplexing { header, mapping, optional, default } => {
-                let mut required: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
-                let mut optional_parts: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
-                let mut unrouted = 0;
-                for event in events {
-                    let value = event.headers.get(header);
-                    let req = value.and_then(|v| mapping.get(v)).unwrap_or(default);
-                    let opt: &[String] = value.and_then(|v| optional.get(v)).map_or(&[], Vec::as_slice);
-                    if req.is_empty() && opt.is_empty() {
-                        unrouted += 1;
-                        continue;
-                    }
-                    for c in req {
-                        required.entry(c).or_default().push(event.clone());
-                    }
-                    for c in opt.iter().filter(|c| !req.contains(c)) {
-                        optional_parts.entry(c).or_default().push(event.clone());
-                    }
+        }
+        let parts = shares
+            .into_iter()
+            .map(|s| Part { channel: self.channels[s.channel].clone(), events: s.events, required: s.required })
+            .collect();
+        (parts, unrouted)
+    }
+}
+
+/// One channel's share of a batch, as a selector decides it: the events it gets, in batch order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share<'a> {
+    /// The channel's name.
+    pub channel: &'a str,
+    /// The events it gets (possibly none: a `Replicating` selector gives every channel a share).
+    pub events: Vec<Event>,
+    /// Whether its put must commit for the source to go on (else it is an optional channel).
+    pub required: bool,
+}
+
+/// Decides where each event of `events` goes, without touching any channel: the routing of the
+/// [`Selector`] actor, and of `flumen test`.
+///
+/// `channels` are the source's channels, in name order. Answers the shares (a `Replicating`
+/// selector: one per channel, in name order, each with the whole batch; a `Multiplexing` one: the
+/// required shares in name order, then the optional ones, each channel once, only channels that
+/// get an event) and the events that go to no channel (unmapped or missing header value, no
+/// `default`, no `optional` channel), in batch order. As Flume's `ReplicatingChannelSelector`
+/// and `MultiplexingChannelSelector`; a channel both required and optional for a value gets the
+/// event once, as required.
+pub fn route_batch<'a>(
+    config: &'a SelectorConfig,
+    channels: impl IntoIterator<Item = &'a str>,
+    events: Vec<Event>,
+) -> (Vec<Share<'a>>, Vec<Event>) {
+    match config {
+        SelectorConfig::Replicating { optional } => {
+            let mut shares: Vec<Share> = channels
+                .into_iter()
+                .map(|c| Share { channel: c, events: Vec::new(), required: !optional.iter().any(|o| o == c) })
+                .collect();
+            if let Some((last, rest)) = shares.split_last_mut() {
+                for s in rest {
+                    s.events = events.clone();
                 }
-                if unrouted > 0 {
-                    self.counters.unrouted.add(unrouted);
-                    tracing::warn!(unrouted, header = %header, "events matched no mapping and there is no default channel");
-                }
-                let part = |(name, events): (&str, Vec<Event>), required: bool| Part {
-                    channel: self.channels[name].clone(),
-                    events,
-                    required,
-                };
-                let parts = required
-                    .into_iter()
-                    .map(|kv| part(kv, true))
-                    .chain(optional_parts.into_iter().map(|kv| part(kv, false)))
-                    .collect();
-                (parts, unrouted)
+                last.events = events;
             }
+            (shares, Vec::new())
+        }
+        SelectorConfig::Multiplexing { header, mapping, optional, default } => {
+            let mut required: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+            let mut optional_shares: BTreeMap<&str, Vec<Event>> = BTreeMap::new();
+            let mut unrouted = Vec::new();
+            for event in events {
+                let value = event.headers.get(header);
+                let req = value.and_then(|v| mapping.get(v)).unwrap_or(default);
+                let opt: &[String] = value.and_then(|v| optional.get(v)).map_or(&[], Vec::as_slice);
+                if req.is_empty() && opt.is_empty() {
+                    unrouted.push(event);
+                    continue;
+                }
+                for c in req {
+                    required.entry(c).or_default().push(event.clone());
+                }
+                for c in opt.iter().filter(|c| !req.contains(c)) {
+                    optional_shares.entry(c).or_default().push(event.clone());
+                }
+            }
+            let share = |(channel, events): (&'a str, Vec<Event>), required: bool| Share { channel, events, required };
+            let shares = required
+                .into_iter()
+                .map(|kv| share(kv, true))
+                .chain(optional_shares.into_iter().map(|kv| share(kv, false)))
+                .collect();
+            (shares, unrouted)
         }
     }
 }
@@ -271,6 +303,35 @@ mod tests {
     async fn bodies(ch: &ChannelHandle) -> Vec<String> {
         let txn = ch.take(4, Duration::ZERO).await.unwrap();
         txn.events.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect()
+    }
+
+    #[test]
+    fn route_batch_answers_each_channels_share_and_the_unrouted_events() {
+        let config = SelectorConfig::Multiplexing {
+            header: "level".into(),
+            mapping: BTreeMap::from([("WARN".into(), vec!["warn".into()]), ("INFO".into(), vec!["info".into()])]),
+            optional: BTreeMap::from([("WARN".into(), vec!["info".into(), "warn".into()])]),
+            default: vec![],
+        };
+        let bodies = |events: &[Event]| events.iter().map(|e| e.body.clone()).collect::<Vec<_>>();
+        let (shares, unrouted) = route_batch(&config, ["info", "other", "warn"], batch());
+        let got: Vec<_> = shares.iter().map(|s| (s.channel, s.required, bodies(&s.events))).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("info", true, vec![LINES[0].into(), LINES[2].into()]),
+                ("warn", true, vec![LINES[1].into()]),
+                // Optional for WARN as well as required for it: "warn" gets the WARN line once.
+                ("info", false, vec![LINES[1].into()]),
+            ]
+        );
+        assert_eq!(bodies(&unrouted), vec![LINES[3]], "the line without a level, kept for the caller");
+
+        let config = SelectorConfig::Replicating { optional: vec!["other".into()] };
+        let (shares, unrouted) = route_batch(&config, ["info", "other"], batch());
+        let got: Vec<_> = shares.iter().map(|s| (s.channel, s.required, s.events.len())).collect();
+        assert_eq!(got, vec![("info", true, 4), ("other", false, 4)]);
+        assert!(unrouted.is_empty());
     }
 
     #[actix_rt::test]

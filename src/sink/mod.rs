@@ -434,6 +434,7 @@ async fn take_loop(
             counters.batch_underflow.inc();
         }
         counters.drain_attempt.add(n as u64);
+        crate::tap::entering_sink(&member.name, &txn.events, &counters.tap_dropped);
         let sink = sinks[k].as_mut().expect("built above");
         match contained(|| sink.deliver(&txn.events)).await {
             Ok(()) => {

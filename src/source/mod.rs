@@ -127,6 +127,23 @@ impl SourceKind {
         }
     }
 
+    /// What the source holds while it runs, that no other source may hold at the same time (as
+    /// Vector's `resources()`): `"tcp HOST:PORT"` and `"udp HOST:PORT"` it binds, `"path P"` of
+    /// the spool directory or position file it owns. Validation refuses two sources holding one;
+    /// a reload stops the old holder before the new one starts.
+    pub fn resources(&self) -> Vec<String> {
+        match self {
+            SourceKind::Netcat(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::SyslogTcp(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::Http(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::SyslogUdp(c) => vec![format!("udp {}", c.bind)],
+            SourceKind::NetcatUdp(c) => vec![format!("udp {}", c.bind)],
+            SourceKind::SpoolDir(c) => vec![format!("path {}", c.dir.display())],
+            SourceKind::Taildir(c) => vec![format!("path {}", c.position_file.display())],
+            SourceKind::SequenceGenerator(_) | SourceKind::Exec(_) | SourceKind::Kafka(_) => Vec::new(),
+        }
+    }
+
     /// Whether the source can reach the end of its input (and so end `run --once`).
     pub fn is_finite(&self) -> bool {
         !matches!(
@@ -243,13 +260,27 @@ pub struct SourceContext {
     pub linger: Duration,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
-    selector: Addr<Selector>,
-    interceptors: Arc<InterceptorChain>,
+    pipeline: PipelineHandle,
     stop: watch::Receiver<bool>,
     end: Arc<dyn Fn() + Send + Sync>,
     progress: Arc<SourceProgress>,
     once: bool,
 }
+
+/// What a source's batches go through after it read them: its interceptor chain, then its
+/// channel selector (with the channels the selector puts into).
+pub struct Pipeline {
+    /// The source's interceptors, in order.
+    pub interceptors: Arc<InterceptorChain>,
+    /// The source's channel selector.
+    pub selector: Addr<Selector>,
+}
+
+/// A source's [`Pipeline`], shared between its context and the agent. Every put holds it for
+/// reading from the interceptors to the last channel's commit; a reload takes it for writing to
+/// swap interceptors or selector between two batches: the swap waits for the puts in flight,
+/// and puts started meanwhile wait for the swap (write-preferring, tokio's `RwLock`).
+pub type PipelineHandle = Arc<tokio::sync::RwLock<Pipeline>>;
 
 /// Where a running source stands, for `run --once`: whether it is at the end of its input, and
 /// whether a put is in flight. Shared between the source's context and the agent.
@@ -329,8 +360,7 @@ impl SourceContext {
             batch_size,
             linger,
             counters,
-            selector,
-            interceptors,
+            pipeline: Arc::new(tokio::sync::RwLock::new(Pipeline { interceptors, selector })),
             stop,
             end,
             progress: Arc::default(),
@@ -348,6 +378,11 @@ impl SourceContext {
     /// Whether the agent runs with `--once`.
     pub fn once(&self) -> bool {
         self.once
+    }
+
+    /// The interceptors and selector its batches go through, for the agent to swap on reload.
+    pub fn pipeline(&self) -> PipelineHandle {
+        self.pipeline.clone()
     }
 
     /// Where the source stands (at its end, puts in flight), shared with whoever holds it.
@@ -387,15 +422,17 @@ impl SourceContext {
         self.counters.append_batch_received.inc();
         self.counters.event_received.add(n);
         self.counters.bytes_received.add(body_bytes(&events));
-        let dropped = self.interceptors.apply(&mut events);
+        let pipeline = self.pipeline.read().await;
+        let dropped = pipeline.interceptors.apply(&mut events);
         if dropped > 0 {
             self.counters.dropped_by_filter.add(dropped);
         }
         if !events.is_empty() {
+            crate::tap::leaving_source(&self.name, &events, &self.counters.tap_dropped);
             let kept = events.len() as u64;
             let unrouted = match deadline {
-                None => self.selector.send(Route { events }).await,
-                Some(deadline) => self.selector.send(RouteUntil { events, deadline }).await,
+                None => pipeline.selector.send(Route { events }).await,
+                Some(deadline) => pipeline.selector.send(RouteUntil { events, deadline }).await,
             }
             .map_err(ChannelError::from)
             .and_then(|answer| answer)

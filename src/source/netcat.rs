@@ -4,6 +4,8 @@
 //! put at once; with `ack_every_event`, the `OK` lines of a batch are written once it committed,
 //! in the order the lines were read.
 
+use std::collections::BTreeMap;
+
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -79,7 +81,10 @@ where
     F: Fn(TcpStream, SourceContext) -> Fut,
     Fut: std::future::Future<Output = Result<(), SourceError>> + 'static,
 {
-    let listener = TcpListener::bind(bind).await.map_err(SourceError::io(format!("bind {bind}")))?;
+    let listener = match handed_over(bind) {
+        Some(listener) => TcpListener::from_std(listener).map_err(SourceError::io(format!("take over {bind}")))?,
+        None => TcpListener::bind(bind).await.map_err(SourceError::io(format!("bind {bind}")))?,
+    };
     tracing::info!(source = %ctx.name, %bind, "{what}");
     // Every connection task holds a clone of `open`; once the last one is dropped, `closed`
     // answers `None`: no connection has a put or an acknowledgement in flight any more.
@@ -104,12 +109,43 @@ where
             _ = ctx.stopping() => break Ok(()),
         }
     };
-    // Stop listening, then let every connection finish its puts in flight and write their
-    // acknowledgements before the source counts as stopped (and the sinks drain the channels).
-    drop(listener);
+    // Stop listening (or leave the socket to the source restarted on it), then let every
+    // connection finish its puts in flight and write their acknowledgements before the source
+    // counts as stopped (and the sinks drain the channels).
+    keep_for_handover(bind, listener);
     drop(open);
     while closed.recv().await.is_some() {}
     result
+}
+
+/// Listening sockets passed from a stopping TCP source to the source a reload starts in its place
+/// on the same address: `bind` to the socket, or `None` while the stopping source still has it.
+/// Connections that arrive in between wait in the socket's backlog instead of being refused.
+static HANDOVER: std::sync::Mutex<BTreeMap<String, Option<std::net::TcpListener>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Asks the `Netcat` or `SyslogTcp` source listening on `bind` to leave its socket, when it
+/// stops, to the next such source on `bind` (a reload restarting a source whose `bind` did not
+/// change: it does not rebind).
+pub fn hand_over(bind: &str) {
+    HANDOVER.lock().expect("handover lock is never poisoned").insert(bind.to_string(), None);
+}
+
+fn handed_over(bind: &str) -> Option<std::net::TcpListener> {
+    HANDOVER.lock().expect("handover lock is never poisoned").remove(bind).flatten()
+}
+
+fn keep_for_handover(bind: &str, listener: TcpListener) {
+    let mut map = HANDOVER.lock().expect("handover lock is never poisoned");
+    if let Some(slot @ None) = map.get_mut(bind) {
+        match listener.into_std() {
+            Ok(std) => *slot = Some(std),
+            Err(e) => {
+                tracing::warn!(%bind, error = %e, "cannot hand the listening socket over; the next source binds anew");
+                map.remove(bind);
+            }
+        }
+    }
 }
 
 /// Puts one connection may have in flight: reading goes on while earlier batches are being

@@ -35,7 +35,7 @@ struct RawTopology<'a> {
     sink_groups: BTreeMap<String, &'a RawValue>,
 }
 
-fn options() -> ron::Options {
+pub(super) fn options() -> ron::Options {
     ron::Options::default().with_default_extension(Extensions::UNWRAP_VARIANT_NEWTYPES)
 }
 
@@ -197,7 +197,7 @@ fn raw_start<'a>(text: &str, raw: &'a RawValue) -> (usize, &'a str) {
 }
 
 /// What a decoder's error position is about, for the errors whose position can be improved.
-fn anchor_of(code: &ron::Error) -> Option<Anchor> {
+pub(super) fn anchor_of(code: &ron::Error) -> Option<Anchor> {
     use ron::Error as E;
     match code {
         E::NoSuchStructField { .. } | E::DuplicateStructField { .. } => Some(Anchor::FieldName),
@@ -211,7 +211,7 @@ fn anchor_of(code: &ron::Error) -> Option<Anchor> {
 }
 
 /// A decoder's error in the words of a topology's author (no Rust type names).
-fn describe(code: &ron::Error) -> String {
+pub(super) fn describe(code: &ron::Error) -> String {
     use ron::Error as E;
     let one_of = |alts: &[&str], what: &str| match alts {
         [] => format!("expected no {what}"),

@@ -1,4 +1,5 @@
-//! The topology: the RON model of one agent, its loading, and its validation.
+//! The topology: the RON model of one agent, its loading, its validation, and its unit tests
+//! ([`unit`], `flumen test`).
 //!
 //! A topology file describes one agent's sources, channels, sinks and sink groups and how they
 //! are wired (see the README's component reference). [`load`] reads and checks a file and answers
@@ -7,6 +8,7 @@
 
 mod load;
 mod locate;
+pub mod unit;
 mod validate;
 
 use std::collections::BTreeMap;

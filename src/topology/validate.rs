@@ -87,7 +87,38 @@ pub(super) fn validate(t: &Topology, broken: &Broken) -> Vec<Problem> {
     }
 
     sink_groups(t, broken, &mut p);
+    resources(t, &mut p);
     p.0
+}
+
+/// Two sources (or a source and the monitoring server) holding one port or path.
+fn resources(t: &Topology, p: &mut Problems) {
+    let mut held: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(Monitoring::Http { bind }) = &t.monitoring {
+        held.insert(format!("tcp {bind}"), "the monitoring server".into());
+    }
+    for (name, src) in &t.sources {
+        for r in src.kind.resources() {
+            match held.get(&r) {
+                Some(other) => {
+                    let field = match &src.kind {
+                        crate::source::SourceKind::SpoolDir(_) => Step::Field("dir"),
+                        crate::source::SourceKind::Taildir(_) => Step::Field("position_file"),
+                        _ => Step::Field("bind"),
+                    };
+                    p.add(
+                        "source",
+                        name,
+                        vec![Step::Field("kind"), field],
+                        format!("{r} is already held by {other}: two components cannot hold one address or path"),
+                    );
+                }
+                None => {
+                    held.insert(r, format!("source \"{name}\""));
+                }
+            }
+        }
+    }
 }
 
 fn channels(t: &Topology, p: &mut Problems) {
@@ -330,7 +361,7 @@ fn sink_groups(t: &Topology, broken: &Broken, p: &mut Problems) {
 
 /// `path` with `.` and `dir/..` taken out, without looking at the file system (the directory may
 /// not exist yet), so that two spellings of one directory compare equal.
-fn lexically_normal(path: &Path) -> PathBuf {
+pub(super) fn lexically_normal(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -13,6 +13,7 @@
 mod queue;
 pub mod salvage;
 mod store;
+pub mod tools;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
