@@ -24,6 +24,9 @@ use support::*;
 
 const BATCH: usize = 100;
 
+/// The interceptors of the filling agent's source.
+const INTERCEPTORS: &str = r#"[]"#;
+
 /// Ports of one test agent.
 struct Ports {
     r1: u16,
@@ -38,26 +41,6 @@ impl Ports {
     fn addr(port: u16) -> SocketAddr {
         format!("127.0.0.1:{port}").parse().unwrap()
     }
-}
-
-/// A topology whose only sink cannot deliver (an `Http` sink posting to a port where nothing
-/// listens), so that every acknowledged event stays in "c1".
-fn fill_topology(tmp: &Path, port: u16) -> PathBuf {
-    let path = tmp.join(format!("fill-{port}.ron"));
-    write_file(
-        &path,
-        &format!(
-            r#"Topology(
-    agent: "fill",
-    sources: {{
-        "r1": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536, ack_every_event: true), channels: ["c1"], batch_size: {BATCH}),
-    }},
-    channels: {{ "c1": RocksDb(dir: "data/c1", capacity: 1000000, sync: true, min_free_bytes: 0) }},
-    sinks: {{ "k1": (kind: Http(url: "http://127.0.0.1:9/"), channel: "c1") }},
-)"#
-        ),
-    );
-    path
 }
 
 /// The two-flow topology the damaged channel is run in.
@@ -93,7 +76,7 @@ fn run_topology(tmp: &Path, p: &Ports) -> PathBuf {
 /// file). Answers the lines.
 fn fill(tmp: &Path, tag: &str, n: usize, kill: bool) -> Vec<String> {
     let port = free_port();
-    let topology = fill_topology(tmp, port);
+    let topology = fill_topology(tmp, port, INTERCEPTORS, BATCH);
     let lines: Vec<String> = numbered_lines(n).into_iter().map(|l| format!("{tag} {l}")).collect();
     let mut agent = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.join("fill.log"));
     agent.send_acknowledged(Ports::addr(port), &lines, Duration::from_secs(60));
@@ -504,7 +487,7 @@ fn a_lock_held_by_another_agent_fails_only_its_channel_until_released() {
     let tmp = tempfile::tempdir().unwrap();
     // The honest peer: a second real agent holding the directory open.
     let port = free_port();
-    let topology = fill_topology(tmp.path(), port);
+    let topology = fill_topology(tmp.path(), port, INTERCEPTORS, BATCH);
     let mut holder = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("holder.log"));
     holder.connect(Ports::addr(port), Duration::from_secs(60));
 

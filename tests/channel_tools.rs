@@ -21,33 +21,11 @@ use support::*;
 
 const BATCH: usize = 100;
 
+/// The interceptors of the filling agent's source.
+const INTERCEPTORS: &str = r#"[Timestamp(), Static(key: "tier", value: "edge")]"#;
+
 fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
-}
-
-/// A topology whose only sink cannot deliver (an `Http` sink posting to a port where nothing
-/// listens), so every acknowledged event stays in "c1" (`data/c1`).
-fn fill_topology(tmp: &Path, port: u16) -> PathBuf {
-    let path = tmp.join(format!("fill-{port}.ron"));
-    write_file(
-        &path,
-        &format!(
-            r#"Topology(
-    agent: "fill",
-    sources: {{
-        "r1": (
-            kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536, ack_every_event: true),
-            interceptors: [Timestamp(), Static(key: "tier", value: "edge")],
-            channels: ["c1"],
-            batch_size: {BATCH},
-        ),
-    }},
-    channels: {{ "c1": RocksDb(dir: "data/c1", capacity: 1000000, sync: true, min_free_bytes: 0) }},
-    sinks: {{ "k1": (kind: Http(url: "http://127.0.0.1:9/"), channel: "c1") }},
-)"#
-        ),
-    );
-    path
 }
 
 /// The input: numbered Loghub lines; every 97th has bytes that are not UTF-8 appended (a Latin-1
@@ -96,7 +74,7 @@ fn now_ms() -> i64 {
 /// after.
 fn fill(tmp: &Path, lines: &[Vec<u8>], kill: bool) -> (i64, i64) {
     let port = free_port();
-    let topology = fill_topology(tmp, port);
+    let topology = fill_topology(tmp, port, INTERCEPTORS, BATCH);
     let args = ["run", "--quiet", "--drain-timeout", "1s", topology.to_str().unwrap()];
     let mut agent = Flumen::start(&args, &tmp.join("fill.log"));
     let before = now_ms();
@@ -535,7 +513,7 @@ fn verify_lists_a_flipped_wal_and_a_poison_value_and_export_dead_letter_keeps_it
 fn the_tools_refuse_a_directory_a_running_agent_holds_naming_its_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let topology = fill_topology(tmp.path(), port);
+    let topology = fill_topology(tmp.path(), port, INTERCEPTORS, BATCH);
     let mut agent = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("agent.log"));
     let lines = input_lines(10);
     send_acknowledged(&mut agent, addr(port), &lines);

@@ -218,9 +218,23 @@ fn steps(base: &Shape) -> Vec<Option<Shape>> {
     out
 }
 
+/// Writes `text` as the topology `file` and starts `flumen run --quiet FLAGS... FILE` on it, its
+/// log beside the file.
+fn launch(file: &Path, text: &str, flags: &[&str]) -> Flumen {
+    write_file(file, text);
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    let args: Vec<&str> = ["run", "--quiet"].iter().copied().chain(flags.iter().copied()).chain([file_arg]).collect();
+    Flumen::start(&args, &file.with_file_name("flumen.log"))
+}
+
+/// `127.0.0.1:port`.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Sends `n` acknowledged lines to a side source on a connection of their own.
 fn side_burst(flumen: &mut Flumen, port: u16, lines: &[String]) {
-    flumen.send_acknowledged(SocketAddr::from(([127, 0, 0, 1], port)), lines, Duration::from_secs(60));
+    flumen.send_acknowledged(local(port), lines, Duration::from_secs(60));
 }
 
 #[test]
@@ -228,11 +242,9 @@ fn twenty_reloads_under_load_keep_the_connection_and_every_acknowledged_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agent.ron");
     let base = base_shape(ROCKSDB);
-    write_file(&file, &render(dir.path(), &base));
-    let mut flumen =
-        Flumen::start(&["run", "--quiet", "--watch", file.to_str().unwrap()], &dir.path().join("flumen.log"));
-    let monitoring = SocketAddr::from(([127, 0, 0, 1], base.monitoring));
-    let edge = SocketAddr::from(([127, 0, 0, 1], base.edge));
+    let mut flumen = launch(&file, &render(dir.path(), &base), &["--watch"]);
+    let monitoring = local(base.monitoring);
+    let edge = local(base.edge);
     let lines = Arc::new(numbered_lines(2_500_000));
     let stream = PacedStream::open(flumen.connect(edge, Duration::from_secs(60)), lines.clone());
     let side_lines: Vec<String> = numbered_lines(10_000).into_iter().map(|l| format!("side {l}")).collect();
@@ -308,10 +320,8 @@ fn control_a_restart_drops_the_connection() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agent.ron");
     let base = base_shape(ROCKSDB);
-    write_file(&file, &render(dir.path(), &base));
-    let log = dir.path().join("flumen.log");
-    let mut flumen = Flumen::start(&["run", "--quiet", file.to_str().unwrap()], &log);
-    let edge = SocketAddr::from(([127, 0, 0, 1], base.edge));
+    let mut flumen = launch(&file, &render(dir.path(), &base), &[]);
+    let edge = local(base.edge);
     let lines = Arc::new(numbered_lines(300_000));
     let stream = PacedStream::open(flumen.connect(edge, Duration::from_secs(60)), lines);
     wait_for(Duration::from_secs(60), || stream.acked() > 1000, || "no acknowledgement".into());
@@ -320,7 +330,7 @@ fn control_a_restart_drops_the_connection() {
     shape.out_batch = 250;
     write_file(&file, &render(dir.path(), &shape));
     assert_eq!(flumen.terminate(Duration::from_secs(60)), Some(0));
-    let _again = Flumen::start(&["run", "--quiet", file.to_str().unwrap()], &log);
+    let _again = launch(&file, &render(dir.path(), &shape), &[]);
     let (sent, acked, dropped) = stream.finish();
     assert!(dropped, "a restart must drop the connection ({acked} of {sent} acknowledged)");
 }
@@ -335,13 +345,9 @@ fn control_replacing_a_loaded_memory_channel_without_drain_loses_lines() {
     let slow = |text: String| {
         text.replace(r#"roll_interval: "0s"), channel: "disk""#, r#"roll_interval: "0s", sync: true), channel: "disk""#)
     };
-    write_file(&file, &slow(render(dir.path(), &base)));
-    let mut flumen = Flumen::start(
-        &["run", "--quiet", "--watch", "--drain-timeout", "0s", file.to_str().unwrap()],
-        &dir.path().join("flumen.log"),
-    );
-    let monitoring = SocketAddr::from(([127, 0, 0, 1], base.monitoring));
-    let edge = SocketAddr::from(([127, 0, 0, 1], base.edge));
+    let mut flumen = launch(&file, &slow(render(dir.path(), &base)), &["--watch", "--drain-timeout", "0s"]);
+    let monitoring = local(base.monitoring);
+    let edge = local(base.edge);
     let lines = Arc::new(numbered_lines(300_000));
     let stream = PacedStream::open(flumen.connect(edge, Duration::from_secs(60)), lines.clone());
     wait_for(
@@ -372,10 +378,9 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agent.ron");
     let base = base_shape(ROCKSDB);
-    write_file(&file, &render(dir.path(), &base));
-    let mut flumen = Flumen::start(&["run", "--quiet", file.to_str().unwrap()], &dir.path().join("flumen.log"));
-    let monitoring = SocketAddr::from(([127, 0, 0, 1], base.monitoring));
-    let side_a = SocketAddr::from(([127, 0, 0, 1], base.side_a));
+    let mut flumen = launch(&file, &render(dir.path(), &base), &[]);
+    let monitoring = local(base.monitoring);
+    let side_a = local(base.side_a);
     let lines = numbered_lines(1000);
     flumen.send_acknowledged(side_a, &lines[..500], Duration::from_secs(60));
     // Invalid: the running agent goes on, the problem is logged with file:line:col and component.
@@ -399,7 +404,7 @@ fn sighup_reloads_and_an_invalid_file_changes_nothing() {
         || flumen.log_text(),
     );
     assert!(metric(monitoring, "AGENT", "LastReloadTime").unwrap_or(0) > 1_700_000_000_000);
-    let side_b = SocketAddr::from(([127, 0, 0, 1], base.side_b.unwrap()));
+    let side_b = local(base.side_b.unwrap());
     wait_for(Duration::from_secs(30), || TcpStream::connect(side_b).is_err(), || "side_b still accepts".into());
     assert_eq!(metric(monitoring, "SOURCE.side_b", "EventReceivedCount"), None, "a removed source's counters go");
     flumen.send_acknowledged(side_a, &lines[600..], Duration::from_secs(60));
@@ -426,10 +431,9 @@ fn a_restarted_netcat_on_the_same_address_keeps_its_socket() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agent.ron");
     let base = base_shape(ROCKSDB);
-    write_file(&file, &render(dir.path(), &base));
-    let mut flumen = Flumen::start(&["run", "--quiet", file.to_str().unwrap()], &dir.path().join("flumen.log"));
-    let monitoring = SocketAddr::from(([127, 0, 0, 1], base.monitoring));
-    let side_a = SocketAddr::from(([127, 0, 0, 1], base.side_a));
+    let mut flumen = launch(&file, &render(dir.path(), &base), &[]);
+    let monitoring = local(base.monitoring);
+    let side_a = local(base.side_a);
     let lines = numbered_lines(600);
     flumen.send_acknowledged(side_a, &lines[..200], Duration::from_secs(60));
     let before = listening_inode(base.side_a).expect("side_a listens");

@@ -188,8 +188,7 @@ impl RunningAgent {
 
         for (name, mut guard) in held {
             let config = &new.sources[&name];
-            let counters = self.metrics.source(&name);
-            *guard = self.pipeline(&name, config, counters)?;
+            *guard = self.pipeline(&name, config)?;
             self.topology.sources.insert(name, config.clone());
         }
 
@@ -253,12 +252,8 @@ impl RunningAgent {
 
     /// A new pipeline for source `name`: its interceptor chain and a selector over its channels
     /// as they run now.
-    fn pipeline(
-        &self,
-        name: &str,
-        config: &SourceConfig,
-        counters: Arc<crate::metrics::SourceCounters>,
-    ) -> Result<Pipeline, AgentError> {
+    fn pipeline(&self, name: &str, config: &SourceConfig) -> Result<Pipeline, AgentError> {
+        let counters = self.metrics.source(name);
         let interceptors = InterceptorChain::build(&config.interceptors)
             .map_err(|message| AgentError::Build { component: format!("source \"{name}\""), message })?;
         let targets: BTreeMap<String, ChannelHandle> = config
@@ -275,7 +270,7 @@ impl RunningAgent {
 
     fn start_source(&mut self, name: &str, config: &SourceConfig) -> Result<(), AgentError> {
         let counters = self.metrics.source(name);
-        let Pipeline { interceptors, selector } = self.pipeline(name, config, counters.clone())?;
+        let Pipeline { interceptors, selector } = self.pipeline(name, config)?;
         let (stop, stop_rx) = watch::channel(false);
         self.ended.lock().expect("end set lock is never poisoned").remove(name);
         let end: Arc<dyn Fn() + Send + Sync> = {

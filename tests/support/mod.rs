@@ -269,6 +269,33 @@ pub fn metric(monitoring: SocketAddr, component: &str, name: &str) -> Option<u64
     json[component][name].as_str()?.parse().ok()
 }
 
+/// A topology in `tmp` whose only sink cannot deliver (an `Http` sink posting to a port where
+/// nothing listens), so that every event acknowledged by its Netcat source on `port` (with
+/// `interceptors`, RON, e.g. `"[]"`, and `batch_size`) stays in the `RocksDb` channel "c1"
+/// (`data/c1`, synced).
+pub fn fill_topology(tmp: &Path, port: u16, interceptors: &str, batch_size: usize) -> PathBuf {
+    let path = tmp.join(format!("fill-{port}.ron"));
+    write_file(
+        &path,
+        &format!(
+            r#"Topology(
+    agent: "fill",
+    sources: {{
+        "r1": (
+            kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536, ack_every_event: true),
+            interceptors: {interceptors},
+            channels: ["c1"],
+            batch_size: {batch_size},
+        ),
+    }},
+    channels: {{ "c1": RocksDb(dir: "data/c1", capacity: 1000000, sync: true, min_free_bytes: 0) }},
+    sinks: {{ "k1": (kind: Http(url: "http://127.0.0.1:9/"), channel: "c1") }},
+)"#
+        ),
+    );
+    path
+}
+
 /// Writes `text` to `path`, creating parent directories.
 pub fn write_file(path: &Path, text: &str) {
     if let Some(parent) = path.parent() {
