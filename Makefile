@@ -17,9 +17,12 @@ export CARGO_TARGET_DIR
 # dpkg-dev: cargo-deb's dependency list (dpkg-shlibdeps); systemd: systemd-analyze, which checks the
 # package's unit; adduser: the package's postinst creates the user `flumen`;
 # python3-prometheus-client: the Prometheus parser that reads /metrics/prometheus in tests/monitoring.rs;
-# tmux: the terminal `flumen top` runs in for tests/top.rs.
+# tmux: the terminal `flumen top` runs in for tests/top.rs; libssl-dev, libsasl2-dev, pkg-config: librdkafka
+# with SSL and SASL; openssl: `openssl s_client` in the TLS tests; rsyslog-gnutls, rsyslog-openssl:
+# rsyslog sending RFC 5425 syslog over TLS.
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
-  dpkg-dev systemd adduser python3-prometheus-client tmux
+  dpkg-dev systemd adduser python3-prometheus-client tmux libssl-dev libsasl2-dev pkg-config openssl \
+  rsyslog rsyslog-gnutls rsyslog-openssl
 
 .PHONY: deps build run test topology-tests soak bench fuzz deb cargo-deb
 deps:

@@ -21,5 +21,6 @@ pub mod sink;
 pub mod source;
 pub mod supervision;
 pub mod tap;
+pub mod tls;
 pub mod top;
 pub mod topology;
