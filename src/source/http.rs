@@ -57,7 +57,7 @@ pub struct HttpConfig {
     /// Serve `https` only, with this certificate (and with `client_ca`, mutual TLS); see
     /// [`TlsServerConfig`]. With `client_subject_header`, the header is set on every event of a
     /// request (replacing one the client sent). Default `None` (plain `http`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
     pub tls: Option<TlsServerConfig>,
 }
 

@@ -33,7 +33,7 @@ pub struct NetcatConfig {
     pub ack_every_event: bool,
     /// Accept TLS connections only, with this certificate (and with `client_ca`, mutual TLS);
     /// see [`TlsServerConfig`]. Default `None` (plain TCP).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
     pub tls: Option<TlsServerConfig>,
 }
 

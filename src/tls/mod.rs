@@ -240,6 +240,20 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Deserializes a source's `tls: Some(TlsServer(...))` as topologies are read (RON with
+/// `unwrap_variant_newtypes`, under which the contents of `Some(...)` would otherwise have to be
+/// the fields themselves).
+///
+/// # Errors
+/// The decoder's.
+pub fn server_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TlsServerConfig>, D::Error> {
+    /// `TlsServer(...)` one level down: a newtype takes the unwrapping, the struct keeps its name.
+    #[derive(Deserialize)]
+    #[serde(rename = "TlsServer")]
+    struct Named(TlsServerConfig);
+    Ok(Option::<Named>::deserialize(d)?.map(|n| n.0))
+}
+
 impl TlsServerConfig {
     /// Resolves the file paths against the topology file's folder.
     pub fn resolve_paths(&mut self, base: &Path) {

@@ -30,7 +30,7 @@ pub struct SyslogTcpConfig {
     /// Accept TLS connections only (RFC 5425: octet-counted messages over TLS), with this
     /// certificate (and with `client_ca`, mutual TLS); see [`TlsServerConfig`]. Default `None`
     /// (plain TCP).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
     pub tls: Option<TlsServerConfig>,
 }
 
