@@ -24,6 +24,8 @@ use crate::channel::ChannelError;
 use crate::codec::Format;
 use crate::config::duration;
 use crate::event::Event;
+use crate::tls::server::{actix_peer_subject, TlsEndpoint};
+use crate::tls::TlsServerConfig;
 
 /// `Http(bind: "127.0.0.1:8080", path: "/", max_body_bytes: 10485760, format: FlumeJson,
 /// bearer_token: None, put_timeout: "5s")`.
@@ -52,6 +54,11 @@ pub struct HttpConfig {
     /// `Retry-After: 1`. Default `"5s"`.
     #[serde(default = "default_put_timeout", with = "duration")]
     pub put_timeout: Duration,
+    /// Serve `https` only, with this certificate (and with `client_ca`, mutual TLS); see
+    /// [`TlsServerConfig`]. With `client_subject_header`, the header is set on every event of a
+    /// request (replacing one the client sent). Default `None` (plain `http`).
+    #[serde(default)]
+    pub tls: Option<TlsServerConfig>,
 }
 
 fn default_path() -> String {
@@ -83,6 +90,7 @@ impl HttpConfig {
         if self.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             problems.push("bearer_token is empty (write None for no authentication)".into());
         }
+        problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
         problems
     }
 }
@@ -100,6 +108,7 @@ struct Receiver {
 pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone() });
     let path = config.path.clone();
+    let tls = config.tls.as_ref().map(|t| TlsEndpoint::new(t, &ctx.name, ctx.counters.clone(), true)).transpose()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::from(receiver.clone()))
@@ -107,10 +116,19 @@ pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceErr
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(config.put_timeout.as_secs() + 5)
-    .bind(&config.bind)
-    .map_err(SourceError::io(format!("bind {}", config.bind)))?
-    .run();
+    .shutdown_timeout(config.put_timeout.as_secs() + 5);
+    let server = match &tls {
+        None => server.bind(&config.bind),
+        Some(tls) => server
+            .on_connect(|conn, extensions| {
+                if let Some(subject) = actix_peer_subject(conn) {
+                    extensions.insert(PeerSubject(subject));
+                }
+            })
+            .tls_handshake_timeout(tls.handshake_timeout())
+            .bind_rustls_0_23(&config.bind, tls.server_config()),
+    };
+    let server = server.map_err(SourceError::io(format!("bind {}", config.bind)))?.run();
     let handle = server.handle();
     tracing::info!(source = %ctx.name, bind = %config.bind, path = %config.path, "listening for HTTP posts");
     tokio::pin!(server);
@@ -127,6 +145,10 @@ pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceErr
         }
     }
 }
+
+/// The subject of a TLS connection's client certificate.
+#[derive(Clone)]
+struct PeerSubject(String);
 
 /// Answers one `POST`: checks the token and size, reads and decodes the body, puts its events.
 async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Data<Receiver>) -> HttpResponse {
@@ -178,7 +200,7 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
         .and_then(|v| v.to_str().ok())
         .and_then(Format::from_content_type)
         .unwrap_or(config.format);
-    let events = match format.decode(body.freeze()) {
+    let mut events = match format.decode(body.freeze()) {
         Ok(events) => events,
         Err(e) => {
             ctx.counters.malformed.inc();
@@ -186,6 +208,12 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
             return HttpResponse::BadRequest().body(format!("{e}\n"));
         }
     };
+    let subject_header = config.tls.as_ref().and_then(|t| t.client_subject_header.as_ref());
+    if let (Some(name), Some(PeerSubject(subject))) = (subject_header, req.conn_data::<PeerSubject>()) {
+        for e in &mut events {
+            e.headers.insert(name.clone(), subject.clone());
+        }
+    }
     let n = events.len();
     let deadline = Instant::now() + config.put_timeout;
     let mut events = events.into_iter();

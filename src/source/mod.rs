@@ -117,6 +117,9 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
+            SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
+            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. })
+            | SourceKind::Http(http::HttpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
@@ -215,6 +218,9 @@ pub enum SourceError {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },
+    /// The TLS material of the `tls` option could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A server the source runs (`Http`) stopped by itself.
     #[error("{0}")]
     Stopped(String),

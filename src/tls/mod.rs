@@ -7,6 +7,8 @@
 //!
 //! A leaf module: it imports no component and no part of [`crate::topology`].
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -121,6 +123,14 @@ pub enum TlsError {
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
+    },
+    /// No client certificate verifier could be built from the CA file.
+    #[error("{}: cannot check client certificates with it: {why}", path.display())]
+    Verifier {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        why: String,
     },
     /// rustls refused the material (an unsupported key type, a CA that is not a CA, ...).
     #[error("{}: {source}", path.display())]

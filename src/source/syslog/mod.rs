@@ -97,7 +97,8 @@ mod tests {
             SourceKind::SyslogTcp(SyslogTcpConfig {
                 bind: "0.0.0.0:5140".into(),
                 max_message_length: 2500,
-                keep_fields: false
+                keep_fields: false,
+                tls: None
             })
         );
         let udp = kind(r#"SyslogUdp(bind: "0.0.0.0:5140")"#);
