@@ -117,12 +117,12 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
+            SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
             | SourceKind::NetcatUdp(_)
-            | SourceKind::Http(_)
             | SourceKind::Kafka(_) => {}
         }
     }
