@@ -24,6 +24,7 @@ use crate::channel::ChannelError;
 use crate::codec::Format;
 use crate::config::duration;
 use crate::event::Event;
+use crate::secret::Secret;
 use crate::tls::server::{actix_peer_subject, TlsEndpoint};
 use crate::tls::TlsServerConfig;
 
@@ -46,10 +47,10 @@ pub struct HttpConfig {
     /// Default `FlumeJson` (Flume's `JSONHandler`).
     #[serde(default)]
     pub format: Format,
-    /// When set, requests must carry `Authorization: Bearer <token>`; others get `401`.
-    /// Default `None` (no authentication).
+    /// When set, requests must carry `Authorization: Bearer <token>`; others get `401`. A
+    /// [`Secret`]: a literal, `"env:NAME"` or `"file:PATH"`. Default `None` (no authentication).
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// How long a request waits for room in a full channel before it is answered `503` with
     /// `Retry-After: 1`. Default `"5s"`.
     #[serde(default = "default_put_timeout", with = "duration")]
@@ -87,11 +88,25 @@ impl HttpConfig {
         if self.put_timeout.is_zero() {
             problems.push("put_timeout must be positive".into());
         }
-        if self.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            problems.push("bearer_token is empty (write None for no authentication)".into());
+        match self.bearer_token.as_ref().map(Secret::reveal) {
+            Some(Err(e)) => problems.push(format!("bearer_token: {e} (write None for no authentication)")),
+            Some(Ok(t)) if t.expose().trim().is_empty() => {
+                problems.push("bearer_token is blank (write None for no authentication)".into())
+            }
+            _ => {}
         }
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
         problems
+    }
+
+    /// Resolves a `file:` bearer token against `base` (the topology file's folder).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(token) = self.bearer_token.as_mut() {
+            token.resolve_paths(base);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
     }
 }
 
@@ -99,6 +114,8 @@ impl HttpConfig {
 struct Receiver {
     config: HttpConfig,
     ctx: SourceContext,
+    /// SHA-256 of the bearer token, resolved when the source starts.
+    token: Option<TokenDigest>,
 }
 
 /// Serves `config.path` until the agent stops.
@@ -106,7 +123,13 @@ struct Receiver {
 /// # Errors
 /// When the address cannot be bound, or the server stops by itself.
 pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone() });
+    let token = match &config.bearer_token {
+        Some(secret) => Some(TokenDigest::of(
+            secret.reveal().map_err(|e| SourceError::Config(format!("bearer_token: {e}")))?.expose().as_bytes(),
+        )),
+        None => None,
+    };
+    let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone(), token });
     let path = config.path.clone();
     let tls = config.tls.as_ref().map(|t| TlsEndpoint::new(t, &ctx.name, ctx.counters.clone(), true)).transpose()?;
     let server = HttpServer::new(move || {
@@ -152,11 +175,11 @@ struct PeerSubject(String);
 
 /// Answers one `POST`: checks the token and size, reads and decodes the body, puts its events.
 async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Data<Receiver>) -> HttpResponse {
-    let Receiver { config, ctx } = receiver.get_ref();
-    if let Some(token) = &config.bearer_token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let given = given.strip_prefix("Bearer ").unwrap_or("");
-        if !same_bytes(given.as_bytes(), token.as_bytes()) {
+    let Receiver { config, ctx, token } = receiver.get_ref();
+    if let Some(token) = token {
+        let given = req.headers().get(header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
+        let given = given.strip_prefix(b"Bearer ").unwrap_or(b"");
+        if !token.matches(given) {
             tracing::warn!(source = %ctx.name, peer = ?req.peer_addr(), "request without the right bearer token");
             discard(&mut payload).await;
             return HttpResponse::Unauthorized()
@@ -264,7 +287,20 @@ fn unavailable(why: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "1")).body(format!("{why}: retry later\n"))
 }
 
-/// Compares in time independent of where the bytes differ (for the bearer token).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The SHA-256 digest of a bearer token. Tokens are compared through their digests, in constant
+/// time (`subtle`), so that neither where a wrong token differs nor the right token's length shows
+/// in the answer's timing.
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &[u8]) -> Self {
+        let mut out = [0; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token).as_ref());
+        TokenDigest(out)
+    }
+
+    fn matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(TokenDigest::of(given).0.ct_eq(&self.0))
+    }
 }

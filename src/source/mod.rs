@@ -117,15 +117,14 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
+            SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
-            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. })
-            | SourceKind::Http(http::HttpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
+            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
             | SourceKind::NetcatUdp(_)
-            | SourceKind::Http(_)
             | SourceKind::Kafka(_) => {}
         }
     }

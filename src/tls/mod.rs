@@ -7,6 +7,7 @@
 //!
 //! A leaf module: it imports no component and no part of [`crate::topology`].
 
+pub mod client;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -52,8 +53,12 @@ fn default_handshake_timeout() -> Duration {
 
 /// `TlsClient(ca: Some("ca.pem"), cert: Some("client.pem"), key: Some("client.key"),
 /// server_name: None)`: the `tls` option of a sink that connects to a server.
+///
+/// Read through a one-variant enum, so that it can be written `tls: Some(TlsClient(...))` with the
+/// topology's `unwrap_variant_newtypes` extension (which would take a struct inside `Some(...)` to
+/// be written without its name).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename = "TlsClient", deny_unknown_fields)]
+#[serde(from = "TlsClientWritten")]
 pub struct TlsClientConfig {
     /// PEM CA certificates the server's certificate must chain to. Default `None`: the system's
     /// trusted roots (`/etc/ssl/certs`, through rustls-native-certs).
@@ -70,6 +75,29 @@ pub struct TlsClientConfig {
     /// sink's URL or address.
     #[serde(default)]
     pub server_name: Option<String>,
+}
+
+/// How a [`TlsClientConfig`] is written: `TlsClient(ca: ..., cert: ..., key: ..., server_name: ...)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum TlsClientWritten {
+    TlsClient {
+        #[serde(default)]
+        ca: Option<PathBuf>,
+        #[serde(default)]
+        cert: Option<PathBuf>,
+        #[serde(default)]
+        key: Option<PathBuf>,
+        #[serde(default)]
+        server_name: Option<String>,
+    },
+}
+
+impl From<TlsClientWritten> for TlsClientConfig {
+    fn from(written: TlsClientWritten) -> Self {
+        let TlsClientWritten::TlsClient { ca, cert, key, server_name } = written;
+        TlsClientConfig { ca, cert, key, server_name }
+    }
 }
 
 /// Why TLS material could not be used. Each names the file it is about.
@@ -380,6 +408,12 @@ mod tests {
         let client: TlsClientConfig = ron::from_str("TlsClient()").unwrap();
         assert_eq!(client, TlsClientConfig::default());
         assert!(client.validate().is_empty());
+        let options =
+            ron::Options::default().with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+        let some: Option<TlsClientConfig> =
+            options.from_str(r#"Some(TlsClient(ca: Some("ca.pem"), server_name: Some("a.example")))"#).unwrap();
+        assert_eq!(some.unwrap().server_name.as_deref(), Some("a.example"));
+        assert!(options.from_str::<Option<TlsClientConfig>>(r#"Some(TlsClient(cat: None))"#).is_err());
         let client: TlsClientConfig = ron::from_str(r#"TlsClient(cert: Some("c.pem"))"#).unwrap();
         assert_eq!(client.validate(), vec!["tls cert needs key".to_string()]);
     }
