@@ -254,7 +254,9 @@ impl TlsServerConfig {
             }
         }
         if self.client_subject_header.is_some() && self.client_ca.is_none() {
-            problems.push("tls client_subject_header needs client_ca (no client certificate is asked for without it)".into());
+            problems.push(
+                "tls client_subject_header needs client_ca (no client certificate is asked for without it)".into(),
+            );
         }
         if matches!(&self.client_subject_header, Some(h) if h.is_empty()) {
             problems.push("tls client_subject_header must not be empty".into());
