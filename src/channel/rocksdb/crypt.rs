@@ -293,17 +293,23 @@ impl Cipher {
         out
     }
 
-    /// Seals with a given nonce (from a batch of random nonces drawn at once).
+    /// Seals with a given nonce (from a batch of random nonces drawn at once) into `out`
+    /// (cleared first).
     pub fn seal_with(&self, family: Family, key: &[u8], plain: &[u8], nonce: &[u8; NONCE], out: &mut Vec<u8>) {
-        let id = self.inner.active.as_bytes();
         out.clear();
+        self.seal_append(family, key, plain, nonce, out);
+    }
+
+    /// Seals with a given nonce, appending the sealed value to `out`.
+    pub fn seal_append(&self, family: Family, key: &[u8], plain: &[u8], nonce: &[u8; NONCE], out: &mut Vec<u8>) {
+        let id = self.inner.active.as_bytes();
+        let start = out.len();
         out.reserve(6 + id.len() + NONCE + plain.len() + TAG);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(id.len() as u8);
         out.extend_from_slice(id);
-        let header_len = out.len();
-        let aad = aad(&out[..header_len], family, key);
+        let aad = aad(&out[start..], family, key);
         out.extend_from_slice(nonce);
         let body = out.len();
         out.extend_from_slice(plain);

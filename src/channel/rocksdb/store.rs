@@ -449,6 +449,18 @@ pub(super) enum WriteOp {
     },
     /// Delete committed events (not answered: a lost delete only brings events back).
     Delete(Seqs),
+    /// A put whose values the sealing thread has encoded and sealed already: `values` holds them
+    /// one after another, value *i* ending at `ends[i]`.
+    Sealed {
+        /// The first event's sequence number.
+        first: u64,
+        /// The batch (for the answer and the cache).
+        events: Vec<Event>,
+        /// The sealed values, back to back.
+        values: Vec<u8>,
+        /// Where each value ends in `values`.
+        ends: Vec<usize>,
+    },
 }
 
 /// The writer thread's answer to the puts of one group commit, in sequence order.
@@ -467,6 +479,8 @@ pub(super) struct Written {
 pub(super) struct Writer {
     ops: mpsc::Sender<WriteOp>,
     thread: JoinHandle<()>,
+    /// With encryption: the thread sealing puts before the writer gets them.
+    sealer: Option<JoinHandle<()>>,
 }
 
 impl Writer {
@@ -482,11 +496,24 @@ impl Writer {
         keys: Keys,
     ) -> Self {
         let (ops, rx) = mpsc::channel();
+        // With a cipher, a second thread encodes and seals each put while the writer writes (and
+        // fsyncs) the group before it: sealing stays off the writer's path.
+        let (rx, sealer) = match keys.cipher.clone() {
+            Some(cipher) => {
+                let (to_writer, writer_rx) = mpsc::channel();
+                let sealer = std::thread::Builder::new()
+                    .name(format!("rocksdb-seal-{name}"))
+                    .spawn(move || seal_loop(&rx, &to_writer, &cipher))
+                    .expect("the OS can start a thread");
+                (writer_rx, Some(sealer))
+            }
+            None => (rx, None),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("rocksdb-{name}"))
-            .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch, &keys))
+            .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch))
             .expect("the OS can start a thread");
-        Writer { ops, thread }
+        Writer { ops, thread, sealer }
     }
 
     /// Queues a request; `false` if the thread is gone.
@@ -497,24 +524,46 @@ impl Writer {
     /// Lets the thread finish what is queued, then waits for it (blocking).
     pub fn finish(self) {
         drop(self.ops);
+        if let Some(sealer) = self.sealer {
+            let _ = sealer.join();
+        }
         let _ = self.thread.join();
+    }
+}
+
+/// Encodes and seals every put under a fresh random nonce (one `getrandom` call per put) and
+/// hands it on to the writer, in order; deletes pass through.
+fn seal_loop(rx: &mpsc::Receiver<WriteOp>, to_writer: &mpsc::Sender<WriteOp>, cipher: &crypt::Cipher) {
+    let mut value = BytesMut::with_capacity(64 * 1024);
+    let mut nonces = Vec::new();
+    while let Ok(op) = rx.recv() {
+        let op = match op {
+            WriteOp::Put { first, events } => {
+                crypt::fill_nonces(&mut nonces, events.len());
+                let mut values = Vec::with_capacity(events.iter().map(|e| e.encoded_len() + 64).sum());
+                let mut ends = Vec::with_capacity(events.len());
+                for (i, (e, nonce)) in events.iter().zip(nonces.chunks_exact(12)).enumerate() {
+                    value.clear();
+                    e.encode(&mut value);
+                    let k = key(first + i as u64);
+                    cipher.seal_append(Family::Queue, &k, &value, nonce.try_into().expect("12 bytes"), &mut values);
+                    ends.push(values.len());
+                }
+                WriteOp::Sealed { first, events, values, ends }
+            }
+            other => other,
+        };
+        if to_writer.send(op).is_err() {
+            return;
+        }
     }
 }
 
 /// Gathers every queued request into one `WriteBatch` and writes it with one fsync (`sync`):
 /// concurrent puts share the fsync (group commit). Committed ranges become range deletions.
-/// With a cipher, each value is sealed under a fresh random nonce (one `getrandom` call per put).
-fn write_loop(
-    db: &DB,
-    dir: &Path,
-    rx: &mpsc::Receiver<WriteOp>,
-    sync: bool,
-    notify: &Recipient<Written>,
-    epoch: u64,
-    keys: &Keys,
-) {
+/// Sealed puts come from [`seal_loop`].
+fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipient<Written>, epoch: u64) {
     let mut value = BytesMut::with_capacity(64 * 1024);
-    let (mut sealed, mut nonces) = (Vec::with_capacity(64 * 1024), Vec::new());
     let mut failing = 0u64;
     while let Ok(op) = rx.recv() {
         let mut batch = WriteBatch::default();
@@ -525,27 +574,18 @@ fn write_loop(
         while let Some(op) = next {
             match op {
                 WriteOp::Put { first, events } => {
-                    if let Some(cipher) = &keys.cipher {
-                        crypt::fill_nonces(&mut nonces, events.len());
-                        for (i, (e, nonce)) in events.iter().zip(nonces.chunks_exact(12)).enumerate() {
-                            value.clear();
-                            e.encode(&mut value);
-                            let k = key(first + i as u64);
-                            cipher.seal_with(
-                                Family::Queue,
-                                &k,
-                                &value,
-                                nonce.try_into().expect("12 bytes"),
-                                &mut sealed,
-                            );
-                            batch.put(k, &sealed);
-                        }
-                    } else {
-                        for (i, e) in events.iter().enumerate() {
-                            value.clear();
-                            e.encode(&mut value);
-                            batch.put(key(first + i as u64), &value);
-                        }
+                    for (i, e) in events.iter().enumerate() {
+                        value.clear();
+                        e.encode(&mut value);
+                        batch.put(key(first + i as u64), &value);
+                    }
+                    puts.push((first, events));
+                }
+                WriteOp::Sealed { first, events, values, ends } => {
+                    let mut start = 0;
+                    for (i, end) in ends.into_iter().enumerate() {
+                        batch.put(key(first + i as u64), &values[start..end]);
+                        start = end;
                     }
                     puts.push((first, events));
                 }
