@@ -172,6 +172,7 @@ proptest! {
                 keep_alive: Duration::from_millis(5),
                 max_bytes: None,
                 min_free_bytes: 0,
+                encryption: None,
             };
             Box::pin(async move { rocksdb::start("c1", config, Metrics::new().channel("c1"), true).await.unwrap() })
         }));

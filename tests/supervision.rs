@@ -137,6 +137,7 @@ fn failing_and_panicking_sink_over_rocksdb_channel_loses_nothing() {
             keep_alive: Duration::from_secs(3),
             max_bytes: None,
             min_free_bytes: 0,
+            encryption: None,
         };
         let channel = rocksdb::start("c1", config, metrics.channel("c1"), true).await.unwrap();
         run(channel, tmp.path().join("out"), metrics).await;

@@ -252,6 +252,9 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
     for channel in topology.channels.values_mut() {
         if let ChannelConfig::RocksDb(c) = channel {
             c.dir = crate::config::resolve(base, &c.dir);
+            if let Some(e) = &mut c.encryption {
+                e.resolve_paths(base);
+            }
         }
     }
     for sink in topology.sinks.values_mut() {
