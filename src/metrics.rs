@@ -233,6 +233,9 @@ counter_set!(
         /// Events read that can be neither committed nor given back: a datagram source's batches
         /// after a failed put (UDP cannot ask its sender to resend). Zero for every other source.
         event_dropped => Counter "EventDroppedCount",
+        /// Files a file source refused to read: symbolic links (without `follow_symlinks`) and
+        /// `SpoolDir` progress entries naming a file outside its directory. Each counted once.
+        file_refused => Counter "FileRefusedCount",
         /// Times the supervisor restarted this source.
         restarts => Counter "RestartCount",
         /// Copies of events leaving this source that a tap dropped because its buffer was full

@@ -209,7 +209,11 @@ fn oversize_malformed_and_unauthorized_posts_are_refused() {
 fn flood(url: String, lines: Arc<Vec<String>>, per_request: usize, clients: usize, unavailable: Arc<AtomicU64>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a client");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .use_preconfigured_tls(flumen::tls::client::no_tls_config())
+            .build()
+            .expect("a client");
         let requests: Vec<Vec<u8>> = lines.chunks(per_request).map(joined).collect();
         let requests = Arc::new(requests);
         let tasks = (0..clients).map(|c| {

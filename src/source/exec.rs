@@ -33,7 +33,9 @@ pub struct ExecConfig {
     /// within a minute, up to ten times this. Default `"10s"`.
     #[serde(default = "default_restart_throttle", with = "duration")]
     pub restart_throttle: Duration,
-    /// Log the command's standard error lines (Flume's `logStdErr`). Default `false`.
+    /// Log the command's standard error lines (Flume's `logStdErr`), each cut to
+    /// `max_line_length` bytes (a cut line is logged with `truncated=true` and its length) and
+    /// with invalid UTF-8 replaced by U+FFFD. Default `false`.
     #[serde(default)]
     pub log_stderr: bool,
     /// Longest body in bytes; longer lines are cut, flagged and counted. Default 65536.
@@ -112,13 +114,7 @@ pub async fn run(config: ExecConfig, ctx: SourceContext) -> Result<(), SourceErr
         let mut child = config.command().spawn().map_err(SourceError::io(format!("start {:?}", config.command)))?;
         tracing::info!(source = %ctx.name, command = %config.command, pid = child.id(), "command started");
         if let Some(stderr) = child.stderr.take() {
-            let name = ctx.name.clone();
-            actix_rt::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(source = %name, stderr = %line);
-                }
-            });
+            actix_rt::spawn(log_stderr(ctx.name.clone(), stderr, config.max_line_length));
         }
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut lb = LineBuffer::new(config.max_line_length);
@@ -148,5 +144,50 @@ pub async fn run(config: ExecConfig, ctx: SourceContext) -> Result<(), SourceErr
             _ = actix_rt::time::sleep(delay) => {}
             _ = ctx.stopping() => return Ok(()),
         }
+    }
+}
+
+/// Logs the lines of a command's standard error until it closes: each cut to `max` bytes (the
+/// rest of a long line is read and dropped, never held; the line is logged `truncated` with its
+/// full length), invalid UTF-8 replaced (U+FFFD), so that no line stops the logging and no line
+/// grows memory.
+async fn log_stderr(name: String, stderr: impl tokio::io::AsyncRead + Unpin, max: usize) {
+    let mut reader = BufReader::new(stderr);
+    let mut line: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    let emit = |line: &mut Vec<u8>, len: &mut usize| {
+        let text = String::from_utf8_lossy(line);
+        if *len > line.len() {
+            tracing::warn!(source = %name, stderr = %text, truncated = true, bytes = *len, "stderr line cut at max_line_length");
+        } else {
+            tracing::info!(source = %name, stderr = %text);
+        }
+        line.clear();
+        *len = 0;
+    };
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let (part, newline) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (&chunk[..i], Some(i)),
+            None => (chunk, None),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        len += part.len();
+        let used = newline.map_or(part.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            if line.last() == Some(&b'\r') && len == line.len() {
+                line.pop();
+                len -= 1;
+            }
+            emit(&mut line, &mut len);
+        }
+    }
+    if len > 0 {
+        emit(&mut line, &mut len);
     }
 }

@@ -67,6 +67,12 @@ pub struct SpoolDirConfig {
     /// counted in `EventMalformedCount` (Flume's `deserializer.maxLineLength`). Default 65536.
     #[serde(default = "default_max_line_length")]
     pub max_line_length: usize,
+    /// Whether symbolic links in the directory are read (and, once completed, the link renamed
+    /// or deleted; never its target). Default `false`: a link is refused (logged once, counted in
+    /// `FileRefusedCount`) and left alone, so that whoever can write into the directory cannot
+    /// make the agent read a file elsewhere.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 /// What happens to a spool file once all its events are committed.
@@ -157,6 +163,10 @@ async fn ingest(config: SpoolDirConfig, ctx: SourceContext) -> Result<(), Source
         let Some(file) = current.take() else {
             let (back, next) = step(spool, Spool::next_file).await?;
             spool = back;
+            let refused = spool.take_refused();
+            if refused > 0 {
+                ctx.counters.file_refused.add(refused);
+            }
             match next? {
                 Some(file) => {
                     tracing::info!(path = %file.path.display(), position = file.committed, "reading");

@@ -76,6 +76,12 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SpoolDi
     move |source| SpoolDirError::Io { what, path, source }
 }
 
+/// Whether `name` is a plain file name: one path component, not `.` or `..`, no `/` (a progress
+/// entry naming anything else points outside the spool directory).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
 /// The progress of the file being read, as stored in the tracker folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -99,6 +105,12 @@ pub struct Spool {
     max_line_length: usize,
     /// Files whose completed name is taken (reported once each).
     refused: HashSet<String>,
+    /// Whether symbolic links are read.
+    follow_symlinks: bool,
+    /// Symbolic links and progress entries refused (reported and counted once each).
+    refused_links: HashSet<String>,
+    /// Refusals not yet handed to the source's counters.
+    refused_new: u64,
 }
 
 /// A spool file being read.
@@ -179,7 +191,23 @@ impl Spool {
             ignore: pattern("ignore_pattern", &config.ignore_pattern)?,
             max_line_length: config.max_line_length,
             refused: HashSet::new(),
+            follow_symlinks: config.follow_symlinks,
+            refused_links: HashSet::new(),
+            refused_new: 0,
         })
+    }
+
+    /// Files refused since the last call (for `FileRefusedCount`).
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_new)
+    }
+
+    /// Logs and counts a refused file once per name.
+    fn refuse(&mut self, name: &str, why: &str) {
+        if self.refused_links.insert(name.to_string()) {
+            self.refused_new += 1;
+            tracing::error!(dir = %self.dir.display(), file = %name, "{why}; refused, left untouched");
+        }
     }
 
     /// The spool directory (absolute).
@@ -240,7 +268,17 @@ impl Spool {
                 return Ok(None);
             }
         };
+        if !is_plain_name(&progress.file) {
+            self.refuse(&progress.file, "the progress file names a file outside the spool directory");
+            self.clear_progress()?;
+            return Ok(None);
+        }
         let file_path = self.dir.join(&progress.file);
+        if !self.follow_symlinks && std::fs::symlink_metadata(&file_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            self.refuse(&progress.file, "a symbolic link (follow_symlinks is false)");
+            self.clear_progress()?;
+            return Ok(None);
+        }
         match std::fs::metadata(&file_path) {
             Ok(md) if md.ino() == progress.inode => {
                 let completed = self.completed_path(&progress.file);
@@ -279,7 +317,7 @@ impl Spool {
 
     /// Eligible file names, oldest first: regular files matching `include_pattern` and not
     /// `ignore_pattern`, not hidden, not already completed.
-    fn candidates(&self) -> Result<Vec<String>, SpoolDirError> {
+    fn candidates(&mut self) -> Result<Vec<String>, SpoolDirError> {
         let entries = std::fs::read_dir(&self.dir).map_err(io("list spool directory", &self.dir))?;
         let mut found: Vec<(SystemTime, String)> = Vec::new();
         let progress = self.progress_path();
@@ -295,6 +333,10 @@ impl Spool {
             {
                 continue;
             }
+            if !self.follow_symlinks && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                self.refuse(&name, "a symbolic link (follow_symlinks is false)");
+                continue;
+            }
             let Ok(md) = std::fs::metadata(entry.path()) else { continue };
             if md.is_file() {
                 found.push((md.modified().unwrap_or(SystemTime::UNIX_EPOCH), name));
@@ -306,7 +348,13 @@ impl Spool {
 
     fn open_file(&self, name: &str, start: u64) -> Result<SpoolFile, SpoolDirError> {
         let path = self.dir.join(name);
-        let file = File::open(&path).map_err(io("open", &path))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        if !self.follow_symlinks {
+            // A link put in place after the listing is not followed either.
+            std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        }
+        let file = options.open(&path).map_err(io("open", &path))?;
         let md = file.metadata().map_err(io("stat", &path))?;
         Ok(SpoolFile {
             name: name.to_string(),

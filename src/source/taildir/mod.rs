@@ -69,6 +69,11 @@ pub struct TaildirConfig {
     /// counted in `EventMalformedCount`. Default 65536.
     #[serde(default = "default_max_line_length")]
     pub max_line_length: usize,
+    /// Whether symbolic links matched by a glob are tailed (their targets read). Default
+    /// `false`: a matched link is refused (logged once, counted in `FileRefusedCount`), so that
+    /// whoever can create files in a watched folder cannot make the agent read a file elsewhere.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 fn default_poll_interval() -> Duration {
@@ -181,6 +186,7 @@ async fn follow(config: TaildirConfig, ctx: SourceContext) -> Result<(), SourceE
         filegroup_header: config.filegroup_header.clone(),
         ignored: vec![position_file.clone(), temporary_path(&position_file)],
         once: ctx.once(),
+        follow_symlinks: config.follow_symlinks,
     };
     tracing::info!(
         groups = config.filegroups.len(),
@@ -221,6 +227,10 @@ async fn tail(
         .await
         .map_err(SourceError::io("read tailed files"))?;
         let tailer = slot.insert(back);
+        let refused = tailer.take_refused();
+        if refused > 0 {
+            ctx.counters.file_refused.add(refused);
+        }
         let (pass_done, pass_read) = (batch.pass_done, batch.pass_read);
         if !batch.lines.is_empty() {
             let n = batch.lines.len();

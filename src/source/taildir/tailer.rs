@@ -76,6 +76,9 @@ pub struct TailOptions {
     /// `run --once`: the input is over, so a file's final line without a line ending is handed
     /// out once the file is read to its end, instead of waiting for its newline.
     pub once: bool,
+    /// Whether symbolic links matched by a glob are followed; when not, they are refused
+    /// (logged and counted once each).
+    pub follow_symlinks: bool,
 }
 
 /// One batch of lines, from one or more files.
@@ -252,6 +255,10 @@ pub struct Tailer {
     saved: HashMap<u64, Position>,
     /// Paths already reported as unreadable (reported once).
     unreadable: HashSet<PathBuf>,
+    /// Symbolic links refused (reported and counted once each).
+    refused: HashSet<PathBuf>,
+    /// Refusals not yet handed to the source's counters.
+    refused_new: u64,
     cursor: usize,
     taken: usize,
     in_pass: bool,
@@ -272,6 +279,8 @@ impl Tailer {
             files: Vec::new(),
             saved,
             unreadable: HashSet::new(),
+            refused: HashSet::new(),
+            refused_new: 0,
             cursor: 0,
             taken: 0,
             in_pass: false,
@@ -399,7 +408,7 @@ impl Tailer {
             if self.options.ignored.contains(&path) {
                 continue;
             }
-            let Ok(md) = std::fs::metadata(&path) else { continue };
+            let Some(md) = self.stat(&path) else { continue };
             let key = FileKey::of(&md);
             if !md.is_file() || md.len() < fp.len || key == not || self.files.iter().any(|f| f.key == key) {
                 continue;
@@ -414,6 +423,28 @@ impl Tailer {
             }
         }
         best.map(|(_, key, path, size)| (key, path, size))
+    }
+
+    /// Symbolic links refused since the last call (for `FileRefusedCount`).
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_new)
+    }
+
+    /// The metadata of `path` (following a link only with `follow_symlinks`); `None` for a
+    /// refused symbolic link (logged and counted once) or a path that cannot be stat'ed.
+    fn stat(&mut self, path: &Path) -> Option<std::fs::Metadata> {
+        if !self.options.follow_symlinks {
+            let md = std::fs::symlink_metadata(path).ok()?;
+            if md.file_type().is_symlink() {
+                if self.refused.insert(path.to_path_buf()) {
+                    self.refused_new += 1;
+                    tracing::error!(path = %path.display(), "a symbolic link matched by a file group (follow_symlinks is false); refused, not read");
+                }
+                return None;
+            }
+            return Some(md);
+        }
+        std::fs::metadata(path).ok()
     }
 
     /// Moves the committed positions to those of a committed batch.
@@ -521,7 +552,7 @@ impl Tailer {
                 if self.options.ignored.contains(&path) {
                     continue;
                 }
-                let Ok(md) = std::fs::metadata(&path) else { continue };
+                let Some(md) = self.stat(&path) else { continue };
                 if !md.is_file() {
                     continue;
                 }
@@ -723,7 +754,7 @@ impl Tailer {
                 .collect();
             let mut resumed = false;
             for path in candidates {
-                let Ok(md) = std::fs::metadata(&path) else { continue };
+                let Some(md) = self.stat(&path) else { continue };
                 if !md.is_file() || md.ino() != p.inode || self.files.iter().any(|f| f.key == FileKey::of(&md)) {
                     continue;
                 }
@@ -807,6 +838,7 @@ mod tests {
             filegroup_header: Some("group".into()),
             ignored: Vec::new(),
             once: false,
+            follow_symlinks: false,
         };
         Tailer::new(vec![group], options, saved)
     }
