@@ -238,6 +238,12 @@ counter_set!(
         /// Copies of events leaving this source that a tap dropped because its buffer was full
         /// (the events themselves went on).
         tap_dropped => Counter "TapDroppedCount",
+        /// Connections open now (`Netcat`, `SyslogTcp`); a gauge (Flume's `OpenConnectionCount`).
+        open_connections => Gauge "OpenConnectionCount",
+        /// Connections refused (accepted and closed at once) because `max_connections` were open.
+        connection_refused => Counter "ConnectionRefusedCount",
+        /// Connections closed because they sent nothing for `idle_timeout`.
+        connection_idle_closed => Counter "ConnectionIdleClosedCount",
     }
 );
 
