@@ -366,7 +366,7 @@ mod tests {
             ("[{}] x", "trailing characters at line 1 column 6"),
             ("[{} {}]", "expected `,` or `]` at line 1 column 5"),
             ("[{}", "EOF while parsing a list at line 1 column 4"),
-            ("[\n{},\n 7]", "invalid type: integer `7`, expected struct JsonEvent at line 3 column 3"),
+            ("[\n{},\n 7]", "invalid type: integer `7`, expected struct JsonEvent at line 3 column 2"),
         ] {
             let e = Format::FlumeJson.decode(bad.into()).unwrap_err();
             assert_eq!(e.0, format!("JSON: {says}"), "{bad:?}");

@@ -254,6 +254,10 @@ counter_set!(
         size => Gauge "ChannelSize",
         /// The configured capacity in events; a gauge.
         capacity => Gauge "ChannelCapacity",
+        /// Bytes held, bodies plus header keys and values (Memory only); a gauge.
+        size_bytes => Gauge "ChannelSizeBytes",
+        /// The configured `byte_capacity` (Memory only); a gauge.
+        byte_capacity => Gauge "ChannelByteCapacity",
         /// Events offered by puts.
         put_attempt => Counter "EventPutAttemptCount",
         /// Events committed by puts.

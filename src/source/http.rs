@@ -357,6 +357,11 @@ async fn put_body(
         .body(format!("{{\"accepted\":{total}}}\n"))
 }
 
+/// The count an answer's [`COMMITTED`] header gives, if it has a valid one.
+pub fn committed_of(headers: &reqwest::header::HeaderMap) -> Option<usize> {
+    headers.get(COMMITTED)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// How a failed answer says that the first `committed` of `total` events were committed.
 fn committed_text(committed: usize, total: usize) -> String {
     if committed == 0 {

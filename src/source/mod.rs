@@ -567,7 +567,12 @@ mod tests {
     #[actix_rt::test]
     async fn events_routed_to_no_channel_are_not_accepted() {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 100, transaction_capacity: 100, keep_alive: Duration::from_millis(20) };
+        let config = MemoryConfig {
+            capacity: 100,
+            transaction_capacity: 100,
+            keep_alive: Duration::from_millis(20),
+            ..MemoryConfig::default()
+        };
         let info = ChannelHandle::new("info", MemoryChannel::new(config, metrics.channel("info")).start());
         let selector = SelectorConfig::Multiplexing {
             header: "level".into(),
