@@ -329,7 +329,8 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
 ) -> std::io::Result<(Vec<Line>, ReadEnd)> {
     use futures_util::FutureExt;
     use tokio::io::AsyncReadExt;
-    let mut lines = Vec::with_capacity(max.min(4096));
+    // Grown as lines come: a connection waiting for its first line holds no room for a batch.
+    let mut lines = Vec::new();
     loop {
         while lines.len() < max {
             match lb.next_line() {
