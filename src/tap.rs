@@ -645,6 +645,7 @@ pub async fn tap(args: &TapArgs, out: &mut impl std::io::Write) -> Result<TapOut
     let shown = url.to_string();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .use_preconfigured_tls(crate::tls::client::no_tls_config())
         .build()
         .map_err(|source| TapError::Connect { url: shown.clone(), source })?;
     let mut response =

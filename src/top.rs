@@ -235,7 +235,10 @@ pub fn run(url: &str) -> Result<(), TopError> {
     }
     let base = url.trim_end_matches('/').to_string();
     let metrics_url = format!("{base}/metrics");
-    let client = reqwest::Client::builder().timeout(INTERVAL).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(INTERVAL)
+        .use_preconfigured_tls(crate::tls::client::no_tls_config())
+        .build()?;
     let (tx, rx) = mpsc::channel::<Fetched>();
     std::thread::Builder::new().name("top-fetch".into()).spawn(move || fetch_loop(client, metrics_url, tx))?;
 

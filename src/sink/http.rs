@@ -201,11 +201,13 @@ impl HttpSink {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .default_headers(headers);
-        if config.url.starts_with("https:") {
-            let tls = crate::tls::client::client_config(&config.tls.clone().unwrap_or_default(), true)
-                .map_err(|e| SinkError::Other(format!("tls: {e}")))?;
-            builder = builder.use_preconfigured_tls(tls);
-        }
+        let tls = if config.url.starts_with("https:") {
+            crate::tls::client::client_config(&config.tls.clone().unwrap_or_default(), true)
+                .map_err(|e| SinkError::Other(format!("tls: {e}")))?
+        } else {
+            crate::tls::client::no_tls_config()
+        };
+        builder = builder.use_preconfigured_tls(tls);
         let client = builder.build().map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
         let url = config.shown_url();
         Ok(HttpSink { config, name: name.into(), url, client, counters, dead_letters: 0, in_group: false })

@@ -81,6 +81,17 @@ pub fn client_config(tls: &TlsClientConfig, http: bool) -> Result<rustls::Client
     Ok(config)
 }
 
+/// A client configuration for a client that never speaks TLS (an `http://` URL): no root is
+/// trusted, so a TLS connection could not succeed. reqwest builds with rustls needs one (it has
+/// no provider of its own).
+pub fn no_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// Verifies the server's certificate as webpki does, but for the configured `server_name`
 /// instead of the host the client connects to.
 #[derive(Debug)]
