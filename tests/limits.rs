@@ -213,6 +213,9 @@ fn a_partial_commit_is_announced_and_the_http_sink_resends_only_the_rest() {
         || metric(addr(edge_mon), "SINK.k1", "ConnectionFailedCount").is_some_and(|n| n >= 1),
         || "the edge's sink was answered 503".into(),
     );
+    // One take of all 20,000 was posted, so the 5,000 committed are part of it: a partial commit.
+    assert_eq!(counter(addr(edge_mon), "SINK.k1", "BatchCompleteCount"), 1);
+    assert_eq!(counter(addr(edge_mon), "SINK.k1", "EventDrainAttemptCount"), 20_000);
     let last = start_last_hop(tmp.path(), "tier-last", final_port, &out);
     // The edge commits its take after the last 200: from then on the collector gets nothing more.
     wait_for(
@@ -265,7 +268,7 @@ fn start_last_hop(dir: &Path, name: &str, port: u16, out: &Path) -> Flumen {
     agent: "last",
     sources: {{ "r1": (kind: Http(bind: "127.0.0.1:{port}"), channels: ["c1"]) }},
     channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
-    sinks: {{ "k1": (kind: FileRoll(dir: "{}", roll_interval: "0s"), channel: "c1", batch_size: 1000) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: {}, roll_interval: "0s"), channel: "c1", batch_size: 1000) }},
 )"#,
             files::ron_path(out)
         ),
