@@ -69,14 +69,14 @@ impl Admission {
 
     /// Admits the connection from `peer` (a permit, and the context its connection task runs
     /// with: `ctx` with the idle timeout), or refuses it at the limit (`None`: the caller drops
-    /// the stream, closing it; counted and logged, once a second at most).
+    /// the stream, closing it; counted, and logged for the first and every 1000th refusal).
     pub fn admit(&self, ctx: &SourceContext, peer: std::net::SocketAddr) -> Option<(Permit, SourceContext)> {
         let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
         if open > self.limits.max_connections {
             self.open.fetch_sub(1, Ordering::SeqCst);
             let refused = ctx.counters.connection_refused.get();
             ctx.counters.connection_refused.inc();
-            if refused % 1000 == 0 {
+            if refused.is_multiple_of(1000) {
                 tracing::warn!(source = %ctx.name, %peer, max_connections = self.limits.max_connections, refused = refused + 1, "over max_connections: connection refused");
             }
             return None;
