@@ -241,6 +241,12 @@ counter_set!(
         /// Copies of events leaving this source that a tap dropped because its buffer was full
         /// (the events themselves went on).
         tap_dropped => Counter "TapDroppedCount",
+        /// Connections open now (`Netcat`, `SyslogTcp`); a gauge (Flume's `OpenConnectionCount`).
+        open_connections => Gauge "OpenConnectionCount",
+        /// Connections refused (accepted and closed at once) because `max_connections` were open.
+        connection_refused => Counter "ConnectionRefusedCount",
+        /// Connections closed because they sent nothing for `idle_timeout`.
+        connection_idle_closed => Counter "ConnectionIdleClosedCount",
     }
 );
 
@@ -251,6 +257,10 @@ counter_set!(
         size => Gauge "ChannelSize",
         /// The configured capacity in events; a gauge.
         capacity => Gauge "ChannelCapacity",
+        /// Bytes held, bodies plus header keys and values (Memory only); a gauge.
+        size_bytes => Gauge "ChannelSizeBytes",
+        /// The configured `byte_capacity` (Memory only); a gauge.
+        byte_capacity => Gauge "ChannelByteCapacity",
         /// Events offered by puts.
         put_attempt => Counter "EventPutAttemptCount",
         /// Events committed by puts.

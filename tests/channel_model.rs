@@ -152,6 +152,7 @@ proptest! {
                     capacity: CAPACITY,
                     transaction_capacity: TXN_CAPACITY,
                     keep_alive: Duration::from_millis(5),
+                    ..MemoryConfig::default()
                 };
                 ChannelHandle::new("c1", actix::Actor::start(MemoryChannel::new(config, Metrics::new().channel("c1"))))
             })

@@ -117,7 +117,12 @@ fn failing_and_panicking_sink_over_memory_channel_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     actix_rt::System::new().block_on(async {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 20_000, transaction_capacity: 1000, keep_alive: Duration::from_secs(3) };
+        let config = MemoryConfig {
+            capacity: 20_000,
+            transaction_capacity: 1000,
+            keep_alive: Duration::from_secs(3),
+            ..MemoryConfig::default()
+        };
         let channel = ChannelHandle::new("c1", MemoryChannel::new(config, metrics.channel("c1")).start());
         run(channel, tmp.path().join("out"), metrics).await;
     });

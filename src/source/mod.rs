@@ -8,6 +8,7 @@
 //! that fails or panics is restarted by its supervisor with capped exponential backoff and resumes
 //! from its last acknowledged position.
 
+pub mod conn_limits;
 pub mod datagram;
 pub mod exec;
 pub mod file_input;
@@ -265,6 +266,9 @@ pub struct SourceContext {
     pub linger: Duration,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
+    /// How long a connection's reader waits for a byte before it ends the connection (a TCP
+    /// source's `idle_timeout`, set for each connection's task); `None`: without bound.
+    pub idle_timeout: Option<Duration>,
     pipeline: PipelineHandle,
     stop: watch::Receiver<bool>,
     end: Arc<dyn Fn() + Send + Sync>,
@@ -365,6 +369,7 @@ impl SourceContext {
             batch_size,
             linger,
             counters,
+            idle_timeout: None,
             pipeline: Arc::new(tokio::sync::RwLock::new(Pipeline { interceptors, selector })),
             stop,
             end,
@@ -562,7 +567,12 @@ mod tests {
     #[actix_rt::test]
     async fn events_routed_to_no_channel_are_not_accepted() {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 100, transaction_capacity: 100, keep_alive: Duration::from_millis(20) };
+        let config = MemoryConfig {
+            capacity: 100,
+            transaction_capacity: 100,
+            keep_alive: Duration::from_millis(20),
+            ..MemoryConfig::default()
+        };
         let info = ChannelHandle::new("info", MemoryChannel::new(config, metrics.channel("info")).start());
         let selector = SelectorConfig::Multiplexing {
             header: "level".into(),

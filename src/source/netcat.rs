@@ -12,13 +12,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::conn_limits::{accept_error_is_transient, Admission, ConnectionLimits, ACCEPT_RETRY};
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
 use crate::event::Event;
 use crate::tls::server::TlsEndpoint;
 use crate::tls::TlsServerConfig;
 
-/// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true)`.
+/// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true,
+/// max_connections: 1024, idle_timeout: "5m")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetcatConfig {
@@ -35,6 +37,14 @@ pub struct NetcatConfig {
     /// see [`TlsServerConfig`]. Default `None` (plain TCP).
     #[serde(default, deserialize_with = "crate::tls::server_option")]
     pub tls: Option<TlsServerConfig>,
+    /// Most connections open at once; further ones are accepted and closed at once, and counted
+    /// in `ConnectionRefusedCount`. Default 1024.
+    #[serde(default = "super::conn_limits::default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (counted in
+    /// `ConnectionIdleClosedCount`). Default `"5m"`.
+    #[serde(default = "super::conn_limits::default_idle_timeout", with = "crate::config::duration")]
+    pub idle_timeout: std::time::Duration,
 }
 
 fn default_max_line_length() -> usize {
@@ -55,6 +65,7 @@ impl NetcatConfig {
             problems.push("max_line_length must be positive".into());
         }
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
         problems
     }
 }
@@ -66,7 +77,8 @@ impl NetcatConfig {
 pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
-    accept(&bind, &ctx, "listening", move |stream, ctx| {
+    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    accept(&bind, &ctx, limits, "listening", move |stream, ctx| {
         let (config, tls) = (config.clone(), tls.clone());
         async move {
             let _ = stream.set_nodelay(true);
@@ -110,13 +122,15 @@ pub(crate) fn with_subject(mut events: Vec<Event>, subject: Option<&(String, Str
 }
 
 /// Accepts TCP connections on `bind` until the agent stops, running `connection` for each on its
-/// own task (a connection that ends with an error is logged; the source goes on).
+/// own task (a connection that ends with an error is logged; the source goes on), within
+/// `limits` (see [`conn_limits`](super::conn_limits)).
 ///
 /// # Errors
-/// When the address cannot be bound or accepting fails.
+/// When the address cannot be bound or accepting fails (but for want of file descriptors).
 pub(crate) async fn accept<F, Fut>(
     bind: &str,
     ctx: &SourceContext,
+    limits: ConnectionLimits,
     what: &str,
     connection: F,
 ) -> Result<(), SourceError>
@@ -132,20 +146,28 @@ where
     // Every connection task holds a clone of `open`; once the last one is dropped, `closed`
     // answers `None`: no connection has a put or an acknowledgement in flight any more.
     let (open, mut closed) = mpsc::channel::<()>(1);
+    let admission = Admission::new(limits);
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
+                    Err(e) if accept_error_is_transient(&e) => {
+                        tracing::warn!(source = %ctx.name, %bind, error = %e, "accept failed; retrying");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    }
                     Err(e) => break Err(SourceError::io(format!("accept on {bind}"))(e)),
                 };
+                let Some((permit, conn_ctx)) = admission.admit(ctx, peer) else { continue };
                 let name = ctx.name.clone();
-                let work = connection(stream, ctx.clone());
+                let work = connection(stream, conn_ctx);
                 let open = open.clone();
                 actix_rt::spawn(async move {
                     if let Err(e) = work.await {
                         tracing::warn!(source = %name, %peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                     drop(open);
                 });
             }

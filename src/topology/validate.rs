@@ -137,6 +137,11 @@ fn channels(t: &Topology, p: &mut Problems) {
                 format!("transaction_capacity ({txn}) exceeds capacity ({capacity})"),
             );
         }
+        if let ChannelConfig::Memory(c) = ch {
+            if c.byte_capacity == 0 {
+                p.add("channel", name, vec![Step::Field("byte_capacity")], "byte_capacity must be positive");
+            }
+        }
         if let ChannelConfig::RocksDb(c) = ch {
             if c.cache_events == 0 {
                 p.add("channel", name, vec![Step::Field("cache_events")], "cache_events must be positive");

@@ -114,7 +114,9 @@ mod tests {
                 bind: "0.0.0.0:5140".into(),
                 max_message_length: 2500,
                 keep_fields: false,
-                tls: None
+                tls: None,
+                max_connections: 1024,
+                idle_timeout: std::time::Duration::from_secs(300),
             })
         );
         let udp = kind(r#"SyslogUdp(bind: "0.0.0.0:5140")"#);
@@ -161,6 +163,8 @@ mod tests {
             kind(r#"SyslogUdp(bind: "nowhere", max_message_length: 70000, receive_buffer_bytes: Some(0))"#).validate();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(kind(r#"SyslogTcp(bind: "127.0.0.1:5140", max_message_length: 0)"#).validate().len(), 1);
+        let limits = kind(r#"SyslogTcp(bind: "127.0.0.1:5140", max_connections: 0, idle_timeout: "0s")"#).validate();
+        assert_eq!(limits, ["max_connections must be positive", "idle_timeout must be positive"]);
         assert_eq!(kind(r#"NetcatUdp(bind: "127.0.0.1:99999")"#).validate().len(), 1);
         assert!(parse(r#"SyslogTcp(bind: "127.0.0.1:5140", port: 5140)"#).is_err());
     }

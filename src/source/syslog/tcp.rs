@@ -7,12 +7,14 @@ use tokio::sync::mpsc;
 
 use super::frame::SyslogFrames;
 use crate::event::Event;
+use crate::source::conn_limits::ConnectionLimits;
 use crate::source::lines::{read_batch, ReadEnd};
 use crate::source::netcat::{accept, commit_in_order, tls_endpoint, with_subject};
 use crate::source::{SourceContext, SourceError};
 use crate::tls::TlsServerConfig;
 
-/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false)`.
+/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false,
+/// max_connections: 1024, idle_timeout: "5m")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogTcpConfig {
@@ -32,6 +34,14 @@ pub struct SyslogTcpConfig {
     /// (plain TCP).
     #[serde(default, deserialize_with = "crate::tls::server_option")]
     pub tls: Option<TlsServerConfig>,
+    /// Most connections open at once; further ones are accepted and closed at once, and counted
+    /// in `ConnectionRefusedCount`. Default 1024.
+    #[serde(default = "crate::source::conn_limits::default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (counted in
+    /// `ConnectionIdleClosedCount`). Default `"5m"`.
+    #[serde(default = "crate::source::conn_limits::default_idle_timeout", with = "crate::config::duration")]
+    pub idle_timeout: std::time::Duration,
 }
 
 impl SyslogTcpConfig {
@@ -39,6 +49,7 @@ impl SyslogTcpConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = super::check(&self.bind, "max_message_length", self.max_message_length);
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
+        problems.extend(crate::source::conn_limits::check(self.max_connections, self.idle_timeout));
         problems
     }
 }
@@ -51,7 +62,8 @@ pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), Sour
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
     let what = if tls.is_some() { "listening for syslog over TLS (RFC 5425)" } else { "listening for syslog over TCP" };
-    accept(&bind, &ctx, what, move |stream, ctx| {
+    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    accept(&bind, &ctx, limits, what, move |stream, ctx| {
         let (config, tls) = (config.clone(), tls.clone());
         async move {
             let _ = stream.set_nodelay(true);
