@@ -191,13 +191,17 @@ fn curl(args: &[&str]) -> Output {
 }
 
 fn tls_option(pki: &Pki, cert: &str, client_ca: bool) -> String {
+    tls_option_timeout(pki, cert, client_ca, "5s")
+}
+
+fn tls_option_timeout(pki: &Pki, cert: &str, client_ca: bool, timeout: &str) -> String {
     let ca = if client_ca {
         format!(r#"client_ca: Some("{}"), client_subject_header: Some("tls_subject"), "#, pki.path("ca.pem"))
     } else {
         String::new()
     };
     format!(
-        r#"tls: Some(TlsServer(cert: "{}", key: "{}", {ca}handshake_timeout: "5s"))"#,
+        r#"tls: Some(TlsServer(cert: "{}", key: "{}", {ca}handshake_timeout: "{timeout}"))"#,
         pki.path(&format!("{cert}.pem")),
         pki.path(&format!("{cert}.key"))
     )
@@ -324,11 +328,15 @@ fn an_expired_certificate_is_a_topology_error_at_the_option() {
     let (line, col) = text
         .lines()
         .enumerate()
-        .find_map(|(i, l)| l.find("tls: ").map(|c| (i + 1, c + 1 + "tls: ".len())))
-        .expect("the tls option is in the topology");
+        .find_map(|(i, l)| {
+            let tls = l.find("tls: ")?;
+            l[tls..].find("cert: ").map(|c| (i + 1, tls + c + 1 + "cert: ".len()))
+        })
+        .expect("the tls option's cert is in the topology");
     let out = Command::new(env!("CARGO_BIN_EXE_flumen")).arg("validate").arg(&topology).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an expired certificate validated:\n{stderr}");
+    // At the `cert` of the `tls` option.
     let at = format!("{}:{line}:{col}: ", topology.display());
     assert!(
         stderr.lines().any(|l| l.starts_with(&at) && l.contains("expired on") && l.contains("expired.pem")),
@@ -362,8 +370,9 @@ fn openssl_s_client_against_netcat_with_tls_gets_ok_per_line() {
         tls_option(&pki, "server", true)
     );
     let topology = topology(tmp.path(), &sources, metrics_port);
-    let mut flumen = start(&topology, tmp.path());
-    drop(flumen.connect(addr(port), WAIT));
+    let flumen = start(&topology, tmp.path());
+    // Not a probe connection: it would count as a failed handshake.
+    wait_for_log(&flumen, &format!("bind=127.0.0.1:{port}"));
     let monitoring = addr(metrics_port);
 
     // Control: without a client certificate nothing is accepted.
@@ -479,8 +488,9 @@ fn rsyslog_delivers_every_line(driver: &str) {
     let pki = Pki::new(tmp.path());
     let (port, metrics_port) = (free_port(), free_port());
     let topology = syslog_tls_topology(tmp.path(), &pki, port, metrics_port);
-    let mut flumen = start(&topology, tmp.path());
-    drop(flumen.connect(addr(port), WAIT));
+    let flumen = start(&topology, tmp.path());
+    // Not a probe connection: it would count as a failed handshake.
+    wait_for_log(&flumen, &format!("bind=127.0.0.1:{port}"));
     let monitoring = addr(metrics_port);
     let (input, lines) = peer_input(tmp.path());
     let bodies = tmp.path().join("out/bodies");
@@ -543,8 +553,9 @@ fn syslog_ng_sends_rfc5425_into_syslog_tcp_with_tls() {
     let pki = Pki::new(tmp.path());
     let (port, metrics_port) = (free_port(), free_port());
     let topology = syslog_tls_topology(tmp.path(), &pki, port, metrics_port);
-    let mut flumen = start(&topology, tmp.path());
-    drop(flumen.connect(addr(port), WAIT));
+    let flumen = start(&topology, tmp.path());
+    // Not a probe connection: it would count as a failed handshake.
+    wait_for_log(&flumen, &format!("bind=127.0.0.1:{port}"));
     let (input, lines) = peer_input(tmp.path());
 
     let work = tmp.path().join("syslog-ng");
@@ -764,4 +775,46 @@ fn sighup_rereads_the_certificate_and_open_connections_go_on() {
 #[test]
 fn a_changed_certificate_file_is_reread_without_a_signal() {
     reload_keeps_connections_and_changes_new_handshakes(false);
+}
+
+#[test]
+fn a_client_that_does_not_finish_its_handshake_is_disconnected_after_handshake_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let (port, metrics_port) = (free_port(), free_port());
+    let sources = format!(
+        r#"        "r1": (kind: Netcat(bind: "127.0.0.1:{port}", {}), channels: ["bodies", "headers"]),"#,
+        tls_option_timeout(&pki, "server", false, "1s")
+    );
+    let topology = topology(tmp.path(), &sources, metrics_port);
+    let mut flumen = start(&topology, tmp.path());
+    let lines = numbered_lines(20);
+    // Control: a client that completed its handshake stays connected past the timeout.
+    let mut good = TlsClient::connect(&mut flumen, port, &pki);
+    good.send(&lines[..10]).unwrap();
+    // A client that connects and never says hello.
+    let mut silent = flumen.connect(addr(port), WAIT);
+    silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = [0u8; 16];
+    let mut closed = false;
+    wait_for(
+        WAIT,
+        || {
+            closed = match silent.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            };
+            closed
+        },
+        || "the silent connection is still open".into(),
+    );
+    wait_for_metric(&flumen, addr(metrics_port), "TlsHandshakeFailureCount", 1);
+    assert!(flumen.log_text().contains("not done within 1s (handshake_timeout)"), "{}", flumen.log_text());
+    good.send(&lines[10..]).expect("the connection with a completed handshake goes on");
+    let bodies = tmp.path().join("out/bodies");
+    wait_for_lines(&flumen, &bodies, lines.len());
+    assert_same_lines(output_lines(&bodies).0, &lines);
+    assert_eq!(metric(addr(metrics_port), "SOURCE.r1", "TlsHandshakeFailureCount"), Some(1));
+    assert_eq!(flumen.terminate(WAIT), Some(0));
 }
