@@ -700,6 +700,69 @@ mod tests {
     }
 
     #[test]
+    fn a_salvage_of_an_encrypted_channel_seals_every_value_it_copies_under_the_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: u64| {
+            Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost={i}"))
+        };
+        let old = crypt::cipher_of("c1", &[("a", [1; 32])], "a");
+        {
+            let db = open_db(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            for i in 0..100u64 {
+                let plain = line(i).to_bytes();
+                match i {
+                    // Written before encryption was turned on.
+                    0..10 => batch.put(key(i), &plain),
+                    // Tampered with: does not authenticate.
+                    50 => {
+                        let mut v = old.seal(Family::Queue, &key(i), &plain);
+                        let at = v.len() - 20;
+                        v[at] ^= 1;
+                        batch.put(key(i), v)
+                    }
+                    _ => batch.put(key(i), old.seal(Family::Queue, &key(i), &plain)),
+                }
+            }
+            db.write(batch).unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        let rotated = crypt::cipher_of("c1", &[("a", [1; 32]), ("b", [2; 32])], "b");
+        let keys = Keys { channel: "c1".into(), cipher: Some(rotated) };
+        let opened = open(dir.path(), &keys).unwrap();
+        let report = opened.salvage.clone().expect("salvaged");
+        assert_eq!((report.salvaged, report.dead_lettered), (99, 1), "{report}");
+        let mut census = Census::default();
+        {
+            let mut it = opened.db.raw_iterator();
+            it.seek_to_first();
+            while it.valid() {
+                census.add(it.key().unwrap(), it.value().unwrap());
+                it.next();
+            }
+        }
+        assert_eq!(
+            (census.plain, census.sealed.keys().map(String::as_str).collect::<Vec<_>>()),
+            (0, vec!["b"]),
+            "all sealed under b"
+        );
+        assert_eq!(census.sealed["b"].0, 99);
+        let outcome = read(&opened.db, dir.path(), &[0..50, 51..100], &keys).unwrap();
+        assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)) && outcome.events.len() == 99);
+        drop(opened);
+        let letters = dead_letters(dir.path(), &keys).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].reason.contains("authentication failed"), "{}", letters[0].reason);
+        assert!(dead_letters(dir.path(), &Keys::plain("c1")).unwrap()[0].reason.contains("does not open"), "sealed");
+        let needle = b"authentication failure; rhost=";
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext in {}", f.path().display());
+        }
+    }
+
+    #[test]
     fn an_undecodable_value_is_dead_lettered_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
