@@ -1,7 +1,8 @@
 //! The `RocksDb` channel's storage: opening, the group-committing writer thread, and range reads.
 //!
 //! Every call here blocks, so none runs on an actor's event loop: opening and reads run on the
-//! blocking thread pool, writes on the channel's own writer thread. Keys are big-endian `u64`
+//! blocking thread pool, writes on the channel's own writer thread (with encryption, puts are
+//! sealed on a thread of their own in front of it). Keys are big-endian `u64`
 //! sequence numbers (so key order is queue order), values events in the binary event codec,
 //! sealed with AES-256-GCM when the channel has `encryption` ([`crypt`]).
 
@@ -165,6 +166,9 @@ pub(crate) fn open_checked(dir: &Path, keys: &Keys) -> Result<Opened, ChannelErr
     })
 }
 
+/// `(key, value)` pairs as stored.
+pub(crate) type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Under which keys the values of a queue are sealed, with a few values of each to try.
 #[derive(Debug, Default)]
 pub(crate) struct Census {
@@ -173,7 +177,7 @@ pub(crate) struct Census {
     /// Values whose sealed header is cut (dead-lettered when taken).
     pub malformed: u64,
     /// Key id → values sealed under it, and up to three `(key, value)` to try.
-    pub sealed: std::collections::BTreeMap<String, (u64, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub sealed: std::collections::BTreeMap<String, (u64, Stored)>,
 }
 
 impl Census {
