@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod monitoring;
+pub mod secret;
 pub mod selector;
 pub mod service;
 pub mod sink;

@@ -217,6 +217,11 @@ counter_set!(
         dropped_by_filter => Counter "EventDroppedByFilterCount",
         /// Input records that were malformed or cut (lines over `max_line_length`); kept, flagged.
         malformed => Counter "EventMalformedCount",
+        /// TLS handshakes that failed or took longer than `handshake_timeout` (sources with
+        /// `tls`; for `Http`, the client certificates refused).
+        tls_handshake_failure => Counter "TlsHandshakeFailureCount",
+        /// Re-reads of the certificate files that failed (the certificate in use stayed).
+        tls_reload_failure => Counter "TlsReloadFailureCount",
         /// Events a multiplexing selector could route to no channel (no mapping, no default).
         unrouted => Counter "EventUnroutedCount",
         /// Body bytes read.

@@ -11,8 +11,14 @@
 //! unreachable next hop). Any other status (a `4xx`: the
 //! request itself is wrong) is counted in `ConnectionFailedCount`, logged with the answer, and
 //! the batch is rolled back (the sink restarts with its supervisor's backoff and tries again) or
-//! written to a dead-letter directory and committed, as `on_client_error` says. Plain HTTP only:
-//! no TLS stack is built in.
+//! written to a dead-letter directory and committed, as `on_client_error` says.
+//!
+//! `https://` URLs speak TLS 1.2 or 1.3 (rustls, see [`crate::tls::client`]) with the `tls`
+//! option's CA (or the system's roots), client certificate and server name. Credentials in the URL
+//! (`https://user:pass@host/`) are sent as HTTP basic authentication (RFC 7617) and the password
+//! is shown as `***` wherever the URL is (the log, errors, the run summary). An answer's body is
+//! read to at most [`ANSWER_KEPT`] bytes for the log; the rest is read and thrown away without
+//! being held (up to [`ANSWER_DISCARDED`], then the connection is dropped).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,13 +35,16 @@ use crate::codec::Format;
 use crate::config::duration;
 use crate::event::Event;
 use crate::metrics::SinkCounters;
+use crate::secret::Secret;
+use crate::tls::TlsClientConfig;
 
 /// `Http(url: "http://127.0.0.1:8080/", format: Events, timeout: "10s", max_backoff: "30s",
-/// on_client_error: Rollback, headers: {}, bearer_token: None)`.
+/// on_client_error: Rollback, headers: {}, bearer_token: None, tls: None)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
-    /// Where batches are posted: an `http://` URL (no TLS).
+    /// Where batches are posted: an `http://` or `https://` URL. `user:password@` in it is sent
+    /// as basic authentication, and shown as `user:***@`.
     pub url: String,
     /// The body format (and `Content-Type`) of the requests. Default `Events` (flumen's binary
     /// codec: headers and bodies of any bytes, what an `Http` source reads for the agent hop);
@@ -55,9 +64,15 @@ pub struct HttpSinkConfig {
     /// Extra request headers, name to value. Default `{}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Sent as `Authorization: Bearer <token>` when set. Default `None`.
+    /// Sent as `Authorization: Bearer <token>` when set. A [`Secret`]: a literal, `"env:NAME"`
+    /// or `"file:PATH"`. Default `None`.
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
+    /// TLS settings of an `https://` URL: `TlsClient(ca: Some("ca.pem"), cert: Some("client.pem"),
+    /// key: Some("client.key"), server_name: None)`. Default `None`: an `https://` URL is checked
+    /// against the system's trusted roots, with no client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsClientConfig>,
 }
 
 fn default_format() -> Format {
@@ -90,9 +105,20 @@ impl HttpSinkConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match reqwest::Url::parse(&self.url) {
-            Ok(url) if url.scheme() == "http" => {}
-            Ok(url) => problems.push(format!("url scheme {:?} is not supported (plain http:// only)", url.scheme())),
-            Err(e) => problems.push(format!("url {:?} does not parse: {e}", self.url)),
+            Ok(url) if url.scheme() == "https" => {}
+            Ok(url) if url.scheme() == "http" => {
+                if self.tls.is_some() {
+                    problems.push("tls is set but the url is http:// (write https://)".into());
+                }
+            }
+            Ok(url) => problems.push(format!("url scheme {:?} is not supported (http:// or https://)", url.scheme())),
+            Err(e) => problems.push(format!("url {:?} does not parse: {e}", redact_url(&self.url))),
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.validate());
+        }
+        if let Some(Err(e)) = self.bearer_token.as_ref().map(Secret::reveal) {
+            problems.push(format!("bearer_token: {e}"));
         }
         if self.timeout.is_zero() {
             problems.push("timeout must be positive".into());
@@ -116,6 +142,17 @@ impl HttpSinkConfig {
         if let OnClientError::DeadLetter { dir } = &mut self.on_client_error {
             *dir = crate::config::resolve(base, dir);
         }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
+        if let Some(token) = self.bearer_token.as_mut() {
+            token.resolve_paths(base);
+        }
+    }
+
+    /// The URL as shown in the log, errors and the run summary: a password in it is `***`.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
     }
 
     /// The request headers every post carries: `headers`, the bearer token, the content type.
@@ -127,7 +164,10 @@ impl HttpSinkConfig {
             map.insert(n, v);
         }
         if let Some(token) = &self.bearer_token {
-            let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| format!("bearer_token: {e}"))?;
+            let token = token.reveal().map_err(|e| format!("bearer_token: {e}"))?;
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| "bearer_token holds characters a header cannot carry".to_string())?;
+            v.set_sensitive(true);
             map.insert(AUTHORIZATION, v);
         }
         map.insert(CONTENT_TYPE, HeaderValue::from_static(self.format.content_type()));
@@ -139,6 +179,8 @@ impl HttpSinkConfig {
 pub struct HttpSink {
     config: HttpSinkConfig,
     name: String,
+    /// The URL with its password shown as `***`.
+    url: String,
     client: reqwest::Client,
     counters: Arc<SinkCounters>,
     dead_letters: u64,
@@ -153,15 +195,20 @@ impl HttpSink {
     /// When a header does not parse or the HTTP client cannot be built.
     pub fn new(name: &str, config: HttpSinkConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
         let headers = config.header_map().map_err(SinkError::Other)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             // A redirect is never a delivery: following a 302 with the GET it calls for would
             // drop the body and commit the batch on the next page's 200.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
-        Ok(HttpSink { config, name: name.into(), client, counters, dead_letters: 0, in_group: false })
+            .default_headers(headers);
+        if config.url.starts_with("https:") {
+            let tls = crate::tls::client::client_config(&config.tls.clone().unwrap_or_default(), true)
+                .map_err(|e| SinkError::Other(format!("tls: {e}")))?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder.build().map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
+        let url = config.shown_url();
+        Ok(HttpSink { config, name: name.into(), url, client, counters, dead_letters: 0, in_group: false })
     }
 
     /// Marks the sink as a member of a sink group (`true`): a connection error, a timeout, a `429`
@@ -171,6 +218,17 @@ impl HttpSink {
     pub fn in_group(mut self, in_group: bool) -> Self {
         self.in_group = in_group;
         self
+    }
+
+    /// `text` with the URL's password, if it has one, shown as `***` (a client error may quote
+    /// the URL).
+    fn redact(&self, text: &str) -> String {
+        match reqwest::Url::parse(&self.config.url).ok().and_then(|u| u.password().map(str::to_string)) {
+            Some(password) if !password.is_empty() => {
+                text.replace(&self.config.url, &self.url).replace(&password, "***")
+            }
+            _ => text.to_string(),
+        }
     }
 
     /// Writes a refused request body into the dead-letter directory, fsynced.
@@ -212,7 +270,7 @@ impl Sink for HttpSink {
                 let answer = self.client.post(&self.config.url).body(body.clone()).send().await;
                 let wait = match answer {
                     Ok(resp) if resp.status().is_success() => {
-                        let _ = resp.bytes().await;
+                        let _ = answer_text(resp).await;
                         if failures > 0 {
                             tracing::info!(sink = %self.name, failures, "batch delivered after retries");
                         }
@@ -229,10 +287,10 @@ impl Sink for HttpSink {
                         if self.in_group {
                             return Err(SinkError::Other(format!(
                                 "{} answered {status} to {location:?}: a redirect is not a delivery",
-                                self.config.url
+                                self.url
                             )));
                         }
-                        tracing::warn!(sink = %self.name, url = %self.config.url, %status, %location, events = events.len(), "redirected: not a delivery (redirects are not followed); retrying");
+                        tracing::warn!(sink = %self.name, url = %self.url, %status, %location, events = events.len(), "redirected: not a delivery (redirects are not followed); retrying");
                         backoff
                     }
                     Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
@@ -246,19 +304,19 @@ impl Sink for HttpSink {
                             .map(Duration::from_secs);
                         let text = answer_text(resp).await;
                         if self.in_group {
-                            return Err(SinkError::Other(format!("{} answered {status}: {text}", self.config.url)));
+                            return Err(SinkError::Other(format!("{} answered {status}: {text}", self.url)));
                         }
-                        tracing::warn!(sink = %self.name, url = %self.config.url, %status, answer = %text, events = events.len(), "server busy or failing; retrying");
+                        tracing::warn!(sink = %self.name, url = %self.url, %status, answer = %text, events = events.len(), "server busy or failing; retrying");
                         retry_after.unwrap_or(backoff).min(self.config.max_backoff)
                     }
                     Ok(resp) => {
                         self.counters.connection_failed.inc();
                         let status = resp.status();
                         let text = answer_text(resp).await;
-                        tracing::error!(sink = %self.name, url = %self.config.url, %status, answer = %text, events = events.len(), "batch refused");
+                        tracing::error!(sink = %self.name, url = %self.url, %status, answer = %text, events = events.len(), "batch refused");
                         return match self.config.on_client_error.clone() {
                             OnClientError::Rollback => {
-                                Err(SinkError::Other(format!("{} answered {status}: {text}", self.config.url)))
+                                Err(SinkError::Other(format!("{} answered {status}: {text}", self.url)))
                             }
                             OnClientError::DeadLetter { dir } => self.dead_letter(dir, body, status).await,
                         };
@@ -266,9 +324,9 @@ impl Sink for HttpSink {
                     Err(e) => {
                         self.counters.connection_failed.inc();
                         if self.in_group {
-                            return Err(SinkError::Other(format!("post to {}: {}", self.config.url, chain(&e))));
+                            return Err(SinkError::Other(format!("post to {}: {}", self.url, self.redact(&chain(&e)))));
                         }
-                        tracing::warn!(sink = %self.name, url = %self.config.url, error = %chain(&e), events = events.len(), "post failed; retrying");
+                        tracing::warn!(sink = %self.name, url = %self.url, error = %self.redact(&chain(&e)), events = events.len(), "post failed; retrying");
                         backoff
                     }
                 };
@@ -280,13 +338,49 @@ impl Sink for HttpSink {
     }
 }
 
-/// The start of an answer's body, for the log.
-async fn answer_text(resp: reqwest::Response) -> String {
-    let text = resp.text().await.unwrap_or_default();
+/// Most bytes of an answer's body kept (for the log).
+pub const ANSWER_KEPT: usize = 64 * 1024;
+/// Most bytes of an answer's body read past [`ANSWER_KEPT`] and thrown away (so that the
+/// connection can be used again); past them the connection is dropped.
+pub const ANSWER_DISCARDED: usize = 16 * 1024 * 1024;
+
+/// The start of an answer's body, for the log: at most [`ANSWER_KEPT`] bytes are kept, the rest is
+/// read in chunks and dropped, never held.
+async fn answer_text(mut resp: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        read += chunk.len();
+        if kept.len() < ANSWER_KEPT {
+            let room = ANSWER_KEPT - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        if read > ANSWER_KEPT + ANSWER_DISCARDED {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&kept);
     let text = text.trim();
     match text.char_indices().nth(300) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),
+    }
+}
+
+/// `url` with the password of its `user:password@` shown as `***` (`user:***@`). Works on the
+/// text, so also on a URL that does not parse.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let shown = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}{shown}{}", &url[..scheme_end], &url[scheme_end + at..])
+        }
+        None => url.to_string(),
     }
 }
 

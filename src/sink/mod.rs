@@ -117,7 +117,7 @@ impl SinkKind {
             SinkKind::Null(_) => "nowhere (discarded)".into(),
             SinkKind::FileRoll(c) => crate::config::normalize(&c.dir).display().to_string(),
             SinkKind::Hdfs(c) => c.output(),
-            SinkKind::Http(c) => c.url.clone(),
+            SinkKind::Http(c) => c.shown_url(),
             SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),
         }
     }

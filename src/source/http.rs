@@ -24,6 +24,9 @@ use crate::channel::ChannelError;
 use crate::codec::Format;
 use crate::config::duration;
 use crate::event::Event;
+use crate::secret::Secret;
+use crate::tls::server::{actix_peer_subject, TlsEndpoint};
+use crate::tls::TlsServerConfig;
 
 /// `Http(bind: "127.0.0.1:8080", path: "/", max_body_bytes: 10485760, format: FlumeJson,
 /// bearer_token: None, put_timeout: "5s")`.
@@ -44,14 +47,19 @@ pub struct HttpConfig {
     /// Default `FlumeJson` (Flume's `JSONHandler`).
     #[serde(default)]
     pub format: Format,
-    /// When set, requests must carry `Authorization: Bearer <token>`; others get `401`.
-    /// Default `None` (no authentication).
+    /// When set, requests must carry `Authorization: Bearer <token>`; others get `401`. A
+    /// [`Secret`]: a literal, `"env:NAME"` or `"file:PATH"`. Default `None` (no authentication).
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// How long a request waits for room in a full channel before it is answered `503` with
     /// `Retry-After: 1`. Default `"5s"`.
     #[serde(default = "default_put_timeout", with = "duration")]
     pub put_timeout: Duration,
+    /// Serve `https` only, with this certificate (and with `client_ca`, mutual TLS); see
+    /// [`TlsServerConfig`]. With `client_subject_header`, the header is set on every event of a
+    /// request (replacing one the client sent). Default `None` (plain `http`).
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
+    pub tls: Option<TlsServerConfig>,
 }
 
 fn default_path() -> String {
@@ -80,10 +88,25 @@ impl HttpConfig {
         if self.put_timeout.is_zero() {
             problems.push("put_timeout must be positive".into());
         }
-        if self.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            problems.push("bearer_token is empty (write None for no authentication)".into());
+        match self.bearer_token.as_ref().map(Secret::reveal) {
+            Some(Err(e)) => problems.push(format!("bearer_token: {e} (write None for no authentication)")),
+            Some(Ok(t)) if t.expose().trim().is_empty() => {
+                problems.push("bearer_token is blank (write None for no authentication)".into())
+            }
+            _ => {}
         }
+        problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
         problems
+    }
+
+    /// Resolves a `file:` bearer token against `base` (the topology file's folder).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(token) = self.bearer_token.as_mut() {
+            token.resolve_paths(base);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.resolve_paths(base);
+        }
     }
 }
 
@@ -91,6 +114,8 @@ impl HttpConfig {
 struct Receiver {
     config: HttpConfig,
     ctx: SourceContext,
+    /// SHA-256 of the bearer token, resolved when the source starts.
+    token: Option<TokenDigest>,
 }
 
 /// Serves `config.path` until the agent stops.
@@ -98,8 +123,15 @@ struct Receiver {
 /// # Errors
 /// When the address cannot be bound, or the server stops by itself.
 pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceError> {
-    let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone() });
+    let token = match &config.bearer_token {
+        Some(secret) => Some(TokenDigest::of(
+            secret.reveal().map_err(|e| SourceError::Config(format!("bearer_token: {e}")))?.expose().as_bytes(),
+        )),
+        None => None,
+    };
+    let receiver = Arc::new(Receiver { config: config.clone(), ctx: ctx.clone(), token });
     let path = config.path.clone();
+    let tls = config.tls.as_ref().map(|t| TlsEndpoint::new(t, &ctx.name, ctx.counters.clone(), true)).transpose()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::from(receiver.clone()))
@@ -107,10 +139,19 @@ pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceErr
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(config.put_timeout.as_secs() + 5)
-    .bind(&config.bind)
-    .map_err(SourceError::io(format!("bind {}", config.bind)))?
-    .run();
+    .shutdown_timeout(config.put_timeout.as_secs() + 5);
+    let server = match &tls {
+        None => server.bind(&config.bind),
+        Some(tls) => server
+            .on_connect(|conn, extensions| {
+                if let Some(subject) = actix_peer_subject(conn) {
+                    extensions.insert(PeerSubject(subject));
+                }
+            })
+            .tls_handshake_timeout(tls.handshake_timeout())
+            .bind_rustls_0_23(&config.bind, tls.server_config()),
+    };
+    let server = server.map_err(SourceError::io(format!("bind {}", config.bind)))?.run();
     let handle = server.handle();
     tracing::info!(source = %ctx.name, bind = %config.bind, path = %config.path, "listening for HTTP posts");
     tokio::pin!(server);
@@ -128,13 +169,17 @@ pub async fn run(config: HttpConfig, ctx: SourceContext) -> Result<(), SourceErr
     }
 }
 
+/// The subject of a TLS connection's client certificate.
+#[derive(Clone)]
+struct PeerSubject(String);
+
 /// Answers one `POST`: checks the token and size, reads and decodes the body, puts its events.
 async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Data<Receiver>) -> HttpResponse {
-    let Receiver { config, ctx } = receiver.get_ref();
-    if let Some(token) = &config.bearer_token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let given = given.strip_prefix("Bearer ").unwrap_or("");
-        if !same_bytes(given.as_bytes(), token.as_bytes()) {
+    let Receiver { config, ctx, token } = receiver.get_ref();
+    if let Some(token) = token {
+        let given = req.headers().get(header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
+        let given = given.strip_prefix(b"Bearer ").unwrap_or(b"");
+        if !token.matches(given) {
             tracing::warn!(source = %ctx.name, peer = ?req.peer_addr(), "request without the right bearer token");
             discard(&mut payload).await;
             return HttpResponse::Unauthorized()
@@ -178,7 +223,7 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
         .and_then(|v| v.to_str().ok())
         .and_then(Format::from_content_type)
         .unwrap_or(config.format);
-    let events = match format.decode(body.freeze()) {
+    let mut events = match format.decode(body.freeze()) {
         Ok(events) => events,
         Err(e) => {
             ctx.counters.malformed.inc();
@@ -186,6 +231,12 @@ async fn receive(req: HttpRequest, mut payload: web::Payload, receiver: web::Dat
             return HttpResponse::BadRequest().body(format!("{e}\n"));
         }
     };
+    let subject_header = config.tls.as_ref().and_then(|t| t.client_subject_header.as_ref());
+    if let (Some(name), Some(PeerSubject(subject))) = (subject_header, req.conn_data::<PeerSubject>()) {
+        for e in &mut events {
+            e.headers.insert(name.clone(), subject.clone());
+        }
+    }
     let n = events.len();
     let deadline = Instant::now() + config.put_timeout;
     let mut events = events.into_iter();
@@ -236,7 +287,20 @@ fn unavailable(why: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "1")).body(format!("{why}: retry later\n"))
 }
 
-/// Compares in time independent of where the bytes differ (for the bearer token).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The SHA-256 digest of a bearer token. Tokens are compared through their digests, in constant
+/// time (`subtle`), so that neither where a wrong token differs nor the right token's length shows
+/// in the answer's timing.
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &[u8]) -> Self {
+        let mut out = [0; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token).as_ref());
+        TokenDigest(out)
+    }
+
+    fn matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(TokenDigest::of(given).0.ct_eq(&self.0))
+    }
 }

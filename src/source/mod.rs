@@ -117,12 +117,14 @@ impl SourceKind {
             SourceKind::SpoolDir(c) => c.resolve_paths(base),
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
+            SourceKind::Http(c) => c.resolve_paths(base),
+            SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
+            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
             | SourceKind::NetcatUdp(_)
-            | SourceKind::Http(_)
             | SourceKind::Kafka(_) => {}
         }
     }
@@ -215,6 +217,9 @@ pub enum SourceError {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },
+    /// The TLS material of the `tls` option could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A server the source runs (`Http`) stopped by itself.
     #[error("{0}")]
     Stopped(String),

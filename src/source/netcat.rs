@@ -8,14 +8,15 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
 use crate::event::Event;
+use crate::tls::server::TlsEndpoint;
+use crate::tls::TlsServerConfig;
 
 /// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true)`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,6 +31,10 @@ pub struct NetcatConfig {
     /// Answer `OK` per event once its put committed (Flume's `ack-every-event`). Default `true`.
     #[serde(default = "default_ack")]
     pub ack_every_event: bool,
+    /// Accept TLS connections only, with this certificate (and with `client_ca`, mutual TLS);
+    /// see [`TlsServerConfig`]. Default `None` (plain TCP).
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
+    pub tls: Option<TlsServerConfig>,
 }
 
 fn default_max_line_length() -> usize {
@@ -49,6 +54,7 @@ impl NetcatConfig {
         if self.max_line_length == 0 {
             problems.push("max_line_length must be positive".into());
         }
+        problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
         problems
     }
 }
@@ -59,11 +65,48 @@ impl NetcatConfig {
 /// When the address cannot be bound or accepting fails.
 pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
+    let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
     accept(&bind, &ctx, "listening", move |stream, ctx| {
-        let config = config.clone();
-        async move { connection(stream, &config, &ctx).await }
+        let (config, tls) = (config.clone(), tls.clone());
+        async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    connection(reader, writer, None, &config, &ctx).await
+                }
+                Some(tls) => match tls.handshake(stream).await {
+                    Some((stream, subject)) => {
+                        let (reader, writer) = tokio::io::split(stream);
+                        connection(reader, writer, subject.as_ref(), &config, &ctx).await
+                    }
+                    None => Ok(()),
+                },
+            }
+        }
     })
     .await
+}
+
+/// The [`TlsEndpoint`] of a TCP source with `tls`, `None` without.
+///
+/// # Errors
+/// When the certificate files cannot be used.
+pub(crate) fn tls_endpoint(
+    tls: Option<&TlsServerConfig>,
+    ctx: &SourceContext,
+) -> Result<Option<std::sync::Arc<TlsEndpoint>>, SourceError> {
+    Ok(tls.map(|tls| TlsEndpoint::new(tls, &ctx.name, ctx.counters.clone(), false)).transpose()?)
+}
+
+/// Sets header `name` to `value` on every event (the client certificate's subject).
+pub(crate) fn with_subject(mut events: Vec<Event>, subject: Option<&(String, String)>) -> Vec<Event> {
+    if let Some((name, value)) = subject {
+        for e in &mut events {
+            e.headers.insert(name.clone(), value.clone());
+        }
+    }
+    events
 }
 
 /// Accepts TCP connections on `bind` until the agent stops, running `connection` for each on its
@@ -152,10 +195,15 @@ fn keep_for_handover(bind: &str, listener: TcpListener) {
 /// committed, so that a durable channel's fsync serves several batches (group commit).
 pub const PIPELINE: usize = 4;
 
-/// Reads one connection: batches of lines, put while the next ones are read, acknowledged in order.
-async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContext) -> Result<(), SourceError> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+/// Reads one connection (plain or TLS: its two halves): batches of lines, put while the next
+/// ones are read, acknowledged in order; each event gets the `subject` header, if any.
+async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut reader: R,
+    writer: W,
+    subject: Option<&(String, String)>,
+    config: &NetcatConfig,
+    ctx: &SourceContext,
+) -> Result<(), SourceError> {
     let (batches, committer_rx) = mpsc::channel::<Vec<Event>>(1);
     let reading = async move {
         let mut lb = LineBuffer::new(config.max_line_length);
@@ -163,7 +211,7 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
             let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, ctx.linger, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !lines.is_empty() && batches.send(to_events(lines, ctx)).await.is_err() {
+            if !lines.is_empty() && batches.send(with_subject(to_events(lines, ctx), subject)).await.is_err() {
                 // The committer stopped on a failed put; it reports the error.
                 return Ok(());
             }
@@ -185,9 +233,9 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
 ///
 /// # Errors
 /// The first failed put, or a failed write of acknowledgements.
-pub(crate) async fn commit_in_order(
+pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
     mut batches: mpsc::Receiver<Vec<Event>>,
-    mut acks: Option<OwnedWriteHalf>,
+    mut acks: Option<W>,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let mut in_flight = FuturesOrdered::new();

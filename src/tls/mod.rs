@@ -7,6 +7,9 @@
 //!
 //! A leaf module: it imports no component and no part of [`crate::topology`].
 
+pub mod client;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,8 +53,12 @@ fn default_handshake_timeout() -> Duration {
 
 /// `TlsClient(ca: Some("ca.pem"), cert: Some("client.pem"), key: Some("client.key"),
 /// server_name: None)`: the `tls` option of a sink that connects to a server.
+///
+/// Read through a one-variant enum, so that it can be written `tls: Some(TlsClient(...))` with the
+/// topology's `unwrap_variant_newtypes` extension (which would take a struct inside `Some(...)` to
+/// be written without its name).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename = "TlsClient", deny_unknown_fields)]
+#[serde(from = "TlsClientWritten")]
 pub struct TlsClientConfig {
     /// PEM CA certificates the server's certificate must chain to. Default `None`: the system's
     /// trusted roots (`/etc/ssl/certs`, through rustls-native-certs).
@@ -68,6 +75,29 @@ pub struct TlsClientConfig {
     /// sink's URL or address.
     #[serde(default)]
     pub server_name: Option<String>,
+}
+
+/// How a [`TlsClientConfig`] is written: `TlsClient(ca: ..., cert: ..., key: ..., server_name: ...)`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum TlsClientWritten {
+    TlsClient {
+        #[serde(default)]
+        ca: Option<PathBuf>,
+        #[serde(default)]
+        cert: Option<PathBuf>,
+        #[serde(default)]
+        key: Option<PathBuf>,
+        #[serde(default)]
+        server_name: Option<String>,
+    },
+}
+
+impl From<TlsClientWritten> for TlsClientConfig {
+    fn from(written: TlsClientWritten) -> Self {
+        let TlsClientWritten::TlsClient { ca, cert, key, server_name } = written;
+        TlsClientConfig { ca, cert, key, server_name }
+    }
 }
 
 /// Why TLS material could not be used. Each names the file it is about.
@@ -121,6 +151,14 @@ pub enum TlsError {
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
+    },
+    /// No client certificate verifier could be built from the CA file.
+    #[error("{}: cannot check client certificates with it: {why}", path.display())]
+    Verifier {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        why: String,
     },
     /// rustls refused the material (an unsupported key type, a CA that is not a CA, ...).
     #[error("{}: {source}", path.display())]
@@ -228,6 +266,20 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
         roots.add(cert).map_err(|source| TlsError::Rustls { path: path.into(), source })?;
     }
     Ok(roots)
+}
+
+/// Deserializes a source's `tls: Some(TlsServer(...))` as topologies are read (RON with
+/// `unwrap_variant_newtypes`, under which the contents of `Some(...)` would otherwise have to be
+/// the fields themselves).
+///
+/// # Errors
+/// The decoder's.
+pub fn server_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TlsServerConfig>, D::Error> {
+    /// `TlsServer(...)` one level down: a newtype takes the unwrapping, the struct keeps its name.
+    #[derive(Deserialize)]
+    #[serde(rename = "TlsServer")]
+    struct Named(TlsServerConfig);
+    Ok(Option::<Named>::deserialize(d)?.map(|n| n.0))
 }
 
 impl TlsServerConfig {
@@ -356,6 +408,12 @@ mod tests {
         let client: TlsClientConfig = ron::from_str("TlsClient()").unwrap();
         assert_eq!(client, TlsClientConfig::default());
         assert!(client.validate().is_empty());
+        let options =
+            ron::Options::default().with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES);
+        let some: Option<TlsClientConfig> =
+            options.from_str(r#"Some(TlsClient(ca: Some("ca.pem"), server_name: Some("a.example")))"#).unwrap();
+        assert_eq!(some.unwrap().server_name.as_deref(), Some("a.example"));
+        assert!(options.from_str::<Option<TlsClientConfig>>(r#"Some(TlsClient(cat: None))"#).is_err());
         let client: TlsClientConfig = ron::from_str(r#"TlsClient(cert: Some("c.pem"))"#).unwrap();
         assert_eq!(client.validate(), vec!["tls cert needs key".to_string()]);
     }

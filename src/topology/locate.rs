@@ -143,11 +143,20 @@ impl Node {
                 }
                 Step::Index(i) => node.list().and_then(|l| l.get(*i)),
                 Step::Item(item) => node.list().and_then(|l| l.iter().find(|n| n.as_str() == Some(item))),
-                Step::Mentioned(message) => message
-                    .split_whitespace()
-                    .take(2)
-                    .map(|w| w.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_'))
-                    .find_map(|w| node.field_value(w)),
+                Step::Mentioned(message) => {
+                    // `"tls cert: ..."` leads to `tls`, then to its `cert` when it has one.
+                    let mut found: Option<&Node> = None;
+                    for w in message
+                        .split_whitespace()
+                        .take(2)
+                        .map(|w| w.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_'))
+                    {
+                        if let Some(n) = found.unwrap_or(node).field_value(w) {
+                            found = Some(n);
+                        }
+                    }
+                    found
+                }
             };
             match next {
                 Some(n) => node = n,
