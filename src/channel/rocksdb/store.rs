@@ -1,7 +1,8 @@
 //! The `RocksDb` channel's storage: opening, the group-committing writer thread, and range reads.
 //!
 //! Every call here blocks, so none runs on an actor's event loop: opening and reads run on the
-//! blocking thread pool, writes on the channel's own writer thread. Keys are big-endian `u64`
+//! blocking thread pool, writes on the channel's own writer thread (with encryption, puts are
+//! sealed on a thread of their own in front of it). Keys are big-endian `u64`
 //! sequence numbers (so key order is queue order), values events in the binary event codec,
 //! sealed with AES-256-GCM when the channel has `encryption` ([`crypt`]).
 
@@ -165,6 +166,9 @@ pub(crate) fn open_checked(dir: &Path, keys: &Keys) -> Result<Opened, ChannelErr
     })
 }
 
+/// `(key, value)` pairs as stored.
+pub(crate) type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Under which keys the values of a queue are sealed, with a few values of each to try.
 #[derive(Debug, Default)]
 pub(crate) struct Census {
@@ -173,7 +177,7 @@ pub(crate) struct Census {
     /// Values whose sealed header is cut (dead-lettered when taken).
     pub malformed: u64,
     /// Key id → values sealed under it, and up to three `(key, value)` to try.
-    pub sealed: std::collections::BTreeMap<String, (u64, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub sealed: std::collections::BTreeMap<String, (u64, Stored)>,
 }
 
 impl Census {
@@ -697,6 +701,69 @@ mod tests {
         assert_eq!(outcome.events.len() + dead.len(), n as usize, "every event read or dead-lettered");
         assert_eq!(outcome.events.last().map(|(s, _)| *s), Some(n - 1), "reading went on past the block");
         assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)));
+    }
+
+    #[test]
+    fn a_salvage_of_an_encrypted_channel_seals_every_value_it_copies_under_the_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: u64| {
+            Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost={i}"))
+        };
+        let old = crypt::cipher_of("c1", &[("a", [1; 32])], "a");
+        {
+            let db = open_db(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            for i in 0..100u64 {
+                let plain = line(i).to_bytes();
+                match i {
+                    // Written before encryption was turned on.
+                    0..10 => batch.put(key(i), &plain),
+                    // Tampered with: does not authenticate.
+                    50 => {
+                        let mut v = old.seal(Family::Queue, &key(i), &plain);
+                        let at = v.len() - 20;
+                        v[at] ^= 1;
+                        batch.put(key(i), v)
+                    }
+                    _ => batch.put(key(i), old.seal(Family::Queue, &key(i), &plain)),
+                }
+            }
+            db.write(batch).unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        let rotated = crypt::cipher_of("c1", &[("a", [1; 32]), ("b", [2; 32])], "b");
+        let keys = Keys { channel: "c1".into(), cipher: Some(rotated) };
+        let opened = open(dir.path(), &keys).unwrap();
+        let report = opened.salvage.clone().expect("salvaged");
+        assert_eq!((report.salvaged, report.dead_lettered), (99, 1), "{report}");
+        let mut census = Census::default();
+        {
+            let mut it = opened.db.raw_iterator();
+            it.seek_to_first();
+            while it.valid() {
+                census.add(it.key().unwrap(), it.value().unwrap());
+                it.next();
+            }
+        }
+        assert_eq!(
+            (census.plain, census.sealed.keys().map(String::as_str).collect::<Vec<_>>()),
+            (0, vec!["b"]),
+            "all sealed under b"
+        );
+        assert_eq!(census.sealed["b"].0, 99);
+        let outcome = read(&opened.db, dir.path(), &[0..50, 51..100], &keys).unwrap();
+        assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)) && outcome.events.len() == 99);
+        drop(opened);
+        let letters = dead_letters(dir.path(), &keys).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].reason.contains("authentication failed"), "{}", letters[0].reason);
+        assert!(dead_letters(dir.path(), &Keys::plain("c1")).unwrap()[0].reason.contains("does not open"), "sealed");
+        let needle = b"authentication failure; rhost=";
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext in {}", f.path().display());
+        }
     }
 
     #[test]
