@@ -4,7 +4,7 @@
 //! MANIFEST, OPTIONS, ...) is scanned for the lines.
 //!
 //! Negative controls: the same run without `encryption` finds the lines in the WAL and in the
-//! tables; the SIGKILL run's control is a `Memory` channel, which loses acknowledged lines; the
+//! tables (and in a copy imported from an export); the SIGKILL run's control is a `Memory` channel, which loses acknowledged lines; the
 //! tamper test's control is the same tampering without encryption, which goes unnoticed; the
 //! key-error tests' control is the same directory opened with the right keys.
 
@@ -145,6 +145,8 @@ struct Scanned {
     running: Vec<(PathBuf, u64, usize)>,
     stopped: Vec<(PathBuf, u64, usize)>,
     exported: Vec<String>,
+    /// The scan of a copy imported from the export with the topology's keys.
+    imported: Vec<(PathBuf, u64, usize)>,
     backlog: Vec<String>,
     tmp: tempfile::TempDir,
 }
@@ -178,6 +180,19 @@ fn scan_run(encryption: bool) -> Scanned {
     let mut args = vec!["channel", "export", "--topology", t2.to_str().unwrap(), "--channel", "c1"];
     let o = flumen(&args);
     assert!(o.status.success(), "export: {}", text(&o));
+    // The export imported into a copy with the channel's keys: sealed again.
+    let copy = tmp.path().join("data/copy");
+    let mut import = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["channel", "import", "--topology", t2.to_str().unwrap(), "--channel", "c1", copy.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut import.stdin.take().unwrap(), &o.stdout).unwrap();
+    let imported_out = import.wait_with_output().unwrap();
+    assert!(imported_out.status.success(), "import: {}", text(&imported_out));
+    assert!(text(&imported_out).contains("imported 10000 events"), "{}", text(&imported_out));
+    let imported = scan(&copy, &needles);
     let exported: Vec<String> = String::from_utf8(o.stdout)
         .unwrap()
         .lines()
@@ -191,7 +206,7 @@ fn scan_run(encryption: bool) -> Scanned {
         assert!(!o.status.success());
         assert!(text(&o).contains("encryption key \"2026-12\" (no encryption configured)"), "{}", text(&o));
     }
-    Scanned { running, stopped, exported, backlog: backlog.to_vec(), tmp }
+    Scanned { running, stopped, exported, imported, backlog: backlog.to_vec(), tmp }
 }
 
 fn show(scan: &[(PathBuf, u64, usize)]) -> String {
@@ -207,7 +222,8 @@ fn an_encrypted_channel_directory_holds_no_plaintext_of_any_event_in_its_wal_or_
     // The data is there (sealed): the WAL holds the backlog while running, tables after the stop.
     assert!(bytes_in(&s.running, "log") > 10_000 * 100, "the backlog is in the WAL:\n{}", show(&s.running));
     assert!(bytes_in(&s.stopped, "sst") > 10_000 * 100, "the backlog is in tables:\n{}", show(&s.stopped));
-    let found: usize = s.running.iter().chain(&s.stopped).map(|(_, _, h)| h).sum();
+    assert!(bytes_in(&s.imported, "log") > 10_000 * 100, "the import is in the copy's WAL:\n{}", show(&s.imported));
+    let found: usize = s.running.iter().chain(&s.stopped).chain(&s.imported).map(|(_, _, h)| h).sum();
     assert_eq!(found, 0, "plaintext found:\nrunning:\n{}\nstopped:\n{}", show(&s.running), show(&s.stopped));
     assert_eq!(s.exported, s.backlog, "the tools read the encrypted backlog back, in order");
     eprintln!("running:\n{}\nstopped:\n{}", show(&s.running), show(&s.stopped));
@@ -219,6 +235,7 @@ fn negative_control_without_encryption_the_lines_are_in_the_wal_and_the_tables()
     let s = scan_run(false);
     assert!(hits_in(&s.running, "log") > 10_000, "WAL plaintext:\n{}", show(&s.running));
     assert!(hits_in(&s.stopped, "sst") > 10_000, "table plaintext:\n{}", show(&s.stopped));
+    assert!(hits_in(&s.imported, "log") > 10_000, "imported plaintext:\n{}", show(&s.imported));
     assert_eq!(s.exported, s.backlog);
 }
 
