@@ -38,7 +38,8 @@ pub struct TlsServerConfig {
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// When set (with `client_ca`), each event gets this header holding the subject of the
-    /// client's certificate (RFC 4514 form, e.g. `CN=edge-1,O=example`). Default `None`.
+    /// client's certificate (its attributes in certificate order, `, ` between them, e.g.
+    /// `CN=edge-1, O=example`). Default `None`.
     #[serde(default)]
     pub client_subject_header: Option<String>,
     /// How long a client may take to complete the handshake before the connection is closed.
@@ -230,8 +231,9 @@ pub fn check_validity(path: &Path, certs: &[CertificateDer<'_>], now: SystemTime
     Ok(())
 }
 
-/// The subject of a DER certificate in RFC 4514 form (`CN=edge-1,O=example`), for the
-/// `client_subject_header`; `None` when it does not parse.
+/// The subject of a DER certificate as x509-parser shows it: its attributes in certificate order,
+/// `, ` between them (`CN=edge-1, O=example`), for the `client_subject_header`; `None` when it
+/// does not parse.
 pub fn subject(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     Some(cert.subject().to_string())

@@ -154,7 +154,10 @@ impl TlsEndpoint {
             loaded: Mutex::new(bytes),
             watcher: Mutex::new(None),
         });
-        LIVE.lock().expect("the endpoint list lock is never poisoned").push(Arc::downgrade(&endpoint));
+        let mut live = LIVE.lock().expect("the endpoint list lock is never poisoned");
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&endpoint));
+        drop(live);
         match watch(&endpoint) {
             Ok(w) => *endpoint.watcher.lock().expect("the watcher lock is never poisoned") = Some(w),
             Err(e) => tracing::warn!(
