@@ -614,3 +614,71 @@ fn slowloris_connections_on_http_leave_a_client_committed() {
     let (silent, dripping) = a.closed_by_peer();
     assert_eq!((silent, dripping), (500, 500), "every half-sent header timed out");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory byte_capacity.
+
+/// The `Netcat` → `Memory` topology with a sink that cannot deliver (every acknowledged event
+/// stays in the channel), with `channel_options` (RON fields).
+fn byte_bound_topology(port: u16, mon: u16, channel_options: &str) -> String {
+    format!(
+        r#"Topology(
+    agent: "bytes",
+    monitoring: Some(Http(bind: "127.0.0.1:{mon}")),
+    sources: {{ "r1": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 1024), channels: ["c1"], batch_size: 100) }},
+    channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000, keep_alive: "100ms"{channel_options}) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "/proc/no/such/dir"), channel: "c1") }},
+)"#
+    )
+}
+
+/// 2,000 Loghub lines of 500 bytes into a `Memory` channel with `byte_capacity: 100000`: 200 are
+/// acknowledged (100,000 bytes held, `ChannelSizeBytes`), the source waits and the client is
+/// slowed, nothing more is acknowledged while the channel is at its bound; a reload raising
+/// `byte_capacity` lets the rest in. Negative control: with the default `byte_capacity` the same
+/// 2,000 lines are all acknowledged at once (the sink that cannot deliver is not what stops them).
+#[test]
+fn byte_capacity_slows_the_source_and_a_reload_raises_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = loghub_lines();
+    let lines: Arc<Vec<String>> = Arc::new(
+        (0..2000)
+            .map(|i| {
+                let mut l = format!("{i} {}", base[i % base.len()]);
+                while l.len() < 500 {
+                    l.push_str(" .");
+                }
+                l.truncate(500);
+                l
+            })
+            .collect(),
+    );
+
+    // Control: the default bound (128 MiB) takes them all.
+    let (port, mon) = (free_port(), free_port());
+    let mut flumen = start(tmp.path(), "bytes-default", &byte_bound_topology(port, mon, ""), addr(port));
+    let mut stream = AckedStream::open(&mut flumen, addr(port), lines.clone(), 0);
+    assert_eq!(stream.read_until(DEADLINE, |n| n == 2000), 2000);
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelSizeBytes"), 2000 * 500);
+    drop(stream);
+    drop(flumen);
+
+    let (port, mon) = (free_port(), free_port());
+    let topology = tmp.path().join("bytes.ron");
+    let mut flumen = start(tmp.path(), "bytes", &byte_bound_topology(port, mon, ", byte_capacity: 100000"), addr(port));
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelByteCapacity"), 100_000);
+    let mut stream = AckedStream::open(&mut flumen, addr(port), lines.clone(), 0);
+    assert_eq!(stream.read_until(DEADLINE, |n| n == 200), 200);
+    // Held at the bound: nothing more within two seconds (an observation window, not a wait).
+    assert_eq!(stream.read_until(Duration::from_secs(2), |n| n > 200), 200, "the bound holds");
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelSizeBytes"), 100_000);
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelSize"), 200);
+    assert!(stream.still_sending() || counter(addr(mon), "SOURCE.r1", "EventReceivedCount") < 2000);
+
+    write_file(&topology, &byte_bound_topology(port, mon, ", byte_capacity: 10000000"));
+    flumen.signal(libc::SIGHUP);
+    assert_eq!(stream.read_until(DEADLINE, |n| n == 2000), 2000, "raised by the reload: the rest gets in");
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelByteCapacity"), 10_000_000);
+    assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelSizeBytes"), 2000 * 500);
+    drop(stream);
+}
