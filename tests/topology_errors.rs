@@ -122,7 +122,7 @@ fn unknown_field() {
 "#,
         (4, 45),
         Some("channel \"c1\""),
-        "unknown field `transaction_capcity`, expected one of `capacity`, `transaction_capacity`, `keep_alive`",
+        "unknown field `transaction_capcity`, expected one of `capacity`, `transaction_capacity`, `keep_alive`, `byte_capacity`",
     );
 }
 
