@@ -99,7 +99,7 @@ fn tokens_from_a_file_and_the_environment_work_and_are_never_shown() {
         .unwrap();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let front_url = format!("http://127.0.0.1:{front}/");
-    wait_for(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", front)).is_ok(), || log_text());
+    wait_for(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", front)).is_ok(), log_text);
 
     // Without the token, or with the environment's token in place of the file's: refused.
     let (code, _) = curl(&["--data-binary", "refused line\n", &front_url]);
