@@ -35,6 +35,8 @@ deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+	@# syslog-ng for tests/tls.rs, unpacked under the target dir (its package conflicts with rsyslog's).
+	@sh tests/peers/syslog-ng.sh >/dev/null
 
 build: deps
 	cargo build --release --bins

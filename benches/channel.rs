@@ -34,6 +34,7 @@ fn rocks_config(dir: &Path, sync: bool) -> RocksDbConfig {
         keep_alive: Duration::from_secs(3),
         max_bytes: None,
         min_free_bytes: 0,
+        encryption: None,
     }
 }
 

@@ -54,49 +54,18 @@ impl Format {
     /// [`MalformedBody`] saying where the body is wrong (JSON line and column, NDJSON line, or
     /// the codec's error with the event's index).
     pub fn decode(self, body: Bytes) -> Result<Vec<Event>, MalformedBody> {
-        match self {
-            Format::FlumeJson => {
-                let events: Vec<JsonEvent> =
-                    serde_json::from_slice(&body).map_err(|e| MalformedBody(format!("JSON: {e}")))?;
-                Ok(events.into_iter().map(JsonEvent::into_event).collect())
-            }
-            Format::Ndjson => {
-                let mut events = Vec::new();
-                for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let event: JsonEvent = serde_json::from_slice(line)
-                        .map_err(|e| MalformedBody(format!("NDJSON line {}: {e}", i + 1)))?;
-                    events.push(event.into_event());
-                }
-                Ok(events)
-            }
-            Format::Lines => {
-                let mut events = Vec::new();
-                let mut start = 0;
-                while start < body.len() {
-                    let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
-                    let line_end = if end > start && body[end - 1] == b'\r' { end - 1 } else { end };
-                    events.push(Event::new(body.slice(start..line_end)));
-                    start = end + 1;
-                }
-                Ok(events)
-            }
-            Format::Events => {
-                let mut rest = body;
-                let mut events = Vec::new();
-                while !rest.is_empty() {
-                    let event = Event::decode(&mut rest)
-                        .map_err(|e| MalformedBody(format!("event {} of the body: {e}", events.len())))?;
-                    events.push(event);
-                }
-                Ok(events)
-            }
-        }
+        self.decoder(body).collect()
     }
 
+    /// The events of a request body one at a time, decoded as they are asked for: a reader that
+    /// puts them in batches holds one batch of decoded events, not the whole body's (an empty
+    /// line is one `Lines` event, so 10 MiB of them are ten million events).
+    ///
+    /// Yields the events in body order, then ends; after a [`MalformedBody`] it ends. `Lines`
+    /// bodies and `Events` bodies are zero-copy slices of `body`.
+    pub fn decoder(self, body: Bytes) -> Decoder {
+        Decoder { format: self, body, pos: 0, index: 0, line: 0, state: DecodeState::Start }
+    }
     /// Writes `events` as a request body of this format.
     ///
     /// JSON formats carry bodies as text: a body that is not UTF-8 has its invalid bytes replaced
@@ -138,6 +107,176 @@ impl Format {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed body: {0}")]
 pub struct MalformedBody(pub String);
+
+/// Where a [`Decoder`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DecodeState {
+    /// Before the first event (for `FlumeJson`: before the opening `[`).
+    Start,
+    /// Between events.
+    Events,
+    /// At the end, or after an error.
+    Done,
+}
+
+/// The events of one body, decoded one at a time ([`Format::decoder`]).
+#[derive(Debug)]
+pub struct Decoder {
+    format: Format,
+    body: Bytes,
+    /// Byte offset of what is not decoded yet.
+    pos: usize,
+    /// Events decoded so far.
+    index: usize,
+    /// Lines read so far (`Ndjson`).
+    line: usize,
+    state: DecodeState,
+}
+
+impl Iterator for Decoder {
+    type Item = Result<Event, MalformedBody>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.state == DecodeState::Done {
+            return None;
+        }
+        let next = match self.format {
+            Format::FlumeJson => self.next_json(),
+            Format::Ndjson => self.next_ndjson(),
+            Format::Lines => self.next_line(),
+            Format::Events => self.next_event(),
+        };
+        match &next {
+            Some(Ok(_)) => self.index += 1,
+            Some(Err(_)) | None => self.state = DecodeState::Done,
+        }
+        next
+    }
+}
+
+impl Decoder {
+    fn skip_whitespace(&mut self) {
+        while self.body.get(self.pos).is_some_and(u8::is_ascii_whitespace) {
+            self.pos += 1;
+        }
+    }
+
+    /// `(line, column)` of byte `pos` of the body, both from 1 (as serde_json counts them).
+    fn line_column(&self, pos: usize) -> (usize, usize) {
+        let before = &self.body[..pos.min(self.body.len())];
+        let line = memchr::memchr_iter(b'\n', before).count() + 1;
+        let column = before.len() - memchr::memrchr(b'\n', before).map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    /// A JSON array of event objects, one element at a time (each parsed by serde_json from
+    /// where the previous one ended).
+    fn next_json(&mut self) -> Option<Result<Event, MalformedBody>> {
+        let fail = |d: &Self, what: &str, at: usize| {
+            let (line, column) = d.line_column(at);
+            Some(Err(MalformedBody(format!("JSON: {what} at line {line} column {column}"))))
+        };
+        self.skip_whitespace();
+        if self.state == DecodeState::Start {
+            match self.body.get(self.pos) {
+                Some(b'[') => self.pos += 1,
+                Some(_) => return fail(self, "expected an array of events", self.pos),
+                None => return fail(self, "EOF while parsing a value", self.pos),
+            }
+            self.state = DecodeState::Events;
+            self.skip_whitespace();
+            if self.body.get(self.pos) == Some(&b']') {
+                self.pos += 1;
+                return self.json_end();
+            }
+        } else {
+            match self.body.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return self.json_end();
+                }
+                Some(_) => return fail(self, "expected `,` or `]`", self.pos),
+                None => return fail(self, "EOF while parsing a list", self.pos),
+            }
+        }
+        let start = self.pos;
+        let mut stream = serde_json::Deserializer::from_slice(&self.body[start..]).into_iter::<JsonEvent>();
+        match stream.next() {
+            Some(Ok(event)) => {
+                self.pos = start + stream.byte_offset();
+                Some(Ok(event.into_event()))
+            }
+            Some(Err(e)) => {
+                // serde_json counts from the element's start; say where in the body.
+                let (line, column) = self.line_column(start);
+                let (line, column) = if e.line() <= 1 {
+                    (line, column + e.column().saturating_sub(1))
+                } else {
+                    (line + e.line() - 1, e.column())
+                };
+                let what = e.to_string();
+                let what = what.rsplit_once(" at line ").map_or(what.as_str(), |(w, _)| w).to_string();
+                Some(Err(MalformedBody(format!("JSON: {what} at line {line} column {column}"))))
+            }
+            None => fail(self, "EOF while parsing a list", self.body.len()),
+        }
+    }
+
+    /// After the closing `]`: only whitespace may follow.
+    fn json_end(&mut self) -> Option<Result<Event, MalformedBody>> {
+        self.skip_whitespace();
+        if self.pos < self.body.len() {
+            let (line, column) = self.line_column(self.pos);
+            return Some(Err(MalformedBody(format!("JSON: trailing characters at line {line} column {column}"))));
+        }
+        None
+    }
+
+    fn next_ndjson(&mut self) -> Option<Result<Event, MalformedBody>> {
+        while self.pos < self.body.len() {
+            let end = memchr::memchr(b'\n', &self.body[self.pos..]).map_or(self.body.len(), |i| self.pos + i);
+            let line = &self.body[self.pos..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            self.pos = end + 1;
+            self.line += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(match serde_json::from_slice::<JsonEvent>(line) {
+                Ok(event) => Ok(event.into_event()),
+                Err(e) => Err(MalformedBody(format!("NDJSON line {}: {e}", self.line))),
+            });
+        }
+        None
+    }
+
+    fn next_line(&mut self) -> Option<Result<Event, MalformedBody>> {
+        if self.pos >= self.body.len() {
+            return None;
+        }
+        let start = self.pos;
+        let end = memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |i| start + i);
+        let line_end = if end > start && self.body[end - 1] == b'\r' { end - 1 } else { end };
+        self.pos = end + 1;
+        Some(Ok(Event::new(self.body.slice(start..line_end))))
+    }
+
+    fn next_event(&mut self) -> Option<Result<Event, MalformedBody>> {
+        if self.pos >= self.body.len() {
+            return None;
+        }
+        let mut rest = self.body.slice(self.pos..);
+        let before = rest.len();
+        match Event::decode(&mut rest) {
+            Ok(event) => {
+                self.pos += before - rest.len();
+                Some(Ok(event))
+            }
+            Err(e) => Some(Err(MalformedBody(format!("event {} of the body: {e}", self.index)))),
+        }
+    }
+}
 
 /// One event of Flume's JSON format.
 #[derive(Deserialize)]
@@ -209,6 +348,44 @@ mod tests {
         events.truncate(events.len() - 3);
         let e = Format::Events.decode(events.into()).unwrap_err();
         assert!(e.0.starts_with("event 1 of the body"), "{e}");
+    }
+
+    #[test]
+    fn flume_json_arrays_decode_element_by_element_as_a_whole_parse_would() {
+        let two = format!(
+            r#" [ {{"body": "{APACHE}"}} ,
+ {{"headers": {{"host": "web-1"}}}} ] "#
+        );
+        let events = Format::FlumeJson.decode(two.into()).unwrap();
+        assert_eq!(events, vec![Event::new(APACHE), Event::default().with_header("host", "web-1")]);
+        assert_eq!(Format::FlumeJson.decode(" [ ] ".into()).unwrap(), vec![]);
+        for (bad, says) in [
+            ("", "EOF while parsing a value at line 1 column 1"),
+            ("{}", "expected an array of events at line 1 column 1"),
+            ("[{},]", "expected value at line 1 column 5"),
+            ("[{}] x", "trailing characters at line 1 column 6"),
+            ("[{} {}]", "expected `,` or `]` at line 1 column 5"),
+            ("[{}", "EOF while parsing a list at line 1 column 4"),
+            ("[\n{},\n 7]", "invalid type: integer `7`, expected struct JsonEvent at line 3 column 2"),
+        ] {
+            let e = Format::FlumeJson.decode(bad.into()).unwrap_err();
+            assert_eq!(e.0, format!("JSON: {says}"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_decoder_yields_events_one_at_a_time() {
+        // Ten million empty lines: taking the first three decodes three.
+        let body = Bytes::from(vec![b'\n'; 10_000_000]);
+        let mut decoder = Format::Lines.decoder(body);
+        let first: Vec<Event> = decoder.by_ref().take(3).map(Result::unwrap).collect();
+        assert_eq!(first, vec![Event::new(""); 3]);
+        assert_eq!(decoder.count(), 9_999_997);
+        // After an error it ends.
+        let mut decoder = Format::Ndjson.decoder("{}\nnot json\n{}\n".into());
+        assert!(decoder.next().unwrap().is_ok());
+        assert!(decoder.next().unwrap().unwrap_err().0.starts_with("NDJSON line 2"));
+        assert!(decoder.next().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flumen::agent::{self, AgentOptions};
+use flumen::channel::rocksdb::tools;
 use flumen::topology;
 
 /// flumen: moves events from sources through channels to sinks, losing nothing acknowledged.
@@ -79,19 +80,19 @@ enum ChannelCommand {
     /// Count the events (and their bytes, oldest and newest `timestamp` header, dead letters).
     /// Changes nothing; exit 1 when an agent holds the directory (its LOCK) or it is damaged.
     Inspect {
-        /// The channel's `dir`.
-        dir: PathBuf,
+        #[command(flatten)]
+        target: tools::Target,
     },
     /// Read every value and decode every event: exit 0 when healthy, 1 listing what is damaged.
     Verify {
-        /// The channel's `dir`.
-        dir: PathBuf,
+        #[command(flatten)]
+        target: tools::Target,
     },
     /// Write the events to stdout as NDJSON, oldest first: {"seq", "headers", "body"} (or
     /// "body_base64" for a body that is not UTF-8). Removes nothing.
     Export {
-        /// The channel's `dir`.
-        dir: PathBuf,
+        #[command(flatten)]
+        target: tools::Target,
         /// The dead letters instead: {"seq", "reason", "size", "value_base64"}.
         #[arg(long)]
         dead_letter: bool,
@@ -99,20 +100,22 @@ enum ChannelCommand {
     /// Append the events of NDJSON on stdin (as `export` writes them) after what the channel
     /// holds, in order; all or nothing. Creates DIR when missing.
     Import {
-        /// The channel's `dir`.
-        dir: PathBuf,
+        #[command(flatten)]
+        target: tools::Target,
     },
     /// Set a damaged directory aside (DIR.damaged-<UTC time>) and salvage what is readable into a
     /// fresh DIR, as the agent does when it opens the channel; print the counts. Exit 0 (also when
     /// there was no damage), 1 when it cannot (LOCK held by a running agent, ...).
     Salvage {
-        /// The channel's `dir`.
-        dir: PathBuf,
+        #[command(flatten)]
+        target: tools::Target,
     },
     /// List the dead letters (values that could not be read or decoded): sequence, size, reason.
     DeadLetters {
         /// The channel's `dir`.
         dir: PathBuf,
+        #[command(flatten)]
+        keys: tools::KeysArgs,
     },
     /// Write the dead letters to OUT as JSON Lines: {"seq", "reason", "size", "value_hex"}.
     ExportDeadLetters {
@@ -120,19 +123,20 @@ enum ChannelCommand {
         dir: PathBuf,
         /// The file to write.
         out: PathBuf,
+        #[command(flatten)]
+        keys: tools::KeysArgs,
     },
 }
 
-fn channel_command(command: ChannelCommand) -> Result<ExitCode, flumen::channel::rocksdb::tools::ToolError> {
-    use flumen::channel::rocksdb::tools;
+fn channel_command(command: ChannelCommand) -> Result<ExitCode, tools::ToolError> {
     match command {
-        ChannelCommand::Inspect { dir } => tools::inspect_cli(&dir),
-        ChannelCommand::Verify { dir } => tools::verify_cli(&dir),
-        ChannelCommand::Export { dir, dead_letter } => tools::export_cli(&dir, dead_letter),
-        ChannelCommand::Import { dir } => tools::import_cli(&dir),
-        ChannelCommand::Salvage { dir } => tools::salvage_cli(&dir),
-        ChannelCommand::DeadLetters { dir } => tools::dead_letters_cli(&dir),
-        ChannelCommand::ExportDeadLetters { dir, out } => tools::export_dead_letters_cli(&dir, &out),
+        ChannelCommand::Inspect { target } => tools::inspect_cli(&target),
+        ChannelCommand::Verify { target } => tools::verify_cli(&target),
+        ChannelCommand::Export { target, dead_letter } => tools::export_cli(&target, dead_letter),
+        ChannelCommand::Import { target } => tools::import_cli(&target),
+        ChannelCommand::Salvage { target } => tools::salvage_cli(&target),
+        ChannelCommand::DeadLetters { dir, keys } => tools::dead_letters_cli(&dir, &keys),
+        ChannelCommand::ExportDeadLetters { dir, out, keys } => tools::export_dead_letters_cli(&dir, &out, &keys),
     }
 }
 

@@ -217,6 +217,11 @@ counter_set!(
         dropped_by_filter => Counter "EventDroppedByFilterCount",
         /// Input records that were malformed or cut (lines over `max_line_length`); kept, flagged.
         malformed => Counter "EventMalformedCount",
+        /// TLS handshakes that failed or took longer than `handshake_timeout` (sources with
+        /// `tls`; for `Http`, the client certificates refused).
+        tls_handshake_failure => Counter "TlsHandshakeFailureCount",
+        /// Re-reads of the certificate files that failed (the certificate in use stayed).
+        tls_reload_failure => Counter "TlsReloadFailureCount",
         /// Events a multiplexing selector could route to no channel (no mapping, no default).
         unrouted => Counter "EventUnroutedCount",
         /// Body bytes read.
@@ -236,6 +241,12 @@ counter_set!(
         /// Copies of events leaving this source that a tap dropped because its buffer was full
         /// (the events themselves went on).
         tap_dropped => Counter "TapDroppedCount",
+        /// Connections open now (`Netcat`, `SyslogTcp`); a gauge (Flume's `OpenConnectionCount`).
+        open_connections => Gauge "OpenConnectionCount",
+        /// Connections refused (accepted and closed at once) because `max_connections` were open.
+        connection_refused => Counter "ConnectionRefusedCount",
+        /// Connections closed because they sent nothing for `idle_timeout`.
+        connection_idle_closed => Counter "ConnectionIdleClosedCount",
     }
 );
 
@@ -246,6 +257,10 @@ counter_set!(
         size => Gauge "ChannelSize",
         /// The configured capacity in events; a gauge.
         capacity => Gauge "ChannelCapacity",
+        /// Bytes held, bodies plus header keys and values (Memory only); a gauge.
+        size_bytes => Gauge "ChannelSizeBytes",
+        /// The configured `byte_capacity` (Memory only); a gauge.
+        byte_capacity => Gauge "ChannelByteCapacity",
         /// Events offered by puts.
         put_attempt => Counter "EventPutAttemptCount",
         /// Events committed by puts.

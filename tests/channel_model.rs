@@ -152,6 +152,7 @@ proptest! {
                     capacity: CAPACITY,
                     transaction_capacity: TXN_CAPACITY,
                     keep_alive: Duration::from_millis(5),
+                    ..MemoryConfig::default()
                 };
                 ChannelHandle::new("c1", actix::Actor::start(MemoryChannel::new(config, Metrics::new().channel("c1"))))
             })
@@ -172,6 +173,7 @@ proptest! {
                 keep_alive: Duration::from_millis(5),
                 max_bytes: None,
                 min_free_bytes: 0,
+                encryption: None,
             };
             Box::pin(async move { rocksdb::start("c1", config, Metrics::new().channel("c1"), true).await.unwrap() })
         }));

@@ -350,7 +350,12 @@ fn a_panicking_sink_is_penalised_and_the_group_goes_on() {
     let out = tmp.path().to_path_buf();
     actix_rt::System::new().block_on(async move {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 20_000, transaction_capacity: 1000, keep_alive: Duration::from_secs(3) };
+        let config = MemoryConfig {
+            capacity: 20_000,
+            transaction_capacity: 1000,
+            keep_alive: Duration::from_secs(3),
+            ..MemoryConfig::default()
+        };
         let channel = ChannelHandle::new("c1", MemoryChannel::new(config, metrics.channel("c1")).start());
         let file_roll = |name: &str| FileRollConfig {
             dir: out.join(name),

@@ -117,7 +117,12 @@ fn failing_and_panicking_sink_over_memory_channel_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     actix_rt::System::new().block_on(async {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 20_000, transaction_capacity: 1000, keep_alive: Duration::from_secs(3) };
+        let config = MemoryConfig {
+            capacity: 20_000,
+            transaction_capacity: 1000,
+            keep_alive: Duration::from_secs(3),
+            ..MemoryConfig::default()
+        };
         let channel = ChannelHandle::new("c1", MemoryChannel::new(config, metrics.channel("c1")).start());
         run(channel, tmp.path().join("out"), metrics).await;
     });
@@ -137,6 +142,7 @@ fn failing_and_panicking_sink_over_rocksdb_channel_loses_nothing() {
             keep_alive: Duration::from_secs(3),
             max_bytes: None,
             min_free_bytes: 0,
+            encryption: None,
         };
         let channel = rocksdb::start("c1", config, metrics.channel("c1"), true).await.unwrap();
         run(channel, tmp.path().join("out"), metrics).await;

@@ -193,12 +193,17 @@ fn watch_file(
 /// counts it). A valid one is applied component by component ([`RunningAgent::apply`]); when
 /// applying fails, the previous topology is applied again (the flipped diff) and the failure is
 /// counted. A successful reload counts `ReloadSuccessCount`, sets `LastReloadTime` and logs what
-/// was started, restarted, rewired, stopped and kept.
+/// was started, restarted, rewired, stopped and kept. Before all that, every source with `tls`
+/// re-reads its certificate files ([`crate::tls::server::reload_all`]), whatever the topology
+/// file holds.
 pub async fn reload(agent: &mut RunningAgent, why: &str) {
     let file = agent.topology().file.clone();
     tracing::info!(file = %file.display(), "reloading: {why}");
     crate::service::reloading();
     let _ready_again = ReadyAgain;
+    // Sources the reload keeps as they are re-read their certificate files here (those it
+    // starts or restarts read them anew).
+    crate::tls::server::reload_all(why);
     let counters = agent.metrics.clone();
     let new = match crate::topology::load(&file) {
         Ok(t) => t,

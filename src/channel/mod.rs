@@ -58,6 +58,47 @@ pub enum ChannelError {
     /// The channel actor is gone or closing.
     #[error("channel is closed")]
     Closed,
+    /// An encryption key of a `RocksDb` channel is missing, wrong or unknown
+    /// ([`rocksdb::crypt`]).
+    #[error("channel \"{channel}\": encryption key \"{key_id}\" ({problem}): {detail}")]
+    Key {
+        /// The channel's name.
+        channel: String,
+        /// The key id concerned (empty when a sealed value's header is cut).
+        key_id: String,
+        /// What is wrong.
+        problem: KeyProblem,
+        /// In words, with the key file's path where there is one.
+        detail: String,
+    },
+}
+
+/// What is wrong with an encryption key ([`ChannelError::Key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyProblem {
+    /// The key file is missing, unreadable, readable by others or not 32 bytes of key.
+    File,
+    /// Stored values are sealed under a key id that is not among `keys` (or `active` is not).
+    Unknown,
+    /// Values do not authenticate under the key: the wrong key file, or damage (a single value
+    /// that does not authenticate is corruption and is dead-lettered).
+    Authentication,
+    /// Stored values are sealed, but the channel has no `encryption` option.
+    NoEncryption,
+    /// A sealed value's header is cut or of another version.
+    Malformed,
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyProblem::File => "key file",
+            KeyProblem::Unknown => "unknown key",
+            KeyProblem::Authentication => "authentication failed",
+            KeyProblem::NoEncryption => "no encryption configured",
+            KeyProblem::Malformed => "malformed sealed value",
+        })
+    }
 }
 
 /// How a channel's storage failed.

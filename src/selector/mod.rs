@@ -296,7 +296,12 @@ mod tests {
     }
 
     fn channel(name: &str, capacity: u64, metrics: &Metrics) -> ChannelHandle {
-        let config = MemoryConfig { capacity, transaction_capacity: capacity, keep_alive: Duration::from_millis(20) };
+        let config = MemoryConfig {
+            capacity,
+            transaction_capacity: capacity,
+            keep_alive: Duration::from_millis(20),
+            ..MemoryConfig::default()
+        };
         ChannelHandle::new(name, MemoryChannel::new(config, metrics.channel(name)).start())
     }
 

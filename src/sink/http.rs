@@ -265,9 +265,11 @@ impl HttpSink {
 impl Sink for HttpSink {
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let body = self.config.format.encode(events);
+            let mut body = self.config.format.encode(events);
             let mut backoff = Duration::from_millis(100);
             let mut failures = 0u32;
+            // Events the server said it committed before a failed answer (`X-Flumen-Committed`).
+            let mut sent = 0usize;
             loop {
                 let answer = self.client.post(&self.config.url).body(body.clone()).send().await;
                 let wait = match answer {
@@ -304,8 +306,15 @@ impl Sink for HttpSink {
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.trim().parse::<u64>().ok())
                             .map(Duration::from_secs);
+                        let committed = crate::source::http::committed_of(resp.headers()).unwrap_or(0);
                         let text = answer_text(resp).await;
-                        if self.in_group {
+                        if committed > 0 && sent + committed <= events.len() {
+                            // Resend only the rest; once part of the batch is there, the rest
+                            // follows it (a group's failover would send that part again).
+                            sent += committed;
+                            body = self.config.format.encode(&events[sent..]);
+                        }
+                        if self.in_group && sent == 0 {
                             return Err(SinkError::Other(format!("{} answered {status}: {text}", self.url)));
                         }
                         tracing::warn!(sink = %self.name, url = %self.url, %status, answer = %text, events = events.len(), "server busy or failing; retrying");

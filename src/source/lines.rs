@@ -1,7 +1,11 @@
 //! Splitting a byte stream into line events: LF or CRLF ends a line and is not part of the body.
 //!
 //! Lines longer than a limit are cut to the limit and flagged (the caller counts them); the rest
-//! of such a line is skipped up to its end. Line bodies are zero-copy slices of the read buffer.
+//! of such a line is skipped up to its end. Line bodies are zero-copy slices of the read buffer;
+//! [`read_batch`] (the stream readers: `Netcat`, `SyslogTcp`, `Exec`) copies each batch's bodies
+//! into one allocation of their size, so that an event held in a channel keeps its own bytes,
+//! not the connection's read buffer, alive. Stream read buffers start at [`MIN_READ`] bytes,
+//! grow while reads fill them (up to [`READ_CHUNK`]) and shrink back when the stream pauses.
 
 use bytes::{Bytes, BytesMut};
 
@@ -18,26 +22,78 @@ pub struct Line {
 #[derive(Debug)]
 pub struct LineBuffer {
     buf: BytesMut,
+    room: ReadRoom,
     max_line: usize,
     skipping: bool,
     consumed: u64,
 }
 
-/// How much room a read gets in the buffer, in bytes.
+/// The most room a read gets in a buffer, in bytes.
 pub const READ_CHUNK: usize = 256 * 1024;
+
+/// The room a stream read gets at first and after the stream paused, in bytes.
+pub const MIN_READ: usize = 4 * 1024;
+
+/// How much room the next read of a stream gets in its buffer: [`MIN_READ`] at first and after
+/// the stream paused, doubled after each read that filled the room, up to [`READ_CHUNK`]. A busy
+/// connection reads in large chunks; an idle or slow one holds a few KiB.
+#[derive(Debug)]
+pub struct ReadRoom {
+    want: usize,
+    offered: usize,
+}
+
+impl Default for ReadRoom {
+    fn default() -> Self {
+        ReadRoom { want: MIN_READ, offered: 0 }
+    }
+}
+
+impl ReadRoom {
+    /// Makes room in `buf` for the next read (at least a quarter of the wanted size).
+    pub fn prepare<'a>(&mut self, buf: &'a mut BytesMut) -> &'a mut BytesMut {
+        if buf.capacity() - buf.len() < self.want / 4 {
+            buf.reserve(self.want);
+        }
+        self.offered = buf.capacity() - buf.len();
+        buf
+    }
+
+    /// Says a read brought `n` bytes: one that filled the room doubles the next one.
+    pub fn filled(&mut self, n: usize) {
+        if n > 0 && n >= self.offered {
+            self.want = (self.want * 2).min(READ_CHUNK);
+        }
+    }
+
+    /// The stream paused: back to [`MIN_READ`], and `buf` moved into a small allocation when it
+    /// holds a large one (what it holds is kept).
+    pub fn idle(&mut self, buf: &mut BytesMut) {
+        self.want = MIN_READ;
+        let keep = buf.len() + MIN_READ;
+        if buf.capacity() > 2 * keep {
+            let mut small = BytesMut::with_capacity(keep);
+            small.extend_from_slice(buf);
+            *buf = small;
+        }
+    }
+}
 
 impl LineBuffer {
     /// A buffer cutting lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        LineBuffer { buf: BytesMut::with_capacity(READ_CHUNK), max_line: max_line.max(1), skipping: false, consumed: 0 }
+        LineBuffer {
+            buf: BytesMut::new(),
+            room: ReadRoom::default(),
+            max_line: max_line.max(1),
+            skipping: false,
+            consumed: 0,
+        }
     }
 
-    /// The buffer to read more bytes into (with room for a read of at least a quarter [`READ_CHUNK`]).
+    /// The buffer to read more bytes into (with room for a read; see [`ReadRoom`]).
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        &mut self.buf
+        self.room.prepare(&mut self.buf)
     }
 
     /// Stream bytes used by the lines handed out so far, skipped remainders of cut lines included.
@@ -159,6 +215,46 @@ mod tests {
     }
 
     #[test]
+    fn compacted_bodies_do_not_keep_the_read_buffer() {
+        let mut lb = LineBuffer::new(100);
+        let start = lb.buffer_mut().as_ptr() as usize;
+        let end = start + lb.buffer_mut().capacity();
+        feed(&mut lb, b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown\nshort\n");
+        let mut lines = vec![lb.next_line().unwrap(), lb.next_line().unwrap()];
+        let inside = |l: &Line| (start..end).contains(&(l.body.as_ptr() as usize));
+        assert!(lines.iter().all(inside), "cut from the read buffer");
+        compact(&mut lines);
+        assert_eq!(lines[0].body, &b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown"[..]);
+        assert_eq!(lines[1].body, &b"short"[..]);
+        assert!(!lines.iter().any(inside), "copied out of the read buffer");
+        assert_eq!(
+            lines[1].body.as_ptr() as usize,
+            lines[0].body.as_ptr() as usize + lines[0].body.len(),
+            "one allocation"
+        );
+    }
+
+    #[test]
+    fn read_room_grows_while_reads_fill_it_and_shrinks_when_idle() {
+        let mut room = ReadRoom::default();
+        let mut buf = BytesMut::new();
+        for _ in 0..10 {
+            let b = room.prepare(&mut buf);
+            let n = b.capacity() - b.len();
+            b.resize(b.len() + n, b'x');
+            room.filled(n);
+            buf.clear();
+        }
+        assert!(buf.capacity() >= READ_CHUNK / 2, "grew to {}", buf.capacity());
+        buf.extend_from_slice(b"partial line");
+        room.idle(&mut buf);
+        assert!(buf.capacity() <= 2 * MIN_READ, "shrank to {}", buf.capacity());
+        assert_eq!(&buf[..], b"partial line");
+        let b = room.prepare(&mut buf);
+        assert!(b.capacity() - b.len() <= 2 * MIN_READ);
+    }
+
+    #[test]
     fn final_line_without_newline_is_an_event() {
         let mut lb = LineBuffer::new(100);
         feed(&mut lb, b"one\ntwo");
@@ -175,6 +271,10 @@ mod tests {
 pub trait Framing {
     /// The buffer to read more bytes into.
     fn buffer_mut(&mut self) -> &mut BytesMut;
+    /// Says the last read into [`Framing::buffer_mut`] brought `n` bytes ([`ReadRoom::filled`]).
+    fn filled(&mut self, n: usize);
+    /// Says the stream paused: the buffer may shrink ([`ReadRoom::idle`]).
+    fn idle(&mut self);
     /// The next complete frame, if the buffer holds one.
     fn next_line(&mut self) -> Option<Line>;
     /// At the end of the stream: the final frame, if bytes are left.
@@ -184,6 +284,12 @@ pub trait Framing {
 impl Framing for LineBuffer {
     fn buffer_mut(&mut self) -> &mut BytesMut {
         LineBuffer::buffer_mut(self)
+    }
+    fn filled(&mut self, n: usize) {
+        self.room.filled(n);
+    }
+    fn idle(&mut self) {
+        self.room.idle(&mut self.buf);
     }
     fn next_line(&mut self) -> Option<Line> {
         LineBuffer::next_line(self)
@@ -206,8 +312,11 @@ pub enum ReadEnd {
 
 /// Reads up to `max` lines (frames) from `reader` through `lb`.
 ///
-/// Waits as long as needed for a first line; once it has one, waits at most `linger` for more
-/// before returning a partial batch (a source does not hold events back while its input pauses).
+/// Waits as long as needed for a first line (but at most `ctx.idle_timeout` for a byte: then
+/// what is buffered is the final line, the idle close is counted, and it answers
+/// [`ReadEnd::Eof`]); once it has one, waits at most `linger` for more before returning a partial
+/// batch (a source does not hold events back while its input pauses). The bodies of the batch
+/// are copied into one allocation of their size ([`compact`]).
 ///
 /// # Errors
 /// The reader's I/O error.
@@ -218,8 +327,10 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
     linger: std::time::Duration,
     ctx: &super::SourceContext,
 ) -> std::io::Result<(Vec<Line>, ReadEnd)> {
+    use futures_util::FutureExt;
     use tokio::io::AsyncReadExt;
-    let mut lines = Vec::with_capacity(max.min(4096));
+    // Grown as lines come: a connection waiting for its first line holds no room for a batch.
+    let mut lines = Vec::new();
     loop {
         while lines.len() < max {
             match lb.next_line() {
@@ -228,24 +339,57 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
             }
         }
         if lines.len() >= max {
+            compact(&mut lines);
             return Ok((lines, ReadEnd::More));
         }
-        let read = reader.read_buf(lb.buffer_mut());
         let n = if lines.is_empty() {
-            tokio::select! {
-                r = read => r?,
-                _ = ctx.stopping() => return Ok((lines, ReadEnd::Stopping)),
+            match reader.read_buf(lb.buffer_mut()).now_or_never() {
+                Some(r) => r?,
+                None => {
+                    // Nothing to read now: the stream paused. Hold a small buffer while waiting.
+                    lb.idle();
+                    let idle = ctx.idle_timeout.unwrap_or(std::time::Duration::MAX);
+                    tokio::select! {
+                        r = reader.read_buf(lb.buffer_mut()) => r?,
+                        _ = ctx.stopping() => return Ok((lines, ReadEnd::Stopping)),
+                        _ = tokio::time::sleep(idle), if ctx.idle_timeout.is_some() => {
+                            ctx.counters.connection_idle_closed.inc();
+                            tracing::debug!(source = %ctx.name, ?idle, "nothing received for idle_timeout: closing the connection");
+                            lines.extend(lb.finish());
+                            compact(&mut lines);
+                            return Ok((lines, ReadEnd::Eof));
+                        }
+                    }
+                }
             }
         } else {
-            match tokio::time::timeout(linger, read).await {
+            match tokio::time::timeout(linger, reader.read_buf(lb.buffer_mut())).await {
                 Ok(r) => r?,
-                Err(_) => return Ok((lines, ReadEnd::More)),
+                Err(_) => {
+                    compact(&mut lines);
+                    return Ok((lines, ReadEnd::More));
+                }
             }
         };
+        lb.filled(n);
         if n == 0 {
             lines.extend(lb.finish());
+            compact(&mut lines);
             return Ok((lines, ReadEnd::Eof));
         }
+    }
+}
+
+/// Copies the bodies of `lines` into one allocation of their total size, each body a slice of
+/// it: the batch no longer keeps the read buffer it was cut from alive (a 512-byte event held in
+/// a channel would otherwise pin a read buffer of up to [`READ_CHUNK`]), and the read buffer,
+/// no longer shared, is reused for the next reads. One allocation and one copy per batch.
+pub fn compact(lines: &mut [Line]) {
+    let total: usize = lines.iter().map(|l| l.body.len()).sum();
+    let mut arena = BytesMut::with_capacity(total);
+    for line in lines {
+        arena.extend_from_slice(&line.body);
+        line.body = arena.split().freeze();
     }
 }
 

@@ -8,6 +8,7 @@
 //! that fails or panics is restarted by its supervisor with capped exponential backoff and resumes
 //! from its last acknowledged position.
 
+pub mod conn_limits;
 pub mod datagram;
 pub mod exec;
 pub mod file_input;
@@ -119,6 +120,8 @@ impl SourceKind {
             SourceKind::Exec(c) => c.resolve_paths(base),
             SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Kafka(c) => c.resolve_paths(base),
+            SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
+            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
@@ -215,6 +218,9 @@ pub enum SourceError {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },
+    /// The TLS material of the `tls` option could not be used.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A server the source runs (`Http`) stopped by itself.
     #[error("{0}")]
     Stopped(String),
@@ -260,6 +266,9 @@ pub struct SourceContext {
     pub linger: Duration,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
+    /// How long a connection's reader waits for a byte before it ends the connection (a TCP
+    /// source's `idle_timeout`, set for each connection's task); `None`: without bound.
+    pub idle_timeout: Option<Duration>,
     pipeline: PipelineHandle,
     stop: watch::Receiver<bool>,
     end: Arc<dyn Fn() + Send + Sync>,
@@ -360,6 +369,7 @@ impl SourceContext {
             batch_size,
             linger,
             counters,
+            idle_timeout: None,
             pipeline: Arc::new(tokio::sync::RwLock::new(Pipeline { interceptors, selector })),
             stop,
             end,
@@ -557,7 +567,12 @@ mod tests {
     #[actix_rt::test]
     async fn events_routed_to_no_channel_are_not_accepted() {
         let metrics = Metrics::new();
-        let config = MemoryConfig { capacity: 100, transaction_capacity: 100, keep_alive: Duration::from_millis(20) };
+        let config = MemoryConfig {
+            capacity: 100,
+            transaction_capacity: 100,
+            keep_alive: Duration::from_millis(20),
+            ..MemoryConfig::default()
+        };
         let info = ChannelHandle::new("info", MemoryChannel::new(config, metrics.channel("info")).start());
         let selector = SelectorConfig::Multiplexing {
             header: "level".into(),

@@ -8,16 +8,19 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::conn_limits::{accept_error_is_transient, Admission, ConnectionLimits, ACCEPT_RETRY};
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
 use crate::event::Event;
+use crate::tls::server::TlsEndpoint;
+use crate::tls::TlsServerConfig;
 
-/// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true)`.
+/// `Netcat(bind: "127.0.0.1:44444", max_line_length: 512, ack_every_event: true,
+/// max_connections: 1024, idle_timeout: "5m")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetcatConfig {
@@ -30,6 +33,18 @@ pub struct NetcatConfig {
     /// Answer `OK` per event once its put committed (Flume's `ack-every-event`). Default `true`.
     #[serde(default = "default_ack")]
     pub ack_every_event: bool,
+    /// Accept TLS connections only, with this certificate (and with `client_ca`, mutual TLS);
+    /// see [`TlsServerConfig`]. Default `None` (plain TCP).
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
+    pub tls: Option<TlsServerConfig>,
+    /// Most connections open at once; further ones are accepted and closed at once, and counted
+    /// in `ConnectionRefusedCount`. Default 1024.
+    #[serde(default = "super::conn_limits::default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (counted in
+    /// `ConnectionIdleClosedCount`). Default `"5m"`.
+    #[serde(default = "super::conn_limits::default_idle_timeout", with = "crate::config::duration")]
+    pub idle_timeout: std::time::Duration,
 }
 
 fn default_max_line_length() -> usize {
@@ -49,6 +64,8 @@ impl NetcatConfig {
         if self.max_line_length == 0 {
             problems.push("max_line_length must be positive".into());
         }
+        problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
         problems
     }
 }
@@ -59,21 +76,61 @@ impl NetcatConfig {
 /// When the address cannot be bound or accepting fails.
 pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
-    accept(&bind, &ctx, "listening", move |stream, ctx| {
-        let config = config.clone();
-        async move { connection(stream, &config, &ctx).await }
+    let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
+    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    accept(&bind, &ctx, limits, "listening", move |stream, ctx| {
+        let (config, tls) = (config.clone(), tls.clone());
+        async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    connection(reader, writer, None, &config, &ctx).await
+                }
+                Some(tls) => match tls.handshake(stream).await {
+                    Some((stream, subject)) => {
+                        let (reader, writer) = tokio::io::split(stream);
+                        connection(reader, writer, subject.as_ref(), &config, &ctx).await
+                    }
+                    None => Ok(()),
+                },
+            }
+        }
     })
     .await
 }
 
-/// Accepts TCP connections on `bind` until the agent stops, running `connection` for each on its
-/// own task (a connection that ends with an error is logged; the source goes on).
+/// The [`TlsEndpoint`] of a TCP source with `tls`, `None` without.
 ///
 /// # Errors
-/// When the address cannot be bound or accepting fails.
+/// When the certificate files cannot be used.
+pub(crate) fn tls_endpoint(
+    tls: Option<&TlsServerConfig>,
+    ctx: &SourceContext,
+) -> Result<Option<std::sync::Arc<TlsEndpoint>>, SourceError> {
+    Ok(tls.map(|tls| TlsEndpoint::new(tls, &ctx.name, ctx.counters.clone(), false)).transpose()?)
+}
+
+/// Sets header `name` to `value` on every event (the client certificate's subject).
+pub(crate) fn with_subject(mut events: Vec<Event>, subject: Option<&(String, String)>) -> Vec<Event> {
+    if let Some((name, value)) = subject {
+        for e in &mut events {
+            e.headers.insert(name.clone(), value.clone());
+        }
+    }
+    events
+}
+
+/// Accepts TCP connections on `bind` until the agent stops, running `connection` for each on its
+/// own task (a connection that ends with an error is logged; the source goes on), within
+/// `limits` (see [`conn_limits`](super::conn_limits)).
+///
+/// # Errors
+/// When the address cannot be bound or accepting fails (but for want of file descriptors).
 pub(crate) async fn accept<F, Fut>(
     bind: &str,
     ctx: &SourceContext,
+    limits: ConnectionLimits,
     what: &str,
     connection: F,
 ) -> Result<(), SourceError>
@@ -89,20 +146,28 @@ where
     // Every connection task holds a clone of `open`; once the last one is dropped, `closed`
     // answers `None`: no connection has a put or an acknowledgement in flight any more.
     let (open, mut closed) = mpsc::channel::<()>(1);
+    let admission = Admission::new(limits);
     let result = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
+                    Err(e) if accept_error_is_transient(&e) => {
+                        tracing::warn!(source = %ctx.name, %bind, error = %e, "accept failed; retrying");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    }
                     Err(e) => break Err(SourceError::io(format!("accept on {bind}"))(e)),
                 };
+                let Some((permit, conn_ctx)) = admission.admit(ctx, peer) else { continue };
                 let name = ctx.name.clone();
-                let work = connection(stream, ctx.clone());
+                let work = connection(stream, conn_ctx);
                 let open = open.clone();
                 actix_rt::spawn(async move {
                     if let Err(e) = work.await {
                         tracing::warn!(source = %name, %peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                     drop(open);
                 });
             }
@@ -152,10 +217,15 @@ fn keep_for_handover(bind: &str, listener: TcpListener) {
 /// committed, so that a durable channel's fsync serves several batches (group commit).
 pub const PIPELINE: usize = 4;
 
-/// Reads one connection: batches of lines, put while the next ones are read, acknowledged in order.
-async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContext) -> Result<(), SourceError> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+/// Reads one connection (plain or TLS: its two halves): batches of lines, put while the next
+/// ones are read, acknowledged in order; each event gets the `subject` header, if any.
+async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut reader: R,
+    writer: W,
+    subject: Option<&(String, String)>,
+    config: &NetcatConfig,
+    ctx: &SourceContext,
+) -> Result<(), SourceError> {
     let (batches, committer_rx) = mpsc::channel::<Vec<Event>>(1);
     let reading = async move {
         let mut lb = LineBuffer::new(config.max_line_length);
@@ -163,7 +233,7 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
             let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, ctx.linger, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !lines.is_empty() && batches.send(to_events(lines, ctx)).await.is_err() {
+            if !lines.is_empty() && batches.send(with_subject(to_events(lines, ctx), subject)).await.is_err() {
                 // The committer stopped on a failed put; it reports the error.
                 return Ok(());
             }
@@ -185,9 +255,9 @@ async fn connection(stream: TcpStream, config: &NetcatConfig, ctx: &SourceContex
 ///
 /// # Errors
 /// The first failed put, or a failed write of acknowledgements.
-pub(crate) async fn commit_in_order(
+pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
     mut batches: mpsc::Receiver<Vec<Event>>,
-    mut acks: Option<OwnedWriteHalf>,
+    mut acks: Option<W>,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let mut in_flight = FuturesOrdered::new();

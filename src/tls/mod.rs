@@ -8,6 +8,7 @@
 //! A leaf module: it imports no component and no part of [`crate::topology`].
 
 pub mod client;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +38,8 @@ pub struct TlsServerConfig {
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
     /// When set (with `client_ca`), each event gets this header holding the subject of the
-    /// client's certificate (RFC 4514 form, e.g. `CN=edge-1,O=example`). Default `None`.
+    /// client's certificate (its attributes in certificate order, `, ` between them, e.g.
+    /// `CN=edge-1, O=example`). Default `None`.
     #[serde(default)]
     pub client_subject_header: Option<String>,
     /// How long a client may take to complete the handshake before the connection is closed.
@@ -151,6 +153,14 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
     },
+    /// No client certificate verifier could be built from the CA file.
+    #[error("{}: cannot check client certificates with it: {why}", path.display())]
+    Verifier {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        why: String,
+    },
     /// rustls refused the material (an unsupported key type, a CA that is not a CA, ...).
     #[error("{}: {source}", path.display())]
     Rustls {
@@ -221,8 +231,9 @@ pub fn check_validity(path: &Path, certs: &[CertificateDer<'_>], now: SystemTime
     Ok(())
 }
 
-/// The subject of a DER certificate in RFC 4514 form (`CN=edge-1,O=example`), for the
-/// `client_subject_header`; `None` when it does not parse.
+/// The subject of a DER certificate as x509-parser shows it: its attributes in certificate order,
+/// `, ` between them (`CN=edge-1, O=example`), for the `client_subject_header`; `None` when it
+/// does not parse.
 pub fn subject(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     Some(cert.subject().to_string())
@@ -257,6 +268,20 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
         roots.add(cert).map_err(|source| TlsError::Rustls { path: path.into(), source })?;
     }
     Ok(roots)
+}
+
+/// Deserializes a source's `tls: Some(TlsServer(...))` as topologies are read (RON with
+/// `unwrap_variant_newtypes`, under which the contents of `Some(...)` would otherwise have to be
+/// the fields themselves).
+///
+/// # Errors
+/// The decoder's.
+pub fn server_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TlsServerConfig>, D::Error> {
+    /// `TlsServer(...)` one level down: a newtype takes the unwrapping, the struct keeps its name.
+    #[derive(Deserialize)]
+    #[serde(rename = "TlsServer")]
+    struct Named(TlsServerConfig);
+    Ok(Option::<Named>::deserialize(d)?.map(|n| n.0))
 }
 
 impl TlsServerConfig {

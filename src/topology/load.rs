@@ -252,6 +252,9 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
     for channel in topology.channels.values_mut() {
         if let ChannelConfig::RocksDb(c) = channel {
             c.dir = crate::config::resolve(base, &c.dir);
+            if let Some(e) = &mut c.encryption {
+                e.resolve_paths(base);
+            }
         }
     }
     for sink in topology.sinks.values_mut() {
@@ -300,7 +303,7 @@ mod tests {
         let e = errors(&with("capacity: 100,", "capacity: 100, capacty: 5,"));
         assert_eq!(
             e,
-            ["t.ron:7:37: channel \"c1\": unknown field `capacty`, expected one of `capacity`, `transaction_capacity`, `keep_alive`"]
+            ["t.ron:7:37: channel \"c1\": unknown field `capacty`, expected one of `capacity`, `transaction_capacity`, `keep_alive`, `byte_capacity`"]
         );
     }
 
@@ -336,6 +339,12 @@ mod tests {
         assert_eq!(e, ["t.ron:4:69: source \"r1\": channel \"c9\" does not exist"]);
         let e = errors(&with("capacity: 100, transaction_capacity: 10", "capacity: 5, transaction_capacity: 10"));
         assert_eq!(e, ["t.ron:7:57: channel \"c1\": transaction_capacity (10) exceeds capacity (5)"]);
+        let e = errors(&with("transaction_capacity: 10)", "transaction_capacity: 10, byte_capacity: 0)"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.ron:7:") && e[0].ends_with("channel \"c1\": byte_capacity must be positive"),
+            "{e:?}"
+        );
     }
 
     #[test]

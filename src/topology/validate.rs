@@ -137,9 +137,21 @@ fn channels(t: &Topology, p: &mut Problems) {
                 format!("transaction_capacity ({txn}) exceeds capacity ({capacity})"),
             );
         }
+        if let ChannelConfig::Memory(c) = ch {
+            if c.byte_capacity == 0 {
+                p.add("channel", name, vec![Step::Field("byte_capacity")], "byte_capacity must be positive");
+            }
+        }
         if let ChannelConfig::RocksDb(c) = ch {
             if c.cache_events == 0 {
                 p.add("channel", name, vec![Step::Field("cache_events")], "cache_events must be positive");
+            }
+            for (key_id, message) in c.encryption.iter().flat_map(|e| e.problems()) {
+                let path = match key_id {
+                    Some(id) => vec![Step::Field("encryption"), Step::Field("keys"), Step::Key(id)],
+                    None => vec![Step::Field("encryption"), Step::Field("active")],
+                };
+                p.add("channel", name, path, message);
             }
         }
     }

@@ -10,6 +10,7 @@
 //! stay in a bounded cache, so a sink that keeps up never reads the disk. No RocksDB call runs on
 //! the actor's event loop ([`store`]).
 
+pub mod crypt;
 mod queue;
 pub mod salvage;
 mod store;
@@ -25,6 +26,8 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use self::crypt::Keys;
+pub use self::crypt::{Aes256GcmConfig, EncryptionConfig};
 use self::queue::{Cache, QueueState};
 pub use self::salvage::SalvageReport;
 pub use self::store::{dead_letters, DeadLetter};
@@ -69,6 +72,11 @@ pub struct RocksDbConfig {
     /// Flume's file channel `minimumRequiredSpace`). Default 524288000 (500 MiB); 0 turns it off.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// Encryption at rest: `Some(Aes256Gcm(keys: {"2026-12": "keys/2026-12.key"}, active:
+    /// "2026-12"))` seals every stored value carrying event content with AES-256-GCM under the
+    /// active key; values under the other keys stay readable ([`crypt`]). Default `None`.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl RocksDbConfig {
@@ -83,6 +91,7 @@ impl RocksDbConfig {
             keep_alive: default_keep_alive(),
             max_bytes: None,
             min_free_bytes: default_min_free_bytes(),
+            encryption: None,
         }
     }
 }
@@ -146,12 +155,22 @@ pub async fn start_actor(
     let mut channel = RocksDbChannel::new(name, config, counters, None);
     if strict {
         // Salvaging included: a salvage is not a failure.
-        channel.opened = Some(open_off_loop(channel.config.dir.clone()).await?);
+        let (opened, keys) = open_off_loop(&channel.name, &channel.config).await?;
+        channel.opened = Some(opened);
+        channel.keys = keys;
     } else {
-        let dir = channel.config.dir.clone();
-        let checked = actix_rt::task::spawn_blocking(move || store::open_checked(&dir)).await;
+        let (dir, owner, encryption) =
+            (channel.config.dir.clone(), channel.name.clone(), channel.config.encryption.clone());
+        let checked = actix_rt::task::spawn_blocking(move || {
+            let keys = Keys::load(&owner, encryption.as_ref())?;
+            store::open_checked(&dir, &keys).map(|opened| (opened, keys))
+        })
+        .await;
         match checked {
-            Ok(Ok(opened)) => channel.opened = Some(opened),
+            Ok(Ok((opened, keys))) => {
+                channel.opened = Some(opened);
+                channel.keys = keys;
+            }
             // Damaged: the actor salvages it in the background, the other flows start meanwhile.
             Ok(Err(e)) if e.storage_kind() == Some(StorageErrorKind::Corruption) => {
                 tracing::error!(channel = %name, dir = %channel.config.dir.display(), error = %e, "RocksDb channel directory is damaged; salvaging it in the background");
@@ -167,12 +186,17 @@ pub async fn start_actor(
     Ok(Supervisor::start(move |_| channel))
 }
 
-/// Runs [`store::open`] on the blocking pool.
-async fn open_off_loop(dir: PathBuf) -> Result<Opened, ChannelError> {
+/// Reads the key files (at every attempt, so a key file put right is found) and runs
+/// [`store::open`] on the blocking pool.
+async fn open_off_loop(name: &str, config: &RocksDbConfig) -> Result<(Opened, Keys), ChannelError> {
+    let (dir, name, encryption) = (config.dir.clone(), name.to_string(), config.encryption.clone());
     let path = dir.clone();
-    actix_rt::task::spawn_blocking(move || store::open(&dir)).await.unwrap_or_else(|e| {
-        Err(ChannelError::storage(StorageErrorKind::Io, &path, format!("the open task failed: {e}")))
+    actix_rt::task::spawn_blocking(move || {
+        let keys = Keys::load(&name, encryption.as_ref())?;
+        store::open(&dir, &keys).map(|opened| (opened, keys))
     })
+    .await
+    .unwrap_or_else(|e| Err(ChannelError::storage(StorageErrorKind::Io, &path, format!("the open task failed: {e}"))))
 }
 
 /// Salvages the channel directory `dir` offline (`flumen channel salvage DIR`): when it does not
@@ -180,14 +204,17 @@ async fn open_off_loop(dir: PathBuf) -> Result<Opened, ChannelError> {
 /// does when it opens. Answers `None` when there was no damage (nothing is changed), else the
 /// report.
 ///
+/// `keys` open (and seal again) the values of an encrypted channel.
+///
 /// # Errors
 /// [`ChannelError::Storage`] when the directory cannot be opened for another reason (`Lock`: an
-/// agent runs it; `PermissionDenied`; `Io`) or cannot be salvaged.
-pub fn salvage_dir(dir: &std::path::Path) -> Result<Option<(SalvageReport, u64)>, ChannelError> {
+/// agent runs it; `PermissionDenied`; `Io`) or cannot be salvaged; [`ChannelError::Key`] when
+/// `keys` cannot read it.
+pub fn salvage_dir(dir: &std::path::Path, keys: &Keys) -> Result<Option<(SalvageReport, u64)>, ChannelError> {
     if !dir.is_dir() {
         return Err(ChannelError::storage(StorageErrorKind::Io, dir, "not a directory"));
     }
-    let opened = store::open(dir)?;
+    let opened = store::open(dir, keys)?;
     Ok(opened.salvage.map(|r| (r, opened.queue.held())))
 }
 
@@ -209,6 +236,8 @@ struct PendingPut {
 pub struct RocksDbChannel {
     name: String,
     config: RocksDbConfig,
+    /// The keys of the last opening: values are sealed and opened with them.
+    keys: Keys,
     counters: Arc<ChannelCounters>,
     /// The open database and its writer; `None` while (re)opening and after [`Close`].
     store: Option<(Arc<rocksdb::DB>, Writer)>,
@@ -258,6 +287,7 @@ impl RocksDbChannel {
         counters.capacity.set(config.capacity);
         RocksDbChannel {
             name: name.into(),
+            keys: Keys::plain(name),
             cache: Cache::new(config.cache_events),
             config,
             counters,
@@ -316,7 +346,7 @@ impl RocksDbChannel {
         hold: bool,
         ctx: &mut Context<Self>,
     ) {
-        let dir = self.config.dir.clone();
+        let (name, config) = (self.name.clone(), self.config.clone());
         let attempt = async move {
                 if let Some((db, writer)) = closing {
                     let _ = actix_rt::task::spawn_blocking(move || {
@@ -326,7 +356,7 @@ impl RocksDbChannel {
                     .await;
                 }
                 actix_rt::time::sleep(delay).await;
-                open_off_loop(dir).await
+                open_off_loop(&name, &config).await
             }
             .into_actor(self)
             .map(|opened, act, ctx| {
@@ -334,8 +364,9 @@ impl RocksDbChannel {
                     return;
                 }
                 match opened {
-                    Ok(opened) => {
+                    Ok((opened, keys)) => {
                         tracing::info!(channel = %act.name, events = opened.queue.held(), failed_attempts = act.open_failures, "RocksDb channel (re)opened");
+                        act.keys = keys;
                         act.install(opened, ctx);
                     }
                     Err(e) => {
@@ -386,6 +417,7 @@ impl RocksDbChannel {
             self.config.sync,
             ctx.address().recipient(),
             self.epoch,
+            self.keys.clone(),
         );
         self.store = Some((db, writer));
         self.update_size();
@@ -522,15 +554,15 @@ impl RocksDbChannel {
             return Box::pin(async move { Ok(txn) });
         }
         let db = self.store.as_ref().map(|(db, _)| db.clone());
-        let (dir, me, counters, name) =
-            (self.config.dir.clone(), ctx.address(), self.counters.clone(), self.name.clone());
+        let (dir, me, counters, name, keys) =
+            (self.config.dir.clone(), ctx.address(), self.counters.clone(), self.name.clone(), self.keys.clone());
         Box::pin(async move {
             let db = db.ok_or(ChannelError::Closed)?;
             let path = dir.clone();
             let read =
-                actix_rt::task::spawn_blocking(move || store::read(&db, &path, &missing)).await.map_err(|e| {
-                    ChannelError::storage(StorageErrorKind::Io, &dir, format!("the read task failed: {e}"))
-                })??;
+                actix_rt::task::spawn_blocking(move || store::read(&db, &path, &missing, &keys)).await.map_err(
+                    |e| ChannelError::storage(StorageErrorKind::Io, &dir, format!("the read task failed: {e}")),
+                )??;
             if !read.dead.is_empty() {
                 for (seq, reason) in &read.dead {
                     tracing::error!(channel = %name, seq, reason = %reason, "event moved to the dead-letter store");

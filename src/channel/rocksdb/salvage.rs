@@ -13,6 +13,8 @@
 //!    with its reason; the old dead letters come along; then the original WAL files are read
 //!    with flumen's own reader ([`wal`]), which resynchronises after a damaged fragment, and the
 //!    events of write batches after the damage that RocksDB dropped are added;
+//!    with an `encryption` option, every value is opened and sealed again under the active key (a
+//!    value that does not authenticate is dead-lettered, its sealed bytes kept, sealed again);
 //! 3. renames `DIR` to `DIR.damaged-<UTC time>` (kept for the operator, untouched) and
 //!    `DIR.salvaged` to `DIR`.
 //!
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rocksdb::{DBRecoveryMode, Options, ReadOptions, WriteBatch, DB};
 
+use super::crypt::{Family, Keys};
 use super::store::{self, key, put_dead_letter, sibling, DEAD_LETTER_CF};
 use crate::channel::{ChannelError, StorageErrorKind};
 use crate::event::Event;
@@ -86,7 +89,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), ChannelError> {
 /// # Errors
 /// [`ChannelError::Storage`]: `Corruption` when not even RocksDB's repair makes a copy of the
 /// directory open (the directory is then left as it was), or the I/O error of a copy or rename.
-pub fn salvage(dir: &Path, cause: &ChannelError) -> Result<SalvageReport, ChannelError> {
+pub fn salvage(dir: &Path, cause: &ChannelError, keys: &Keys) -> Result<SalvageReport, ChannelError> {
     let work = sibling(dir, ".salvage-work");
     let fresh = sibling(dir, ".salvaged");
     for stale in [&work, &fresh] {
@@ -95,7 +98,7 @@ pub fn salvage(dir: &Path, cause: &ChannelError) -> Result<SalvageReport, Channe
         }
     }
     copy_dir(dir, &work)?;
-    let result = salvage_copy(&work, &fresh, dir, cause);
+    let result = salvage_copy(&work, &fresh, dir, cause, keys);
     let _ = std::fs::remove_dir_all(&work);
     let mut report = match result {
         Ok(r) => r,
@@ -124,7 +127,13 @@ pub fn salvage(dir: &Path, cause: &ChannelError) -> Result<SalvageReport, Channe
 
 /// Opens the working copy leniently (repairing it if needed) and copies what is readable into a
 /// fresh database at `fresh`.
-fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> Result<SalvageReport, ChannelError> {
+fn salvage_copy(
+    work: &Path,
+    fresh: &Path,
+    dir: &Path,
+    cause: &ChannelError,
+    keys: &Keys,
+) -> Result<SalvageReport, ChannelError> {
     let (src, repaired) = open_lenient(work)?;
     let dst = store::open_db(fresh)?;
     let mut report = SalvageReport {
@@ -143,20 +152,19 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
     scan(&src, None, &key(0), &key(u64::MAX), |entry| {
         match entry {
             Entry::Value(k, v) => {
-                let mut value = Bytes::copy_from_slice(v);
                 let problem = if k.len() != 8 {
-                    Some(format!("key of {} bytes is not a sequence number", k.len()))
+                    Err(format!("key of {} bytes is not a sequence number", k.len()))
                 } else {
-                    Event::decode(&mut value).err().map(|e| format!("does not decode: {e}"))
+                    open_event(keys, k, v)
                 };
                 seen.insert(k.to_vec());
                 match problem {
-                    None => {
-                        batch.put(k, v);
+                    Ok(plain) => {
+                        batch.put(k, keys.seal(Family::Queue, k, &plain));
                         report.salvaged += 1;
                     }
-                    Some(reason) => {
-                        put_dead_letter(&dst, &mut batch, k, &reason, v);
+                    Err(reason) => {
+                        put_dead_letter(&dst, &mut batch, keys, k, &reason, v);
                         report.dead_lettered += 1;
                     }
                 }
@@ -166,7 +174,7 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
                     Some(u) => format!("unreadable: events {from}..{u} (those that existed): {status}"),
                     None => format!("unreadable: events from {from} on: {status}"),
                 };
-                put_dead_letter(&dst, &mut batch, &key(from), &reason, &[]);
+                put_dead_letter(&dst, &mut batch, keys, &key(from), &reason, &[]);
                 report.dead_lettered += 1;
                 report.unreadable.push(reason);
             }
@@ -184,7 +192,7 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     logs.sort();
-    let mut keys = std::collections::BTreeMap::new();
+    let mut wal_keys = std::collections::BTreeMap::new();
     for log in &logs {
         let bytes = std::fs::read(log).map_err(|e| ChannelError::io(log, &e))?;
         let (batches, damaged) = wal::batches(&bytes);
@@ -192,12 +200,13 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
             report.unreadable.push(format!("{}: {damaged} damaged WAL fragments skipped", log.display()));
         }
         for b in &batches {
-            wal::apply(b, &mut keys);
+            wal::apply(b, &mut wal_keys);
         }
     }
-    for (k, v) in keys {
-        if k.len() == 8 && !seen.contains(&k) && Event::decode(&mut Bytes::copy_from_slice(&v)).is_ok() {
-            batch.put(&k, &v);
+    for (k, v) in wal_keys {
+        let plain = if k.len() == 8 && !seen.contains(&k) { open_event(keys, &k, &v).ok() } else { None };
+        if let Some(plain) = plain {
+            batch.put(&k, keys.seal(Family::Queue, &k, &plain));
             report.salvaged += 1;
             report.from_wal += 1;
             if batch.len() >= 10_000 {
@@ -211,7 +220,11 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
         let to = dst.cf_handle(DEAD_LETTER_CF).expect("a channel database has a dead-letter family");
         while it.valid() {
             if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                batch.put_cf(to, k, v);
+                // Sealed again under the active key when it opens; else kept as it was.
+                match keys.open(Family::DeadLetter, k, v) {
+                    Ok(record) => batch.put_cf(to, k, keys.seal(Family::DeadLetter, k, &record)),
+                    Err(_) => batch.put_cf(to, k, v),
+                }
             }
             it.next();
         }
@@ -222,6 +235,13 @@ fn salvage_copy(work: &Path, fresh: &Path, dir: &Path, cause: &ChannelError) -> 
     dst.write(batch).map_err(write_err)?;
     dst.flush_wal(true).map_err(write_err)?;
     Ok(report)
+}
+
+/// The plaintext of the event stored as `v` under `k`, when it opens and decodes; else why not.
+fn open_event(keys: &Keys, k: &[u8], v: &[u8]) -> Result<Vec<u8>, String> {
+    let plain = keys.open(Family::Queue, k, v).map_err(|e| format!("does not open: {e}"))?;
+    Event::decode(&mut Bytes::copy_from_slice(&plain)).map_err(|e| format!("does not decode: {e}"))?;
+    Ok(plain)
 }
 
 /// Opens a copy of a damaged database as leniently as RocksDB allows, repairing it first if it

@@ -1,8 +1,10 @@
 //! The `RocksDb` channel's storage: opening, the group-committing writer thread, and range reads.
 //!
 //! Every call here blocks, so none runs on an actor's event loop: opening and reads run on the
-//! blocking thread pool, writes on the channel's own writer thread. Keys are big-endian `u64`
-//! sequence numbers (so key order is queue order), values events in the binary event codec.
+//! blocking thread pool, writes on the channel's own writer thread (with encryption, puts are
+//! sealed on a thread of their own in front of it). Keys are big-endian `u64`
+//! sequence numbers (so key order is queue order), values events in the binary event codec,
+//! sealed with AES-256-GCM when the channel has `encryption` ([`crypt`]).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, WriteBatch, WriteOptions, DB};
 
+use super::crypt::{self, Family, Keys, Sealing};
 use super::queue::{QueueState, Seqs};
 use super::salvage::{self, SalvageReport};
 use crate::channel::{ChannelError, StorageErrorKind};
@@ -83,14 +86,15 @@ pub(super) struct Opened {
 ///
 /// # Errors
 /// [`ChannelError::Storage`] when the database cannot be opened: its kind says why (`Lock`: in use
-/// by another process; `PermissionDenied`; `Corruption`: damaged beyond salvage; `Io`).
-pub(super) fn open(dir: &Path) -> Result<Opened, ChannelError> {
+/// by another process; `PermissionDenied`; `Corruption`: damaged beyond salvage; `Io`);
+/// [`ChannelError::Key`] as [`open_checked`].
+pub(super) fn open(dir: &Path, keys: &Keys) -> Result<Opened, ChannelError> {
     salvage::finish_interrupted(dir)?;
-    match open_checked(dir) {
+    match open_checked(dir, keys) {
         Err(e) if e.storage_kind() == Some(StorageErrorKind::Corruption) => {
             tracing::error!(dir = %dir.display(), error = %e, "RocksDb channel directory is damaged; salvaging it");
-            let report = salvage::salvage(dir, &e)?;
-            let mut opened = open_checked(dir)?;
+            let report = salvage::salvage(dir, &e, keys)?;
+            let mut opened = open_checked(dir, keys)?;
             opened.salvage = Some(report);
             Ok(opened)
         }
@@ -113,11 +117,15 @@ pub(crate) fn missing_current(dir: &Path) -> bool {
     })
 }
 
-/// Opens `dir` and scans it, without salvaging.
+/// Opens `dir` and scans it, without salvaging. The scan also notes under which key id each
+/// value is sealed and tries up to three values of each key id, so that a missing or wrong key
+/// fails the open (naming the key id and the channel) instead of dead-lettering every value.
 ///
 /// # Errors
-/// As [`open`]; `Corruption` for any damage found.
-pub(crate) fn open_checked(dir: &Path) -> Result<Opened, ChannelError> {
+/// As [`open`]; `Corruption` for any damage found; [`ChannelError::Key`] when values are sealed
+/// under a key id that `keys` lacks (`Unknown`; `NoEncryption` without `encryption`), or when none
+/// of the values tried of a key id authenticates under it (`Authentication`: the wrong key file).
+pub(crate) fn open_checked(dir: &Path, keys: &Keys) -> Result<Opened, ChannelError> {
     create_dir_durably(dir).map_err(|e| ChannelError::io(dir, &e))?;
     if missing_current(dir) {
         return Err(ChannelError::storage(
@@ -127,7 +135,8 @@ pub(crate) fn open_checked(dir: &Path) -> Result<Opened, ChannelError> {
         ));
     }
     let db = open_db(dir)?;
-    let mut keys = Vec::new();
+    let mut seqs = Vec::new();
+    let mut census = Census::default();
     {
         let mut it = db.raw_iterator();
         it.seek_to_first();
@@ -140,19 +149,92 @@ pub(crate) fn open_checked(dir: &Path) -> Result<Opened, ChannelError> {
                     format!("key of {} bytes is not a sequence number", k.len()),
                 )
             })?;
-            keys.push(u64::from_be_bytes(seq));
+            seqs.push(u64::from_be_bytes(seq));
+            census.add(k, it.value().unwrap_or_default());
             it.next();
         }
         it.status().map_err(storage(dir))?;
     }
-    let next_seq = keys.last().map_or(0, |k| k + 1);
+    census.check(keys)?;
+    let next_seq = seqs.last().map_or(0, |k| k + 1);
     Ok(Opened {
         db: Arc::new(db),
-        queue: QueueState::from_keys(keys),
+        queue: QueueState::from_keys(seqs),
         next_seq,
         salvage: None,
         disk_bytes: dir_bytes(dir),
     })
+}
+
+/// `(key, value)` pairs as stored.
+pub(crate) type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Under which keys the values of a queue are sealed, with a few values of each to try.
+#[derive(Debug, Default)]
+pub(crate) struct Census {
+    /// Values in plaintext.
+    pub plain: u64,
+    /// Values whose sealed header is cut (dead-lettered when taken).
+    pub malformed: u64,
+    /// Key id → values sealed under it, and up to three `(key, value)` to try.
+    pub sealed: std::collections::BTreeMap<String, (u64, Stored)>,
+}
+
+impl Census {
+    /// Counts the value `v` stored under `k`.
+    pub fn add(&mut self, k: &[u8], v: &[u8]) {
+        match crypt::sealing(v) {
+            Sealing::Plain => self.plain += 1,
+            Sealing::Malformed => self.malformed += 1,
+            Sealing::Sealed(id) => {
+                let entry = self.sealed.entry(id.to_string()).or_default();
+                entry.0 += 1;
+                if entry.1.len() < 3 {
+                    entry.1.push((k.to_vec(), v.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Whether `keys` can read what was counted (see [`open_checked`]).
+    ///
+    /// # Errors
+    /// [`ChannelError::Key`] naming the key id and the channel.
+    pub fn check(&self, keys: &Keys) -> Result<(), ChannelError> {
+        let key_error = |id: &str, problem, detail: String| ChannelError::Key {
+            channel: keys.channel.clone(),
+            key_id: id.into(),
+            problem,
+            detail,
+        };
+        for (id, (n, tries)) in &self.sealed {
+            let Some(cipher) = &keys.cipher else {
+                return Err(key_error(
+                    id,
+                    crate::channel::KeyProblem::NoEncryption,
+                    format!("{n} stored values are sealed under it, but the channel has no `encryption` option: give it with this key"),
+                ));
+            };
+            if !cipher.knows(id) {
+                return Err(key_error(
+                    id,
+                    crate::channel::KeyProblem::Unknown,
+                    format!("{n} stored values are sealed under it, but it is not among the channel's `keys` (removed while values under it remain?): add it back"),
+                ));
+            }
+            if !tries.iter().any(|(k, v)| cipher.open(Family::Queue, k, v).is_ok()) {
+                return Err(key_error(
+                    id,
+                    crate::channel::KeyProblem::Authentication,
+                    format!("none of the {} stored values tried of the {n} sealed under it authenticates: its key file is not the key they were sealed with", tries.len()),
+                ));
+            }
+        }
+        if keys.cipher.is_some() && self.plain > 0 {
+            tracing::warn!(channel = %keys.channel, plaintext_values = self.plain, "the channel holds values written before encryption was turned on: they are read as they are, new values are sealed");
+        }
+        Ok(())
+    }
 }
 
 /// What a read found: the events that decoded, and the sequence numbers moved to the dead-letter
@@ -184,9 +266,12 @@ fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 /// dead-letter column family with its reason and reported in [`ReadOutcome::dead`]: one poison
 /// value never blocks the queue behind it.
 ///
+/// A sealed value that does not open (it fails authentication, or names an unknown key id) is
+/// corruption and is dead-lettered the same way, its sealed bytes kept.
+///
 /// # Errors
 /// [`ChannelError::Storage`] on a RocksDB error other than corruption, or a missing key.
-pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOutcome, ChannelError> {
+pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>], keys: &Keys) -> Result<ReadOutcome, ChannelError> {
     let mut out = ReadOutcome::default();
     out.events.reserve(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
     let mut dead = WriteBatch::default();
@@ -202,12 +287,14 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOut
                             format!("event {expected} is missing from the queue"),
                         ));
                     }
-                    let mut value = Bytes::copy_from_slice(v);
-                    match Event::decode(&mut value) {
+                    let decoded =
+                        keys.open(Family::Queue, k, v).map_err(|e| format!("does not open: {e}")).and_then(|plain| {
+                            Event::decode(&mut Bytes::from(plain)).map_err(|e| format!("does not decode: {e}"))
+                        });
+                    match decoded {
                         Ok(event) => out.events.push((expected, event)),
-                        Err(e) => {
-                            let reason = format!("does not decode: {e}");
-                            put_dead_letter(db, &mut dead, &key(expected), &reason, v);
+                        Err(reason) => {
+                            put_dead_letter(db, &mut dead, keys, &key(expected), &reason, v);
                             out.dead.push((expected, reason));
                         }
                     }
@@ -219,7 +306,7 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOut
                     let end = until.map_or(r.end, |u| u.min(r.end));
                     let reason = format!("unreadable: {status}");
                     while expected < end {
-                        put_dead_letter(db, &mut dead, &key(expected), &reason, &[]);
+                        put_dead_letter(db, &mut dead, keys, &key(expected), &reason, &[]);
                         out.dead.push((expected, reason.clone()));
                         expected += 1;
                     }
@@ -244,10 +331,10 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>]) -> Result<ReadOut
     Ok(out)
 }
 
-/// Adds a dead letter for `key` to `batch`.
-pub(crate) fn put_dead_letter(db: &DB, batch: &mut WriteBatch, key: &[u8], reason: &str, value: &[u8]) {
+/// Adds a dead letter for `key` to `batch`, sealed (reason and value) when `keys` has a cipher.
+pub(crate) fn put_dead_letter(db: &DB, batch: &mut WriteBatch, keys: &Keys, key: &[u8], reason: &str, value: &[u8]) {
     if let Some(cf) = db.cf_handle(DEAD_LETTER_CF) {
-        batch.put_cf(cf, key, DeadLetter::encode_value(reason, value));
+        batch.put_cf(cf, key, keys.seal(Family::DeadLetter, key, &DeadLetter::encode_value(reason, value)));
     }
 }
 
@@ -279,6 +366,19 @@ impl DeadLetter {
         out
     }
 
+    /// The dead letter stored as `stored` under `key`, opened with `keys`; one that does not open
+    /// is answered with the reason why and its stored bytes.
+    pub(crate) fn open(keys: &Keys, key: &[u8], stored: &[u8]) -> DeadLetter {
+        match keys.open(Family::DeadLetter, key, stored) {
+            Ok(record) => DeadLetter::decode(key, &record),
+            Err(e) => DeadLetter {
+                key: key.to_vec(),
+                reason: format!("(the dead letter does not open: {e})"),
+                value: stored.to_vec(),
+            },
+        }
+    }
+
     pub(crate) fn decode(key: &[u8], stored: &[u8]) -> DeadLetter {
         let n = stored.get(..4).map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
         let (reason, value) = match stored.get(4..4 + n) {
@@ -290,11 +390,12 @@ impl DeadLetter {
 }
 
 /// The dead letters of the channel directory `dir`, in key order, read without taking its lock
-/// (so also while an agent runs the channel).
+/// (so also while an agent runs the channel), opened with `keys` (sealed ones that do not open
+/// say so in their reason).
 ///
 /// # Errors
 /// [`ChannelError::Storage`] when the directory cannot be opened read-only.
-pub fn dead_letters(dir: &Path) -> Result<Vec<DeadLetter>, ChannelError> {
+pub fn dead_letters(dir: &Path, keys: &Keys) -> Result<Vec<DeadLetter>, ChannelError> {
     let opts = Options::default();
     let cfs = DB::list_cf(&opts, dir).map_err(storage(dir))?;
     if !cfs.iter().any(|c| c == DEAD_LETTER_CF) {
@@ -307,7 +408,7 @@ pub fn dead_letters(dir: &Path) -> Result<Vec<DeadLetter>, ChannelError> {
     it.seek_to_first();
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
-        out.push(DeadLetter::decode(k, v));
+        out.push(DeadLetter::open(keys, k, v));
         it.next();
     }
     it.status().map_err(storage(dir))?;
@@ -352,6 +453,18 @@ pub(super) enum WriteOp {
     },
     /// Delete committed events (not answered: a lost delete only brings events back).
     Delete(Seqs),
+    /// A put whose values the sealing thread has encoded and sealed already: `values` holds them
+    /// one after another, value *i* ending at `ends[i]`.
+    Sealed {
+        /// The first event's sequence number.
+        first: u64,
+        /// The batch (for the answer and the cache).
+        events: Vec<Event>,
+        /// The sealed values, back to back.
+        values: Vec<u8>,
+        /// Where each value ends in `values`.
+        ends: Vec<usize>,
+    },
 }
 
 /// The writer thread's answer to the puts of one group commit, in sequence order.
@@ -370,17 +483,41 @@ pub(super) struct Written {
 pub(super) struct Writer {
     ops: mpsc::Sender<WriteOp>,
     thread: JoinHandle<()>,
+    /// With encryption: the thread sealing puts before the writer gets them.
+    sealer: Option<JoinHandle<()>>,
 }
 
 impl Writer {
     /// Starts the writer thread for `db`; it answers puts to `notify`, tagged with `epoch`.
-    pub fn start(name: &str, db: Arc<DB>, dir: PathBuf, sync: bool, notify: Recipient<Written>, epoch: u64) -> Self {
+    /// Values are sealed with `keys`.
+    pub fn start(
+        name: &str,
+        db: Arc<DB>,
+        dir: PathBuf,
+        sync: bool,
+        notify: Recipient<Written>,
+        epoch: u64,
+        keys: Keys,
+    ) -> Self {
         let (ops, rx) = mpsc::channel();
+        // With a cipher, a second thread encodes and seals each put while the writer writes (and
+        // fsyncs) the group before it: sealing stays off the writer's path.
+        let (rx, sealer) = match keys.cipher.clone() {
+            Some(cipher) => {
+                let (to_writer, writer_rx) = mpsc::channel();
+                let sealer = std::thread::Builder::new()
+                    .name(format!("rocksdb-seal-{name}"))
+                    .spawn(move || seal_loop(&rx, &to_writer, &cipher))
+                    .expect("the OS can start a thread");
+                (writer_rx, Some(sealer))
+            }
+            None => (rx, None),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("rocksdb-{name}"))
             .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch))
             .expect("the OS can start a thread");
-        Writer { ops, thread }
+        Writer { ops, thread, sealer }
     }
 
     /// Queues a request; `false` if the thread is gone.
@@ -391,12 +528,44 @@ impl Writer {
     /// Lets the thread finish what is queued, then waits for it (blocking).
     pub fn finish(self) {
         drop(self.ops);
+        if let Some(sealer) = self.sealer {
+            let _ = sealer.join();
+        }
         let _ = self.thread.join();
+    }
+}
+
+/// Encodes and seals every put under a fresh random nonce (one `getrandom` call per put) and
+/// hands it on to the writer, in order; deletes pass through.
+fn seal_loop(rx: &mpsc::Receiver<WriteOp>, to_writer: &mpsc::Sender<WriteOp>, cipher: &crypt::Cipher) {
+    let mut value = BytesMut::with_capacity(64 * 1024);
+    let mut nonces = Vec::new();
+    while let Ok(op) = rx.recv() {
+        let op = match op {
+            WriteOp::Put { first, events } => {
+                crypt::fill_nonces(&mut nonces, events.len());
+                let mut values = Vec::with_capacity(events.iter().map(|e| e.encoded_len() + 64).sum());
+                let mut ends = Vec::with_capacity(events.len());
+                for (i, (e, nonce)) in events.iter().zip(nonces.chunks_exact(12)).enumerate() {
+                    value.clear();
+                    e.encode(&mut value);
+                    let k = key(first + i as u64);
+                    cipher.seal_append(Family::Queue, &k, &value, nonce.try_into().expect("12 bytes"), &mut values);
+                    ends.push(values.len());
+                }
+                WriteOp::Sealed { first, events, values, ends }
+            }
+            other => other,
+        };
+        if to_writer.send(op).is_err() {
+            return;
+        }
     }
 }
 
 /// Gathers every queued request into one `WriteBatch` and writes it with one fsync (`sync`):
 /// concurrent puts share the fsync (group commit). Committed ranges become range deletions.
+/// Sealed puts come from [`seal_loop`].
 fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipient<Written>, epoch: u64) {
     let mut value = BytesMut::with_capacity(64 * 1024);
     let mut failing = 0u64;
@@ -413,6 +582,14 @@ fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, not
                         value.clear();
                         e.encode(&mut value);
                         batch.put(key(first + i as u64), &value);
+                    }
+                    puts.push((first, events));
+                }
+                WriteOp::Sealed { first, events, values, ends } => {
+                    let mut start = 0;
+                    for (i, end) in ends.into_iter().enumerate() {
+                        batch.put(key(first + i as u64), &values[start..end]);
+                        start = end;
                     }
                     puts.push((first, events));
                 }
@@ -472,7 +649,7 @@ mod tests {
     #[test]
     fn reopening_finds_the_keys_and_reads_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = open(dir.path()).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
         assert_eq!((opened.next_seq, opened.queue.held()), (0, 0));
         let mut batch = WriteBatch::default();
         let line = |i: u64| Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[{i}]: check pass; user unknown"));
@@ -482,11 +659,11 @@ mod tests {
         batch.delete_range(key(2), key(5));
         opened.db.write(batch).unwrap();
         drop(opened);
-        let opened = open(dir.path()).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
         assert_eq!((opened.next_seq, opened.queue.held()), (10, 7));
-        let read_back = read(&opened.db, dir.path(), &[0..2, 6..8]).unwrap();
+        let read_back = read(&opened.db, dir.path(), &[0..2, 6..8], &Keys::plain("c1")).unwrap();
         assert_eq!(read_back.events, vec![(0, line(0)), (1, line(1)), (6, line(6)), (7, line(7))]);
-        assert!(read(&opened.db, dir.path(), &[1..4]).is_err(), "2..5 were deleted");
+        assert!(read(&opened.db, dir.path(), &[1..4], &Keys::plain("c1")).is_err(), "2..5 were deleted");
     }
 
     #[test]
@@ -495,7 +672,7 @@ mod tests {
         let line = |i: u64| Event::new(format!("Jun 15 04:06:18 combo su(pam_unix)[21416]: session opened {i}"));
         let n = 3000u64;
         {
-            let opened = open(dir.path()).unwrap();
+            let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
             let mut batch = WriteBatch::default();
             for i in 0..n {
                 batch.put(key(i), line(i).to_bytes());
@@ -517,7 +694,7 @@ mod tests {
         std::fs::write(&sst, bytes).unwrap();
         // Opened without the scan, as a running channel holds it when the damage appears.
         let db = open_db(dir.path()).unwrap();
-        let outcome = read(&db, dir.path(), &[0..n]).unwrap();
+        let outcome = read(&db, dir.path(), &[0..n], &Keys::plain("c1")).unwrap();
         let dead: Vec<u64> = outcome.dead.iter().map(|(s, _)| *s).collect();
         assert!(!dead.is_empty() && dead.len() < 100, "one block's events: {dead:?}");
         assert!(outcome.dead.iter().all(|(_, r)| r.contains("unreadable")), "{:?}", outcome.dead[0]);
@@ -527,9 +704,72 @@ mod tests {
     }
 
     #[test]
+    fn a_salvage_of_an_encrypted_channel_seals_every_value_it_copies_under_the_active_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: u64| {
+            Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost={i}"))
+        };
+        let old = crypt::cipher_of("c1", &[("a", [1; 32])], "a");
+        {
+            let db = open_db(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            for i in 0..100u64 {
+                let plain = line(i).to_bytes();
+                match i {
+                    // Written before encryption was turned on.
+                    0..10 => batch.put(key(i), &plain),
+                    // Tampered with: does not authenticate.
+                    50 => {
+                        let mut v = old.seal(Family::Queue, &key(i), &plain);
+                        let at = v.len() - 20;
+                        v[at] ^= 1;
+                        batch.put(key(i), v)
+                    }
+                    _ => batch.put(key(i), old.seal(Family::Queue, &key(i), &plain)),
+                }
+            }
+            db.write(batch).unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        let rotated = crypt::cipher_of("c1", &[("a", [1; 32]), ("b", [2; 32])], "b");
+        let keys = Keys { channel: "c1".into(), cipher: Some(rotated) };
+        let opened = open(dir.path(), &keys).unwrap();
+        let report = opened.salvage.clone().expect("salvaged");
+        assert_eq!((report.salvaged, report.dead_lettered), (99, 1), "{report}");
+        let mut census = Census::default();
+        {
+            let mut it = opened.db.raw_iterator();
+            it.seek_to_first();
+            while it.valid() {
+                census.add(it.key().unwrap(), it.value().unwrap());
+                it.next();
+            }
+        }
+        assert_eq!(
+            (census.plain, census.sealed.keys().map(String::as_str).collect::<Vec<_>>()),
+            (0, vec!["b"]),
+            "all sealed under b"
+        );
+        assert_eq!(census.sealed["b"].0, 99);
+        let outcome = read(&opened.db, dir.path(), &[0..50, 51..100], &keys).unwrap();
+        assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)) && outcome.events.len() == 99);
+        drop(opened);
+        let letters = dead_letters(dir.path(), &keys).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].reason.contains("authentication failed"), "{}", letters[0].reason);
+        assert!(dead_letters(dir.path(), &Keys::plain("c1")).unwrap()[0].reason.contains("does not open"), "sealed");
+        let needle = b"authentication failure; rhost=";
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext in {}", f.path().display());
+        }
+    }
+
+    #[test]
     fn an_undecodable_value_is_dead_lettered_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = open(dir.path()).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
         let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
         let mut batch = WriteBatch::default();
         for i in 0..5u64 {
@@ -540,13 +780,13 @@ mod tests {
             }
         }
         opened.db.write(batch).unwrap();
-        let outcome = read(&opened.db, dir.path(), &[0..5]).unwrap();
+        let outcome = read(&opened.db, dir.path(), &[0..5], &Keys::plain("c1")).unwrap();
         assert_eq!(outcome.events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
         assert_eq!(outcome.dead.len(), 1);
         assert_eq!(outcome.dead[0].0, 2);
         assert!(opened.db.get(key(2)).unwrap().is_none(), "moved out of the queue");
         drop(opened);
-        let letters = dead_letters(dir.path()).unwrap();
+        let letters = dead_letters(dir.path(), &Keys::plain("c1")).unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].seq(), Some(2));
         assert!(letters[0].reason.starts_with("does not decode"), "{}", letters[0].reason);

@@ -24,6 +24,12 @@
 //! (`seq` is ignored: imported events are appended after what the channel holds, in the order
 //! of the lines).
 //!
+//! # Encrypted channels
+//! A channel with `encryption` is read (and `import` seals) with its keys, given as the topology
+//! that runs it: `flumen channel export --topology agent.ron --channel c1` (the channel's `dir`
+//! comes from there too; a `DIR` given as well overrides it, e.g. for a copy). Without them, a
+//! tool refuses an encrypted channel with an error naming the key id.
+//!
 //! `export --dead-letter` writes the dead letters instead, one per line:
 //! `{"seq":500,"reason":"does not decode: ...","size":20,"value_base64":"..."}` (`seq` is `null`
 //! and `key_base64` added when the key is not a sequence number). `import` refuses such lines.
@@ -40,6 +46,7 @@ use bytes::Bytes;
 use rocksdb::{ColumnFamilyDescriptor, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+use super::crypt::{Family, Keys};
 use super::salvage::{self, Entry};
 use super::store::{self, key, DeadLetter, DEAD_LETTER_CF};
 use crate::channel::{ChannelError, StorageErrorKind};
@@ -68,6 +75,9 @@ pub enum ToolError {
         /// What is wrong with it.
         message: String,
     },
+    /// `--topology` does not load, or has no `RocksDb` channel `--channel`.
+    #[error("{0}")]
+    Topology(String),
     /// Reading the input or writing the output failed.
     #[error("{what}: {source}")]
     Io {
@@ -160,6 +170,85 @@ fn open_read_only(dir: &Path) -> Result<ReadOnly, ToolError> {
     Ok(ReadOnly { db, _lock: lock })
 }
 
+/// Which channel a tool works on: its directory, and the keys of an encrypted one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The channel's `dir` (default: the `dir` of `--channel` in `--topology`).
+    #[arg(required_unless_present = "topology")]
+    pub dir: Option<PathBuf>,
+    /// The topology and channel whose `encryption` keys (and `dir`) to use.
+    #[command(flatten)]
+    pub keys: KeysArgs,
+}
+
+/// The topology holding a channel's `encryption` keys.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeysArgs {
+    /// A topology file holding the channel: its `dir` and its `encryption` keys are used.
+    #[arg(long, requires = "channel")]
+    pub topology: Option<PathBuf>,
+    /// The channel's name in `--topology`.
+    #[arg(long, requires = "topology")]
+    pub channel: Option<String>,
+}
+
+impl KeysArgs {
+    /// The channel's `dir` and keys from the topology; `None` without `--topology`.
+    ///
+    /// # Errors
+    /// [`ToolError::Topology`] when the topology does not load or has no such `RocksDb` channel;
+    /// [`ToolError::Channel`] when a key file cannot be read.
+    pub fn load(&self) -> Result<Option<(PathBuf, Keys)>, ToolError> {
+        let (Some(path), Some(name)) = (&self.topology, &self.channel) else { return Ok(None) };
+        let t = crate::topology::load(path).map_err(|e| ToolError::Topology(e.to_string()))?;
+        match t.channels.get(name) {
+            Some(crate::topology::ChannelConfig::RocksDb(c)) => {
+                Ok(Some((c.dir.clone(), Keys::load(name, c.encryption.as_ref())?)))
+            }
+            _ => Err(ToolError::Topology(format!("{}: no RocksDb channel \"{name}\"", path.display()))),
+        }
+    }
+
+    /// The keys of the channel in `dir`: from the topology, else plaintext storage.
+    ///
+    /// # Errors
+    /// As [`KeysArgs::load`].
+    pub fn keys_for(&self, dir: &Path) -> Result<Keys, ToolError> {
+        Ok(self.load()?.map_or_else(|| Keys::plain(&dir.display().to_string()), |(_, keys)| keys))
+    }
+}
+
+impl Target {
+    /// The directory and keys.
+    ///
+    /// # Errors
+    /// As [`KeysArgs::load`].
+    pub fn resolve(&self) -> Result<(PathBuf, Keys), ToolError> {
+        match (self.keys.load()?, &self.dir) {
+            (Some((_, keys)), Some(dir)) => Ok((dir.clone(), keys)),
+            (Some((dir, keys)), None) => Ok((dir, keys)),
+            (None, Some(dir)) => Ok((dir.clone(), Keys::plain(&dir.display().to_string()))),
+            (None, None) => Err(ToolError::Topology("give the channel's DIR or --topology and --channel".into())),
+        }
+    }
+}
+
+/// Counts under which keys the queue's values are sealed and checks that `keys` read them (as
+/// the channel does when it opens).
+fn census(db: &DB, keys: &Keys) -> Result<store::Census, ToolError> {
+    let mut census = store::Census::default();
+    let mut it = db.raw_iterator();
+    it.seek_to_first();
+    while it.valid() {
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            census.add(k, v);
+        }
+        it.next();
+    }
+    census.check(keys)?;
+    Ok(census)
+}
+
 /// What one pass over a channel's queue found.
 #[derive(Debug, Default)]
 struct Pass {
@@ -172,7 +261,11 @@ struct Pass {
 
 /// Hands every event of the queue of `db`, in sequence order, to `f` with its sequence number
 /// and stored size; values that cannot be read or decoded are listed in the answer instead.
-fn each_event(db: &DB, mut f: impl FnMut(u64, Event, usize) -> Result<(), ToolError>) -> Result<Pass, ToolError> {
+fn each_event(
+    db: &DB,
+    keys: &Keys,
+    mut f: impl FnMut(u64, Event, usize) -> Result<(), ToolError>,
+) -> Result<Pass, ToolError> {
     let mut pass = Pass::default();
     let mut failed: Option<ToolError> = None;
     let scanned = salvage::scan(db, None, &key(0), &key(u64::MAX), |entry| {
@@ -184,7 +277,14 @@ fn each_event(db: &DB, mut f: impl FnMut(u64, Event, usize) -> Result<(), ToolEr
                     return Ok(());
                 };
                 let seq = u64::from_be_bytes(seq);
-                match Event::decode(&mut Bytes::copy_from_slice(v)) {
+                let plain = match keys.open(Family::Queue, k, v) {
+                    Ok(plain) => plain,
+                    Err(e) => {
+                        pass.damage.push(format!("event {seq} ({} bytes) does not open: {e}", v.len()));
+                        return Ok(());
+                    }
+                };
+                match Event::decode(&mut Bytes::from(plain)) {
                     Ok(event) => {
                         pass.events += 1;
                         if let Err(e) = f(seq, event, v.len()) {
@@ -213,7 +313,11 @@ fn each_event(db: &DB, mut f: impl FnMut(u64, Event, usize) -> Result<(), ToolEr
 }
 
 /// The dead letters of an open database, and what could not be read of them.
-fn each_dead_letter(db: &DB, mut f: impl FnMut(DeadLetter) -> Result<(), ToolError>) -> Result<Pass, ToolError> {
+fn each_dead_letter(
+    db: &DB,
+    keys: &Keys,
+    mut f: impl FnMut(DeadLetter) -> Result<(), ToolError>,
+) -> Result<Pass, ToolError> {
     let mut pass = Pass::default();
     if db.cf_handle(DEAD_LETTER_CF).is_none() {
         return Ok(pass);
@@ -223,7 +327,7 @@ fn each_dead_letter(db: &DB, mut f: impl FnMut(DeadLetter) -> Result<(), ToolErr
         match entry {
             Entry::Value(k, v) => {
                 pass.events += 1;
-                if let Err(e) = f(DeadLetter::decode(k, v)) {
+                if let Err(e) = f(DeadLetter::open(keys, k, v)) {
                     failed = Some(e);
                     return Err(ChannelError::Closed);
                 }
@@ -265,6 +369,10 @@ pub struct Inspection {
     pub without_time: u64,
     /// Dead letters held beside the queue.
     pub dead_letters: u64,
+    /// Values stored in plaintext (all of them for a channel without `encryption`).
+    pub plaintext_values: u64,
+    /// Key id → values sealed under it (a key may be removed from `keys` once it has none).
+    pub sealed_values: std::collections::BTreeMap<String, u64>,
     /// What could not be read or decoded (empty for a healthy channel).
     pub damage: Vec<String>,
 }
@@ -305,6 +413,13 @@ impl std::fmt::Display for Inspection {
         }
         writeln!(f, "in flight:    none (no agent holds the channel; a take not committed before it stopped is available again)")?;
         writeln!(f, "dead letters: {}", self.dead_letters)?;
+        if self.sealed_values.is_empty() {
+            writeln!(f, "encryption:   none ({} values in plaintext)", self.plaintext_values)?;
+        } else {
+            let sealed: Vec<String> =
+                self.sealed_values.iter().map(|(id, n)| format!("{n} under key \"{id}\"")).collect();
+            writeln!(f, "encryption:   sealed: {}; {} values in plaintext", sealed.join(", "), self.plaintext_values)?;
+        }
         for d in &self.damage {
             writeln!(f, "damaged:      {d}")?;
         }
@@ -317,8 +432,9 @@ impl std::fmt::Display for Inspection {
 /// # Errors
 /// [`ToolError`]: `Lock` (naming `LOCK`) while an agent runs the channel, `Corruption` when it
 /// does not open, [`ToolError::NotAChannel`].
-pub fn inspect(dir: &Path) -> Result<Inspection, ToolError> {
+pub fn inspect(dir: &Path, keys: &Keys) -> Result<Inspection, ToolError> {
     let ro = open_read_only(dir)?;
+    let census = census(&ro.db, keys)?;
     let mut out = Inspection {
         dir: dir.to_path_buf(),
         events: 0,
@@ -329,9 +445,11 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ToolError> {
         time_range: None,
         without_time: 0,
         dead_letters: 0,
+        plaintext_values: census.plain,
+        sealed_values: census.sealed.iter().map(|(id, (n, _))| (id.clone(), *n)).collect(),
         damage: Vec::new(),
     };
-    let pass = each_event(&ro.db, |seq, event, stored| {
+    let pass = each_event(&ro.db, keys, |seq, event, stored| {
         out.seqs = Some(out.seqs.map_or((seq, seq), |(a, _)| (a, seq)));
         out.body_bytes += event.body.len() as u64;
         out.stored_bytes += stored as u64;
@@ -345,7 +463,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, ToolError> {
     })?;
     out.events = pass.events;
     out.damage = pass.damage;
-    let dead = each_dead_letter(&ro.db, |_| Ok(()))?;
+    let dead = each_dead_letter(&ro.db, keys, |_| Ok(()))?;
     out.dead_letters = dead.events;
     out.damage.extend(dead.damage);
     Ok(out)
@@ -419,7 +537,9 @@ impl std::fmt::Display for Verification {
 /// # Errors
 /// [`ToolError`]: `Lock` (naming `LOCK`) while an agent runs the channel; other failures to open
 /// than corruption; [`ToolError::NotAChannel`].
-pub fn verify(dir: &Path) -> Result<Verification, ToolError> {
+/// A sealed value that does not authenticate is damage; values under a key id that `keys` lacks,
+/// or a wrong key, are an error ([`ChannelError::Key`]), as when the channel opens.
+pub fn verify(dir: &Path, keys: &Keys) -> Result<Verification, ToolError> {
     let mut out =
         Verification { dir: dir.to_path_buf(), events: 0, dead_letters: 0, damage: Vec::new(), needs_salvage: false };
     let ro = match open_read_only(dir) {
@@ -431,10 +551,11 @@ pub fn verify(dir: &Path) -> Result<Verification, ToolError> {
         }
         Err(e) => return Err(e),
     };
-    let pass = each_event(&ro.db, |_, _, _| Ok(()))?;
+    census(&ro.db, keys)?;
+    let pass = each_event(&ro.db, keys, |_, _, _| Ok(()))?;
     out.events = pass.events;
     out.damage = pass.damage;
-    let dead = each_dead_letter(&ro.db, |_| Ok(()))?;
+    let dead = each_dead_letter(&ro.db, keys, |_| Ok(()))?;
     out.dead_letters = dead.events;
     out.damage.extend(dead.damage);
     out.needs_salvage = pass.unreadable || dead.unreadable;
@@ -479,8 +600,9 @@ pub struct ExportReport {
 /// # Errors
 /// [`ToolError`]: `Lock` (naming `LOCK`) while an agent runs the channel, `Corruption` when it
 /// does not open, [`ToolError::Io`] when writing fails.
-pub fn export(dir: &Path, dead_letter: bool, out: &mut impl Write) -> Result<ExportReport, ToolError> {
+pub fn export(dir: &Path, keys: &Keys, dead_letter: bool, out: &mut impl Write) -> Result<ExportReport, ToolError> {
     let ro = open_read_only(dir)?;
+    census(&ro.db, keys)?;
     let mut line = Vec::with_capacity(4096);
     let mut emit = |out: &mut dyn Write, value: &dyn erased::Json| -> Result<(), ToolError> {
         line.clear();
@@ -489,7 +611,7 @@ pub fn export(dir: &Path, dead_letter: bool, out: &mut impl Write) -> Result<Exp
         out.write_all(&line).map_err(output)
     };
     let pass = if dead_letter {
-        each_dead_letter(&ro.db, |l| {
+        each_dead_letter(&ro.db, keys, |l| {
             let seq = l.seq();
             let exported = ExportedDeadLetter {
                 seq,
@@ -501,7 +623,7 @@ pub fn export(dir: &Path, dead_letter: bool, out: &mut impl Write) -> Result<Exp
             emit(out, &exported)
         })?
     } else {
-        each_event(&ro.db, |seq, event, _| {
+        each_event(&ro.db, keys, |seq, event, _| {
             let text = std::str::from_utf8(&event.body).ok();
             let exported = ExportedEvent {
                 seq,
@@ -588,14 +710,14 @@ fn parse_line(line: &[u8]) -> Result<Event, String> {
 /// to the channel directory `dir` (created when missing), after the events it holds, in input
 /// order. The whole input is one RocksDB write batch, fsynced: every event is imported or none
 /// (also when the import is killed); the batch is held in memory meanwhile (about the size of the
-/// input).
+/// input). With a cipher in `keys`, every event is sealed under the active key.
 ///
 /// # Errors
 /// [`ToolError::Input`] for the first line that is not an event (nothing is imported);
 /// [`ToolError::Channel`]: `Lock` while an agent runs the channel, `Corruption` when the channel
 /// is damaged (salvage it first), `NoSpace`, ...
-pub fn import(dir: &Path, input: impl BufRead) -> Result<ImportReport, ToolError> {
-    let opened = match store::open_checked(dir) {
+pub fn import(dir: &Path, keys: &Keys, input: impl BufRead) -> Result<ImportReport, ToolError> {
+    let opened = match store::open_checked(dir, keys) {
         Err(ChannelError::Storage { kind: StorageErrorKind::Lock, status, .. }) => {
             return Err(lock_held(&dir.join("LOCK"), &status).into())
         }
@@ -614,7 +736,8 @@ pub fn import(dir: &Path, input: impl BufRead) -> Result<ImportReport, ToolError
         let event = parse_line(line).map_err(|message| ToolError::Input { line: i as u64 + 1, message })?;
         value.clear();
         event.encode(&mut value);
-        batch.put(key(first + n), &value);
+        let k = key(first + n);
+        batch.put(k, keys.seal(Family::Queue, &k, &value));
         n += 1;
     }
     if n > 0 {
@@ -629,8 +752,9 @@ pub fn import(dir: &Path, input: impl BufRead) -> Result<ImportReport, ToolError
 ///
 /// # Errors
 /// As [`inspect`].
-pub fn inspect_cli(dir: &Path) -> Result<ExitCode, ToolError> {
-    let inspection = inspect(dir)?;
+pub fn inspect_cli(target: &Target) -> Result<ExitCode, ToolError> {
+    let (dir, keys) = target.resolve()?;
+    let inspection = inspect(&dir, &keys)?;
     print!("{inspection}");
     Ok(if inspection.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -639,8 +763,9 @@ pub fn inspect_cli(dir: &Path) -> Result<ExitCode, ToolError> {
 ///
 /// # Errors
 /// As [`verify`].
-pub fn verify_cli(dir: &Path) -> Result<ExitCode, ToolError> {
-    let v = verify(dir)?;
+pub fn verify_cli(target: &Target) -> Result<ExitCode, ToolError> {
+    let (dir, keys) = target.resolve()?;
+    let v = verify(&dir, &keys)?;
     print!("{v}");
     Ok(if v.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -650,10 +775,12 @@ pub fn verify_cli(dir: &Path) -> Result<ExitCode, ToolError> {
 ///
 /// # Errors
 /// As [`export`].
-pub fn export_cli(dir: &Path, dead_letter: bool) -> Result<ExitCode, ToolError> {
+pub fn export_cli(target: &Target, dead_letter: bool) -> Result<ExitCode, ToolError> {
+    let (dir, keys) = target.resolve()?;
+    let dir = dir.as_path();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let report = export(dir, dead_letter, &mut out)?;
+    let report = export(dir, &keys, dead_letter, &mut out)?;
     drop(out);
     let what = if dead_letter { "dead letters" } else { "events" };
     eprintln!("{}: exported {} {what}", dir.display(), report.written);
@@ -672,8 +799,9 @@ pub fn export_cli(dir: &Path, dead_letter: bool) -> Result<ExitCode, ToolError> 
 ///
 /// # Errors
 /// As [`import`].
-pub fn import_cli(dir: &Path) -> Result<ExitCode, ToolError> {
-    let report = import(dir, std::io::stdin().lock())?;
+pub fn import_cli(target: &Target) -> Result<ExitCode, ToolError> {
+    let (dir, keys) = target.resolve()?;
+    let report = import(&dir, &keys, std::io::stdin().lock())?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
@@ -682,8 +810,10 @@ pub fn import_cli(dir: &Path) -> Result<ExitCode, ToolError> {
 ///
 /// # Errors
 /// As [`super::salvage_dir`].
-pub fn salvage_cli(dir: &Path) -> Result<ExitCode, ToolError> {
-    match super::salvage_dir(dir)? {
+pub fn salvage_cli(target: &Target) -> Result<ExitCode, ToolError> {
+    let (dir, keys) = target.resolve()?;
+    let dir = dir.as_path();
+    match super::salvage_dir(dir, &keys)? {
         None => println!("{}: no damage found; nothing changed", dir.display()),
         Some((report, held)) => {
             println!("{}: damaged ({})", dir.display(), report.cause);
@@ -705,8 +835,8 @@ pub fn salvage_cli(dir: &Path) -> Result<ExitCode, ToolError> {
 ///
 /// # Errors
 /// As [`store::dead_letters`].
-pub fn dead_letters_cli(dir: &Path) -> Result<ExitCode, ToolError> {
-    let letters = store::dead_letters(dir)?;
+pub fn dead_letters_cli(dir: &Path, keys: &KeysArgs) -> Result<ExitCode, ToolError> {
+    let letters = store::dead_letters(dir, &keys.keys_for(dir)?)?;
     println!("{:>20} {:>10}  reason", "seq", "bytes");
     for l in &letters {
         let seq = l.seq().map_or_else(|| format!("0x{}", hex(&l.key)), |s| s.to_string());
@@ -721,8 +851,8 @@ pub fn dead_letters_cli(dir: &Path) -> Result<ExitCode, ToolError> {
 ///
 /// # Errors
 /// As [`store::dead_letters`]; [`ToolError::Io`] when `out` cannot be written.
-pub fn export_dead_letters_cli(dir: &Path, out: &Path) -> Result<ExitCode, ToolError> {
-    let letters = store::dead_letters(dir)?;
+pub fn export_dead_letters_cli(dir: &Path, out: &Path, keys: &KeysArgs) -> Result<ExitCode, ToolError> {
+    let letters = store::dead_letters(dir, &keys.keys_for(dir)?)?;
     let file = File::create(out).map_err(output)?;
     let mut file = std::io::BufWriter::new(file);
     for l in &letters {
@@ -779,21 +909,24 @@ mod tests {
             serde_json::to_writer(&mut ndjson, &line).unwrap();
             ndjson.push(b'\n');
         }
-        let report = import(&a, &ndjson[..]).unwrap();
+        let report = import(&a, &Keys::default(), &ndjson[..]).unwrap();
         assert_eq!((report.imported, report.seqs.clone(), report.held), (3, 0..3, 3));
-        let report = import(&a, &ndjson[..]).unwrap();
+        let report = import(&a, &Keys::default(), &ndjson[..]).unwrap();
         assert_eq!((report.seqs.clone(), report.held), (3..6, 6), "appended after what it holds");
         let mut exported = Vec::new();
-        assert_eq!(export(&a, false, &mut exported).unwrap(), ExportReport { written: 6, damage: vec![] });
+        assert_eq!(
+            export(&a, &Keys::default(), false, &mut exported).unwrap(),
+            ExportReport { written: 6, damage: vec![] }
+        );
         let text = String::from_utf8(exported.clone()).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("\"body_base64\""), "{text}");
         assert!(text.lines().next().unwrap().starts_with("{\"seq\":0,\"headers\":{\"host\""), "{text}");
-        import(&b, &exported[..]).unwrap();
+        import(&b, &Keys::default(), &exported[..]).unwrap();
         let mut again = Vec::new();
-        export(&b, false, &mut again).unwrap();
+        export(&b, &Keys::default(), false, &mut again).unwrap();
         assert_eq!(again, exported, "export, import, export: the same lines");
-        let db = store::open_checked(&b).unwrap();
-        let read = store::read(&db.db, &b, &[0..6]).unwrap();
+        let db = store::open_checked(&b, &Keys::default()).unwrap();
+        let read = store::read(&db.db, &b, &[0..6], &Keys::default()).unwrap();
         let want: Vec<Event> = events().into_iter().chain(events()).collect();
         assert_eq!(read.events.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), want);
     }
@@ -804,14 +937,17 @@ mod tests {
         let dir = tmp.path().join("c");
         let input =
             format!("{{\"headers\":{{}},\"body\":\"{LINE}\"}}\n\n{{\"body\":\"x\",\"body_base64\":\"eA==\"}}\n");
-        let e = import(&dir, input.as_bytes()).unwrap_err();
+        let e = import(&dir, &Keys::default(), input.as_bytes()).unwrap_err();
         assert!(matches!(e, ToolError::Input { line: 3, .. }), "{e}");
         for bad in
             ["{\"seq\":1,\"reason\":\"r\",\"size\":1,\"value_base64\":\"eA==\"}", "{\"body_base64\":\"%%\"}", "[1]"]
         {
-            assert!(matches!(import(&dir, bad.as_bytes()), Err(ToolError::Input { line: 1, .. })), "{bad}");
+            assert!(
+                matches!(import(&dir, &Keys::default(), bad.as_bytes()), Err(ToolError::Input { line: 1, .. })),
+                "{bad}"
+            );
         }
-        assert_eq!(inspect(&dir).unwrap().events, 0, "nothing imported");
+        assert_eq!(inspect(&dir, &Keys::default()).unwrap().events, 0, "nothing imported");
     }
 
     #[test]
@@ -826,8 +962,8 @@ mod tests {
             })
             .collect::<String>()
             .into_bytes();
-        import(&dir, &input[..]).unwrap();
-        let i = inspect(&dir).unwrap();
+        import(&dir, &Keys::default(), &input[..]).unwrap();
+        let i = inspect(&dir, &Keys::default()).unwrap();
         assert_eq!(i.events, 3);
         assert_eq!(i.seqs, Some((0, 2)));
         assert_eq!(i.body_bytes, events().iter().map(|e| e.body.len() as u64).sum::<u64>());
@@ -840,6 +976,6 @@ mod tests {
 
         // (A lock held by another process is tested with a real agent: fcntl locks belong to a
         // process, so one held by this test's own RocksDB would not conflict.)
-        assert!(verify(&dir).unwrap().healthy());
+        assert!(verify(&dir, &Keys::default()).unwrap().healthy());
     }
 }

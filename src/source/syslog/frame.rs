@@ -8,12 +8,13 @@
 
 use bytes::{Buf, BytesMut};
 
-use crate::source::lines::{Framing, Line, READ_CHUNK};
+use crate::source::lines::{Framing, Line, ReadRoom};
 
 /// A read buffer that hands out complete syslog messages.
 #[derive(Debug)]
 pub struct SyslogFrames {
     buf: BytesMut,
+    room: ReadRoom,
     max: usize,
     /// Bytes of a cut octet-counted message still to skip.
     skip: usize,
@@ -34,7 +35,7 @@ enum Start {
 impl SyslogFrames {
     /// A buffer cutting messages longer than `max` bytes.
     pub fn new(max: usize) -> Self {
-        SyslogFrames { buf: BytesMut::with_capacity(READ_CHUNK), max: max.max(1), skip: 0, skip_line: false }
+        SyslogFrames { buf: BytesMut::new(), room: ReadRoom::default(), max: max.max(1), skip: 0, skip_line: false }
     }
 
     fn start(&self) -> Start {
@@ -67,10 +68,15 @@ impl SyslogFrames {
 
 impl Framing for SyslogFrames {
     fn buffer_mut(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        &mut self.buf
+        self.room.prepare(&mut self.buf)
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.room.filled(n);
+    }
+
+    fn idle(&mut self) {
+        self.room.idle(&mut self.buf);
     }
 
     fn next_line(&mut self) -> Option<Line> {

@@ -5,6 +5,8 @@
 //! header fields (see [`parse`]). A message that does not parse is kept whole as the body, flagged
 //! `syslog_invalid: "true"` and counted in `EventMalformedCount`; a message over
 //! `max_message_length` is cut, flagged `truncated: "true"` and counted too. Nothing is dropped.
+//! One LF (or CRLF) that ends a message is not part of the body (syslog-ng puts one at the end of
+//! every octet-counted message).
 //! Syslog has no acknowledgements: TCP messages are read while earlier batches are put, and UDP
 //! datagrams that arrive while the channel is full wait in the socket's buffer (and are lost by the
 //! kernel when it overflows, as with any UDP receiver).
@@ -40,6 +42,8 @@ pub fn to_events(messages: Vec<Line>, keep_fields: bool, ctx: &SourceContext) ->
             let (mut event, parsed) = parse::to_event(m.body, now_ms);
             if keep_fields {
                 event.body = whole;
+            } else {
+                event.body = without_line_end(event.body);
             }
             if m.truncated {
                 cut += 1;
@@ -58,6 +62,18 @@ pub fn to_events(messages: Vec<Line>, keep_fields: bool, ctx: &SourceContext) ->
         tracing::warn!(source = %ctx.name, invalid, cut, "kept syslog messages that did not parse or were cut");
     }
     events
+}
+
+/// MSG without one final LF or CRLF: syslog-ng ends every octet-counted message (RFC 5425) with
+/// one inside the count, which is framing, not text of the message.
+fn without_line_end(mut msg: bytes::Bytes) -> bytes::Bytes {
+    if msg.ends_with(b"\n") {
+        msg.truncate(msg.len() - 1);
+        if msg.ends_with(b"\r") {
+            msg.truncate(msg.len() - 1);
+        }
+    }
+    msg
 }
 
 /// Problems with a `bind` address and a positive length option.
@@ -97,7 +113,10 @@ mod tests {
             SourceKind::SyslogTcp(SyslogTcpConfig {
                 bind: "0.0.0.0:5140".into(),
                 max_message_length: 2500,
-                keep_fields: false
+                keep_fields: false,
+                tls: None,
+                max_connections: 1024,
+                idle_timeout: std::time::Duration::from_secs(300),
             })
         );
         let udp = kind(r#"SyslogUdp(bind: "0.0.0.0:5140")"#);
@@ -126,11 +145,26 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_option_is_written_as_in_topologies() {
+        let SourceKind::SyslogTcp(tcp) =
+            kind(r#"SyslogTcp(bind: "127.0.0.1:6514", tls: Some(TlsServer(cert: "s.pem", key: "s.key")))"#)
+        else {
+            panic!("not SyslogTcp")
+        };
+        let tls = tcp.tls.as_ref().expect("tls is set");
+        assert_eq!((tls.cert.to_str(), tls.client_ca.as_ref()), (Some("s.pem"), None));
+        let problems = tcp.validate();
+        assert!(problems.len() == 1 && problems[0].starts_with("tls cert: cannot read s.pem"), "{problems:?}");
+    }
+
+    #[test]
     fn bad_options_are_reported() {
         let problems =
             kind(r#"SyslogUdp(bind: "nowhere", max_message_length: 70000, receive_buffer_bytes: Some(0))"#).validate();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(kind(r#"SyslogTcp(bind: "127.0.0.1:5140", max_message_length: 0)"#).validate().len(), 1);
+        let limits = kind(r#"SyslogTcp(bind: "127.0.0.1:5140", max_connections: 0, idle_timeout: "0s")"#).validate();
+        assert_eq!(limits, ["max_connections must be positive", "idle_timeout must be positive"]);
         assert_eq!(kind(r#"NetcatUdp(bind: "127.0.0.1:99999")"#).validate().len(), 1);
         assert!(parse(r#"SyslogTcp(bind: "127.0.0.1:5140", port: 5140)"#).is_err());
     }

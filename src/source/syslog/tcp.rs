@@ -2,16 +2,19 @@
 //! as Flume's `syslogtcp` source.
 
 use serde::Deserialize;
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use super::frame::SyslogFrames;
 use crate::event::Event;
+use crate::source::conn_limits::ConnectionLimits;
 use crate::source::lines::{read_batch, ReadEnd};
-use crate::source::netcat::{accept, commit_in_order};
+use crate::source::netcat::{accept, commit_in_order, tls_endpoint, with_subject};
 use crate::source::{SourceContext, SourceError};
+use crate::tls::TlsServerConfig;
 
-/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false)`.
+/// `SyslogTcp(bind: "0.0.0.0:5140", max_message_length: 2500, keep_fields: false,
+/// max_connections: 1024, idle_timeout: "5m")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogTcpConfig {
@@ -26,12 +29,28 @@ pub struct SyslogTcpConfig {
     /// `keepFields = all`); the headers are set either way. Default `false`.
     #[serde(default)]
     pub keep_fields: bool,
+    /// Accept TLS connections only (RFC 5425: octet-counted messages over TLS), with this
+    /// certificate (and with `client_ca`, mutual TLS); see [`TlsServerConfig`]. Default `None`
+    /// (plain TCP).
+    #[serde(default, deserialize_with = "crate::tls::server_option")]
+    pub tls: Option<TlsServerConfig>,
+    /// Most connections open at once; further ones are accepted and closed at once, and counted
+    /// in `ConnectionRefusedCount`. Default 1024.
+    #[serde(default = "crate::source::conn_limits::default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (counted in
+    /// `ConnectionIdleClosedCount`). Default `"5m"`.
+    #[serde(default = "crate::source::conn_limits::default_idle_timeout", with = "crate::config::duration")]
+    pub idle_timeout: std::time::Duration,
 }
 
 impl SyslogTcpConfig {
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
-        super::check(&self.bind, "max_message_length", self.max_message_length)
+        let mut problems = super::check(&self.bind, "max_message_length", self.max_message_length);
+        problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
+        problems.extend(crate::source::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems
     }
 }
 
@@ -41,18 +60,36 @@ impl SyslogTcpConfig {
 /// When the address cannot be bound or accepting fails.
 pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
-    accept(&bind, &ctx, "listening for syslog over TCP", move |stream, ctx| {
-        let config = config.clone();
-        async move { connection(stream, &config, &ctx).await }
+    let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
+    let what = if tls.is_some() { "listening for syslog over TLS (RFC 5425)" } else { "listening for syslog over TCP" };
+    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    accept(&bind, &ctx, limits, what, move |stream, ctx| {
+        let (config, tls) = (config.clone(), tls.clone());
+        async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                // Read from the whole stream: syslog writes nothing back (and the writing half
+                // stays open for the connection's life).
+                None => connection(stream, None, &config, &ctx).await,
+                Some(tls) => match tls.handshake(stream).await {
+                    Some((stream, subject)) => connection(stream, subject.as_ref(), &config, &ctx).await,
+                    None => Ok(()),
+                },
+            }
+        }
     })
     .await
 }
 
 /// Reads one connection: batches of messages, put (up to [`PIPELINE`](crate::source::netcat::PIPELINE) at once, in order) while the
-/// next ones are read. Nothing is written back: syslog over TCP has no acknowledgements.
-async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceContext) -> Result<(), SourceError> {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, _writer) = stream.into_split();
+/// next ones are read; each event gets the `subject` header, if any. Nothing is written back:
+/// syslog over TCP has no acknowledgements.
+async fn connection<R: AsyncRead + Unpin>(
+    mut reader: R,
+    subject: Option<&(String, String)>,
+    config: &SyslogTcpConfig,
+    ctx: &SourceContext,
+) -> Result<(), SourceError> {
     let (batches, to_put) = mpsc::channel::<Vec<Event>>(1);
     let reading = async move {
         let mut frames = SyslogFrames::new(config.max_message_length);
@@ -60,7 +97,11 @@ async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceCon
             let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, ctx.linger, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !messages.is_empty() && batches.send(super::to_events(messages, config.keep_fields, ctx)).await.is_err()
+            if !messages.is_empty()
+                && batches
+                    .send(with_subject(super::to_events(messages, config.keep_fields, ctx), subject))
+                    .await
+                    .is_err()
             {
                 // The putting side stopped on a failed put; it reports the error.
                 return Ok(());
@@ -71,7 +112,7 @@ async fn connection(stream: TcpStream, config: &SyslogTcpConfig, ctx: &SourceCon
             }
         }
     };
-    let putting = commit_in_order(to_put, None, ctx);
+    let putting = commit_in_order(to_put, None::<tokio::io::Sink>, ctx);
     let (read, put) = futures_util::join!(reading, putting);
     put.and(read)
 }
