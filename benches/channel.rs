@@ -93,7 +93,12 @@ fn channels(c: &mut Criterion) {
 }
 
 fn mem_defaults() -> MemoryConfig {
-    MemoryConfig { capacity: 10_000, transaction_capacity: 1_000, keep_alive: Duration::from_secs(3) }
+    MemoryConfig {
+        capacity: 10_000,
+        transaction_capacity: 1_000,
+        keep_alive: Duration::from_secs(3),
+        ..MemoryConfig::default()
+    }
 }
 
 /// Take throughput of a RocksDb channel that must read from disk (no cache), fresh and after
