@@ -406,3 +406,44 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_starred() {
+        assert_eq!(
+            redact_url("https://edge:s3cr3t@collector:8443/events?a=b"),
+            "https://edge:***@collector:8443/events?a=b"
+        );
+        assert_eq!(redact_url("http://edge@collector/"), "http://edge@collector/");
+        assert_eq!(redact_url("http://collector:80/a@b"), "http://collector:80/a@b");
+        assert_eq!(redact_url("https://u:p@ss@host/"), "https://u:***@host/");
+        assert_eq!(redact_url("not a url:pw@x"), "not a url:pw@x");
+        assert_eq!(redact_url("ftp://u:pw@host"), "ftp://u:***@host");
+    }
+
+    #[test]
+    fn https_validates_and_tls_needs_it() {
+        let config = |url: &str, tls: &str| -> HttpSinkConfig {
+            ron::Options::default()
+                .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES)
+                .from_str(&format!(r#"(url: "{url}", tls: {tls})"#))
+                .unwrap()
+        };
+        assert!(config("https://127.0.0.1:8443/", "None").validate().is_empty());
+        assert_eq!(
+            config("http://127.0.0.1/", "Some(TlsClient())").validate(),
+            ["tls is set but the url is http:// (write https://)"]
+        );
+        let problems =
+            config("https://u:pw-marker@127.0.0.1/", r#"Some(TlsClient(ca: Some("/nonexistent/ca.pem")))"#).validate();
+        assert!(
+            problems.len() == 1 && problems[0].starts_with("tls ca: cannot read /nonexistent/ca.pem"),
+            "{problems:?}"
+        );
+        let problems = config("h ttp://u:pw-marker@x", "None").validate();
+        assert!(problems.iter().all(|p| !p.contains("pw-marker")), "{problems:?}");
+    }
+}

@@ -26,8 +26,9 @@ use serde::Deserialize;
 use super::{Sink, SinkError};
 use crate::config::duration;
 use crate::event::Event;
-use crate::kafka::{client_config, validate, Logged};
+use crate::kafka::{client_config, validate, Logged, SaslConfig, Security};
 use crate::metrics::SinkCounters;
+use crate::tls::TlsClientConfig;
 
 /// `Kafka(brokers: "127.0.0.1:9092", topic: "logs", key_header: None, topic_header: None,
 /// headers: true, timeout: "30s", properties: {})`.
@@ -61,6 +62,14 @@ pub struct KafkaSinkConfig {
     /// `bootstrap.servers` are set by the sink. Default `{}`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// TLS to the brokers: `Some(TlsClient(ca: Some("ca.pem"), cert: None, key: None))` sets
+    /// `security.protocol` `SSL` (`SASL_SSL` with `sasl`). Default `None` (plain TCP).
+    #[serde(default)]
+    pub tls: Option<TlsClientConfig>,
+    /// SASL authentication: `Some(Sasl(mechanism: ScramSha512, username: "flumen", password:
+    /// "env:KAFKA_PASSWORD"))`. Default `None`.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
 }
 
 fn default_true() -> bool {
@@ -74,9 +83,20 @@ fn default_timeout() -> Duration {
 const RESERVED: &[&str] = &["enable.idempotence", "acks", "request.required.acks", "message.timeout.ms"];
 
 impl KafkaSinkConfig {
+    /// The `tls` and `sasl` options.
+    pub fn security(&self) -> Security<'_> {
+        Security { tls: self.tls.as_ref(), sasl: self.sasl.as_ref() }
+    }
+
+    /// Resolves the paths of `tls`, `sasl` and secret properties against `base`.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        crate::kafka::resolve_paths(base, self.tls.as_mut(), self.sasl.as_mut(), &mut self.properties);
+    }
+
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = validate(&self.brokers, &self.properties, RESERVED);
+        problems.extend(self.security().validate(&self.properties));
         if self.topic.trim().is_empty() {
             problems.push("topic must not be empty".into());
         }
@@ -106,7 +126,8 @@ impl KafkaSink {
             ("acks", "all".to_string()),
             ("message.timeout.ms", config.timeout.as_millis().to_string()),
         ];
-        let producer = client_config(&config.brokers, &config.properties, &fixed)
+        let producer = client_config(&config.brokers, &config.properties, config.security(), &fixed)
+            .map_err(SinkError::Other)?
             .create_with_context(Logged { name: name.into() })
             .map_err(|e| SinkError::Other(format!("create the Kafka producer: {e}")))?;
         counters.connection_created.inc();

@@ -89,7 +89,8 @@ impl SinkKind {
             SinkKind::FileRoll(c) => c.dir = crate::config::resolve(base, &c.dir),
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
             SinkKind::Http(c) => c.resolve_paths(base),
-            SinkKind::Logger(_) | SinkKind::Null(_) | SinkKind::Kafka(_) => {}
+            SinkKind::Kafka(c) => c.resolve_paths(base),
+            SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
 

@@ -25,7 +25,8 @@ use serde::Deserialize;
 
 use super::{SourceContext, SourceError};
 use crate::event::{Event, Headers as EventHeaders};
-use crate::kafka::{client_config, validate, Logged};
+use crate::kafka::{client_config, validate, Logged, SaslConfig, Security};
+use crate::tls::TlsClientConfig;
 
 /// `Kafka(brokers: "127.0.0.1:9092", topics: ["logs"], group_id: "flumen",
 /// auto_offset_reset: Earliest, properties: {})`.
@@ -50,6 +51,14 @@ pub struct KafkaSourceConfig {
     /// `bootstrap.servers` are set by the source. Default `{}`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// TLS to the brokers: `Some(TlsClient(ca: Some("ca.pem"), cert: None, key: None))` sets
+    /// `security.protocol` `SSL` (`SASL_SSL` with `sasl`). Default `None` (plain TCP).
+    #[serde(default)]
+    pub tls: Option<TlsClientConfig>,
+    /// SASL authentication: `Some(Sasl(mechanism: ScramSha512, username: "flumen", password:
+    /// "env:KAFKA_PASSWORD"))`. Default `None`.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
 }
 
 fn default_group() -> String {
@@ -70,9 +79,20 @@ pub enum OffsetReset {
 const RESERVED: &[&str] = &["enable.auto.commit", "enable.auto.offset.store", "group.id", "auto.offset.reset"];
 
 impl KafkaSourceConfig {
+    /// The `tls` and `sasl` options.
+    pub fn security(&self) -> Security<'_> {
+        Security { tls: self.tls.as_ref(), sasl: self.sasl.as_ref() }
+    }
+
+    /// Resolves the paths of `tls`, `sasl` and secret properties against `base`.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        crate::kafka::resolve_paths(base, self.tls.as_mut(), self.sasl.as_mut(), &mut self.properties);
+    }
+
     /// Problems with the options.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = validate(&self.brokers, &self.properties, RESERVED);
+        problems.extend(self.security().validate(&self.properties));
         if self.topics.is_empty() {
             problems.push("topics must name at least one topic".into());
         }
@@ -112,9 +132,11 @@ pub async fn run(config: KafkaSourceConfig, ctx: SourceContext) -> Result<(), So
             .to_string(),
         ),
     ];
-    let consumer: StreamConsumer<Logged> = client_config(&config.brokers, &config.properties, &fixed)
-        .create_with_context(Logged { name: ctx.name.clone() })
-        .map_err(SourceError::kafka("create the Kafka consumer"))?;
+    let consumer: StreamConsumer<Logged> =
+        client_config(&config.brokers, &config.properties, config.security(), &fixed)
+            .map_err(SourceError::Config)?
+            .create_with_context(Logged { name: ctx.name.clone() })
+            .map_err(SourceError::kafka("create the Kafka consumer"))?;
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(SourceError::kafka(format!("subscribe to {topics:?}")))?;
     tracing::info!(source = %ctx.name, brokers = %config.brokers, ?topics, group = %config.group_id, "consuming");
@@ -277,6 +299,8 @@ mod tests {
             group_id: "flumen".into(),
             auto_offset_reset: OffsetReset::Earliest,
             properties: [("enable.auto.commit".to_string(), "true".to_string())].into(),
+            tls: None,
+            sasl: None,
         };
         assert_eq!(
             config.validate(),

@@ -119,14 +119,14 @@ impl SourceKind {
             SourceKind::Taildir(c) => c.resolve_paths(base),
             SourceKind::Exec(c) => c.resolve_paths(base),
             SourceKind::Http(c) => c.resolve_paths(base),
+            SourceKind::Kafka(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
             | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
-            | SourceKind::NetcatUdp(_)
-            | SourceKind::Kafka(_) => {}
+            | SourceKind::NetcatUdp(_) => {}
         }
     }
 
