@@ -18,15 +18,6 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// Runs `curl` with `args`; answers the status code (0 when no answer came) and the body.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out =
-        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 /// Starts `flumen run` on the topology `text` written into `dir`, and waits until `addr` accepts.
 fn start(dir: &Path, name: &str, text: &str, addr: SocketAddr) -> Flumen {
     let topology = dir.join(format!("{name}.ron"));

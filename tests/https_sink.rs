@@ -13,54 +13,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::pki::{Ca, Pem, Usage};
 use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// PEM files of a certificate and its key.
-struct Pem {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-/// A CA able to sign certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
+/// A CA of the test and the PEM file of its certificate.
+struct TestCa {
+    ca: Ca,
     pem: PathBuf,
 }
 
-fn ca(dir: &Path, name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, cert.pem()).unwrap();
-    Ca { cert, key, pem }
+fn ca(dir: &Path, name: &str) -> TestCa {
+    let ca = Ca::new(&format!("{name} test CA"));
+    let pem = ca.write(&dir.join(format!("{name}.pem")));
+    TestCa { ca, pem }
 }
 
-/// A certificate for `names` signed by `ca`; `expired` makes it valid only in 2020.
-fn leaf(dir: &Path, name: &str, ca: &Ca, names: &[&str], client: bool, expired: bool) -> Pem {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![if client {
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth
-    } else {
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth
-    }];
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
-    }
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    let pem = Pem { cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) };
-    std::fs::write(&pem.cert, cert.pem()).unwrap();
-    std::fs::write(&pem.key, key.serialize_pem()).unwrap();
-    pem
+/// A certificate for `names` signed by `ca`, in `dir/<name>.pem` and `.key`; `expired` makes it
+/// valid only in 2020.
+fn leaf(dir: &Path, name: &str, ca: &TestCa, names: &[&str], client: bool, expired: bool) -> Pem {
+    ca.ca.issue_to(dir, name, name, names, if client { Usage::Client } else { Usage::Server }, expired)
 }
 
 /// The Python HTTPS server, killed when dropped.

@@ -12,26 +12,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use support::pki::{Ca, Usage};
 use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn ca(dir: &Path, name: &str) -> (rcgen::Certificate, rcgen::KeyPair, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} CA"));
-    let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, cert.pem()).unwrap();
-    (cert, key, pem)
-}
 
 struct Server(Child);
 
@@ -68,13 +58,10 @@ fn agent(dir: &Path, name: &str, brokers: &str, topic: &str, security: &str, lin
 fn the_kafka_sink_handshakes_tls_with_the_right_ca_and_refuses_another() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (ca_cert, ca_key, ca_pem) = ca(dir, "ca");
-    let (_, _, other_pem) = ca(dir, "other");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    std::fs::write(dir.join("broker.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
+    let ca = Ca::new("ca CA");
+    let ca_pem = ca.write(&dir.join("ca.pem"));
+    let other_pem = Ca::new("other CA").write(&dir.join("other.pem"));
+    ca.issue_to(dir, "broker", "broker", &["localhost"], Usage::Server, false);
     let lines: Vec<String> = loghub_lines().into_iter().take(10).collect();
 
     for (name, ca, handshakes) in [("wrongca", &other_pem, false), ("rightca", &ca_pem, true)] {

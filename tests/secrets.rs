@@ -21,14 +21,6 @@ const FILE_TOKEN: &str = "tok-file-5b0e2d41-marker";
 const ENV_TOKEN: &str = "tok-env-c8a1f9e3-marker";
 const ENV_NAME: &str = "FLUMEN_TEST_HOP_TOKEN";
 
-fn curl(args: &[&str]) -> (u16, String) {
-    let out =
-        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 /// The topology: `front` (Http, token from a file) → c1 → `hop` (Http sink, token from the
 /// environment) → `back` (Http, the same environment token) → c2 → `log` (Logger).
 fn topology(front: u16, back: u16, monitoring: u16, front_token: &str) -> String {

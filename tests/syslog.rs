@@ -78,16 +78,12 @@ fn logger(args: &[&str], lines: &[String], dir: &Path) {
 }
 
 fn wait_for_lines(flumen: &Flumen, dir: &Path, n: usize) {
-    wait_for(
-        WAIT,
-        || output_lines(dir).0.len() >= n,
-        || format!("the sink holds {} of {n} lines; log:\n{}", output_lines(dir).0.len(), flumen.log_text()),
-    );
+    wait_for_output_lines(flumen, dir, n, WAIT);
 }
 
 /// Waits until the agent's log says `what`.
 fn wait_for_log(flumen: &Flumen, what: &str) {
-    wait_for(WAIT, || flumen.log_text().contains(what), || format!("no {what:?} in the log:\n{}", flumen.log_text()));
+    wait_for_log_line(flumen, what, WAIT);
 }
 
 fn now_ms() -> i64 {

@@ -19,46 +19,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::pki::{Ca, Usage};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A certificate authority made for the test.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let key = rcgen::KeyPair::generate().unwrap();
-        Ca { cert: params.self_signed(&key).unwrap(), key }
-    }
-
-    /// A certificate signed by this CA: `(cert PEM, key PEM)`.
-    fn issue(&self, cn: &str, names: &[&str], server: bool, expired: bool) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "flumen tests");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![if server {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        (params.signed_by(&key, &self.cert, &self.key).unwrap().pem(), key.serialize_pem())
-    }
-}
 
 /// The PEM files of a test, in its folder: `ca.pem`; `server.pem`/`.key` (CN "flumen server one",
 /// for 127.0.0.1 and localhost); `client.pem`/`.key` (CN "edge-1"); `other-client.pem`/`.key`
@@ -76,12 +40,12 @@ impl Pki {
         let ca = Ca::new("flumen test CA");
         let other = Ca::new("another CA");
         let pki = Pki { dir: dir.to_path_buf(), ca };
-        write_file(&dir.join("ca.pem"), &pki.ca.cert.pem());
-        pki.write("server", &pki.ca.issue("flumen server one", SERVER_NAMES, true, false));
-        pki.write("client", &pki.ca.issue("edge-1", &[], false, false));
-        pki.write("other-client", &other.issue("intruder", &[], false, false));
-        pki.write("expired", &pki.ca.issue("flumen server expired", SERVER_NAMES, true, true));
-        pki.write("wronghost", &pki.ca.issue("wrong host", &["wrong.example"], true, false));
+        pki.ca.write(&dir.join("ca.pem"));
+        pki.write("server", &pki.ca.issue("flumen server one", SERVER_NAMES, Usage::Server, false));
+        pki.write("client", &pki.ca.issue("edge-1", &[], Usage::Client, false));
+        pki.write("other-client", &other.issue("intruder", &[], Usage::Client, false));
+        pki.write("expired", &pki.ca.issue("flumen server expired", SERVER_NAMES, Usage::Server, true));
+        pki.write("wronghost", &pki.ca.issue("wrong host", &["wrong.example"], Usage::Server, false));
         pki
     }
 
@@ -152,15 +116,12 @@ fn header<'a>(shown: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn wait_for_lines(flumen: &Flumen, dir: &Path, n: usize) {
-    wait_for(
-        WAIT,
-        || output_lines(dir).0.len() >= n,
-        || format!("the sink holds {} of {n} lines; log:\n{}", output_lines(dir).0.len(), flumen.log_text()),
-    );
+    wait_for_output_lines(flumen, dir, n, WAIT);
 }
 
+/// Waits until the agent's log says `what`.
 fn wait_for_log(flumen: &Flumen, what: &str) {
-    wait_for(WAIT, || flumen.log_text().contains(what), || format!("no {what:?} in the log:\n{}", flumen.log_text()));
+    wait_for_log_line(flumen, what, WAIT);
 }
 
 fn wait_for_metric(flumen: &Flumen, monitoring: SocketAddr, name: &str, at_least: u64) {
@@ -719,7 +680,7 @@ fn reload_keeps_connections_and_changes_new_handshakes(signal: bool) {
     assert!(served_subject(port, &pki).contains("flumen server one"));
 
     // A good replacement: new handshakes get it, the open connection goes on.
-    let (cert, key) = pki.ca.issue("flumen server two", SERVER_NAMES, true, false);
+    let (cert, key) = pki.ca.issue("flumen server two", SERVER_NAMES, Usage::Server, false);
     pki.replace("server.key", &key);
     pki.replace("server.pem", &cert);
     if signal {
@@ -735,7 +696,7 @@ fn reload_keeps_connections_and_changes_new_handshakes(signal: bool) {
     open.send(&lines[1000..2000]).expect("the connection made before the reload goes on");
 
     // A bad replacement (a certificate whose key is not the key file's): the old one stays.
-    let (mismatched, _) = pki.ca.issue("flumen server three", SERVER_NAMES, true, false);
+    let (mismatched, _) = pki.ca.issue("flumen server three", SERVER_NAMES, Usage::Server, false);
     pki.replace("server.pem", &mismatched);
     if signal {
         flumen.signal(libc::SIGHUP);

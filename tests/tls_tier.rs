@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::pki::{Ca, Usage};
 use support::*;
 
 /// A bound for hangs, not a timing assertion.
@@ -39,51 +40,21 @@ struct Pki {
     other_key: PathBuf,
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let key = rcgen::KeyPair::generate().unwrap();
-    (params.self_signed(&key).unwrap(), key)
-}
-
-fn leaf(
-    names: &[&str],
-    cn: &str,
-    usage: rcgen::ExtendedKeyUsagePurpose,
-    issuer: &(rcgen::Certificate, rcgen::KeyPair),
-) -> (String, String) {
-    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    params.extended_key_usages = vec![usage];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer.0, &issuer.1).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 fn pki(dir: &Path) -> Pki {
-    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     std::fs::create_dir_all(dir).unwrap();
-    let root = ca("flumen test CA");
-    let other = ca("another CA");
-    let (server_cert, server_key) = leaf(&["localhost"], "collector", ServerAuth, &root);
-    let (client_cert, client_key) = leaf(&[], "edge-1", ClientAuth, &root);
-    let (other_cert, other_key) = leaf(&[], "intruder", ClientAuth, &other);
+    let root = Ca::new("flumen test CA");
+    let other = Ca::new("another CA");
+    let server = root.issue_to(dir, "collector", "collector", &["localhost"], Usage::Server, false);
+    let client = root.issue_to(dir, "edge", "edge-1", &[], Usage::Client, false);
+    let intruder = other.issue_to(dir, "intruder", "intruder", &[], Usage::Client, false);
     Pki {
-        ca: write(dir, "ca.pem", &root.0.pem()),
-        server_cert: write(dir, "collector.pem", &server_cert),
-        server_key: write(dir, "collector.key", &server_key),
-        client_cert: write(dir, "edge.pem", &client_cert),
-        client_key: write(dir, "edge.key", &client_key),
-        other_cert: write(dir, "intruder.pem", &other_cert),
-        other_key: write(dir, "intruder.key", &other_key),
+        ca: root.write(&dir.join("ca.pem")),
+        server_cert: server.cert,
+        server_key: server.key,
+        client_cert: client.cert,
+        client_key: client.key,
+        other_cert: intruder.cert,
+        other_key: intruder.key,
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -113,6 +114,34 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl Fn
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits (up to `timeout`) until the files under `dir` hold at least `n` lines; panics with the
+/// agent's log.
+pub fn wait_for_output_lines(flumen: &Flumen, dir: &Path, n: usize, timeout: Duration) {
+    wait_for(
+        timeout,
+        || output_lines(dir).0.len() >= n,
+        || format!("the sink holds {} of {n} lines; log:\n{}", output_lines(dir).0.len(), flumen.log_text()),
+    );
+}
+
+/// Waits (up to `timeout`) until the agent's log holds `what`.
+pub fn wait_for_log_line(flumen: &Flumen, what: &str, timeout: Duration) {
+    wait_for(
+        timeout,
+        || flumen.log_text().contains(what),
+        || format!("no {what:?} in the log:\n{}", flumen.log_text()),
+    );
+}
+
+/// Runs `curl` with `args`; answers the status code (0 when no answer came) and the body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out =
+        Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
