@@ -35,8 +35,6 @@ deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
-	@# syslog-ng for tests/tls.rs, unpacked under the target dir (its package conflicts with rsyslog's).
-	@sh tests/peers/syslog-ng.sh >/dev/null
 
 build: deps
 	cargo build --release --bins
@@ -53,6 +51,8 @@ deb: build cargo-deb
 	cargo deb --no-build --strip --output $(CARGO_TARGET_DIR)/debian/
 
 test: deps cargo-deb
+	@# syslog-ng for tests/tls.rs, unpacked under the target dir (its package conflicts with rsyslog's).
+	sh tests/peers/syslog-ng.sh >/dev/null
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 	$(MAKE) topology-tests
