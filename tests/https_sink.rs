@@ -284,3 +284,30 @@ fn url_credentials_are_sent_as_basic_auth_and_shown_as_stars() {
     let shown = format!("{}{}", String::from_utf8_lossy(&validate.stdout), String::from_utf8_lossy(&validate.stderr));
     assert!(!shown.contains(marker), "{shown}");
 }
+
+/// A client certificate renewed on disk is used without a restart: the sink starts with a
+/// certificate of another CA, which the server refuses (the control: nothing is delivered while
+/// it is in place); then the files are replaced, as a renewal tool does (a new file renamed over
+/// each), by a certificate of the server's CA, and every line arrives, once, with the sink never
+/// restarted.
+#[test]
+fn a_renewed_client_certificate_is_used_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = ca(dir, "ca");
+    let other = self::ca(dir, "other");
+    let server_cert = leaf(dir, "server", &ca, &["127.0.0.1", "localhost"], false, false);
+    let renewed = leaf(dir, "renewed", &ca, &["edge-1"], true, false);
+    let client = leaf(dir, "client", &other, &["edge-1"], true, false);
+    let server = Server::start(dir, "renew", &server_cert, Some(&ca.pem), None);
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let lines = lines();
+
+    let (flumen, monitoring) = agent(dir, "renew", &url, &tls(&ca.pem, Some(&client), None), &lines);
+    refused(&server, &flumen, monitoring, "post failed; retrying");
+    std::fs::rename(&renewed.key, &client.key).unwrap();
+    std::fs::rename(&renewed.cert, &client.cert).unwrap();
+    delivered_all(&server, &flumen, &lines);
+    assert!(flumen.log_text().contains("tls files changed: re-read"), "{}", flumen.log_text());
+    assert_eq!(metric(monitoring, "SINK.out", "RestartCount"), Some(0), "the sink was not restarted");
+}

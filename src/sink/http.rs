@@ -182,6 +182,8 @@ pub struct HttpSink {
     /// The URL with its password shown as `***`.
     url: String,
     client: reqwest::Client,
+    /// What the `tls` files looked like when `client` was built, and when they were last looked at.
+    tls_files: TlsFiles,
     counters: Arc<SinkCounters>,
     dead_letters: u64,
     /// A member of a sink group: a failed post fails the delivery instead of being retried.
@@ -194,23 +196,29 @@ impl HttpSink {
     /// # Errors
     /// When a header does not parse or the HTTP client cannot be built.
     pub fn new(name: &str, config: HttpSinkConfig, counters: Arc<SinkCounters>) -> Result<Self, SinkError> {
-        let headers = config.header_map().map_err(SinkError::Other)?;
-        let mut builder = reqwest::Client::builder()
-            // A redirect is never a delivery: following a 302 with the GET it calls for would
-            // drop the body and commit the batch on the next page's 200.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .default_headers(headers);
-        let tls = if config.url.starts_with("https:") {
-            crate::tls::client::client_config(&config.tls.clone().unwrap_or_default(), true)
-                .map_err(|e| SinkError::Other(format!("tls: {e}")))?
-        } else {
-            crate::tls::client::no_tls_config()
-        };
-        builder = builder.use_preconfigured_tls(tls);
-        let client = builder.build().map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))?;
+        let tls_files = TlsFiles::new(config.tls.as_ref());
+        let client = build_client(&config)?;
         let url = config.shown_url();
-        Ok(HttpSink { config, name: name.into(), url, client, counters, dead_letters: 0, in_group: false })
+        Ok(HttpSink { config, name: name.into(), url, client, tls_files, counters, dead_letters: 0, in_group: false })
+    }
+
+    /// Rebuilds the client when the `tls` option's files changed since it was built (looked at
+    /// before a post, at most once a second): a renewed client certificate or CA bundle is used
+    /// from the next connection on, without a restart. A rebuild that fails (a file half written,
+    /// a key that does not match) keeps the old client and logs; the next change is tried again.
+    fn reread_tls_files(&mut self) {
+        if !self.tls_files.changed() {
+            return;
+        }
+        match build_client(&self.config) {
+            Ok(client) => {
+                self.client = client;
+                tracing::info!(sink = %self.name, "tls files changed: re-read, used from the next connection on");
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.name, error = %e, "tls files changed but cannot be used; keeping the previous ones")
+            }
+        }
     }
 
     /// Marks the sink as a member of a sink group (`true`): a connection error, a timeout, a `429`
@@ -271,6 +279,7 @@ impl Sink for HttpSink {
             // Events the server said it committed before a failed answer (`X-Flumen-Committed`).
             let mut sent = 0usize;
             loop {
+                self.reread_tls_files();
                 let answer = self.client.post(&self.config.url).body(body.clone()).send().await;
                 let wait = match answer {
                     Ok(resp) if resp.status().is_success() => {
@@ -357,6 +366,68 @@ pub const ANSWER_DISCARDED: usize = 16 * 1024 * 1024;
 
 /// The start of an answer's body, for the log: at most [`ANSWER_KEPT`] bytes are kept, the rest is
 /// read in chunks and dropped, never held.
+/// The HTTP client of a sink: no redirects, the sink's timeout and headers, and rustls with the
+/// `tls` option's files for `https://` URLs.
+///
+/// # Errors
+/// When a header does not parse, a `tls` file cannot be used, or reqwest refuses the settings.
+fn build_client(config: &HttpSinkConfig) -> Result<reqwest::Client, SinkError> {
+    let headers = config.header_map().map_err(SinkError::Other)?;
+    let builder = reqwest::Client::builder()
+        // A redirect is never a delivery: following a 302 with the GET it calls for would
+        // drop the body and commit the batch on the next page's 200.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .default_headers(headers);
+    let tls = if config.url.starts_with("https:") {
+        crate::tls::client::client_config(&config.tls.clone().unwrap_or_default(), true)
+            .map_err(|e| SinkError::Other(format!("tls: {e}")))?
+    } else {
+        crate::tls::client::no_tls_config()
+    };
+    builder
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| SinkError::Other(format!("build the HTTP client: {}", chain(&e))))
+}
+
+/// The `tls` option's files (`ca`, `cert`, `key`) as last seen: modification time, size and
+/// inode of each (`None` for one that cannot be read), and when they were looked at.
+struct TlsFiles {
+    paths: Vec<PathBuf>,
+    seen: Vec<Option<(SystemTime, u64, u64)>>,
+    looked: std::time::Instant,
+}
+
+impl TlsFiles {
+    fn new(tls: Option<&TlsClientConfig>) -> TlsFiles {
+        let paths: Vec<PathBuf> =
+            tls.map(|t| [&t.ca, &t.cert, &t.key].into_iter().flatten().cloned().collect()).unwrap_or_default();
+        let seen = paths.iter().map(|p| Self::stamp(p)).collect();
+        TlsFiles { paths, seen, looked: std::time::Instant::now() }
+    }
+
+    fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    }
+
+    /// Whether a file changed since the last call that said so (looking at most once a second).
+    fn changed(&mut self) -> bool {
+        if self.paths.is_empty() || self.looked.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.looked = std::time::Instant::now();
+        let now: Vec<_> = self.paths.iter().map(|p| Self::stamp(p)).collect();
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+}
+
 async fn answer_text(mut resp: reqwest::Response) -> String {
     let mut kept = Vec::new();
     let mut read = 0usize;
