@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Headers};
 
+/// The answer header of the `Http` hop saying how many leading events of the request body were
+/// committed (`X-Flumen-Committed: 19000`): all of them with `200`, the ones before the failed
+/// batch with `503` and `500`. The `Http` source writes it; a client (the `Http` sink) resends the
+/// events from that index on.
+pub const COMMITTED: &str = "x-flumen-committed";
+
+/// The count an answer's [`COMMITTED`] header gives, if it has a valid one.
+pub fn committed_of(headers: &reqwest::header::HeaderMap) -> Option<usize> {
+    headers.get(COMMITTED)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// How a request body holds its events (the `Http` source reads, the `Http` sink writes them).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 pub enum Format {

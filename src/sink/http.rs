@@ -206,16 +206,29 @@ impl HttpSink {
     /// before a post, at most once a second): a renewed client certificate or CA bundle is used
     /// from the next connection on, without a restart. A rebuild that fails (a file half written,
     /// a key that does not match) keeps the old client and logs; the next change is tried again.
-    fn reread_tls_files(&mut self) {
-        if !self.tls_files.changed() {
+    async fn reread_tls_files(&mut self) {
+        if self.tls_files.paths.is_empty() || self.tls_files.looked.elapsed() < Duration::from_secs(1) {
             return;
         }
-        match build_client(&self.config) {
-            Ok(client) => {
+        self.tls_files.looked = std::time::Instant::now();
+        // Looking at the files and reading them are file I/O: on the blocking pool, not on the
+        // sink's actor thread.
+        let (paths, seen, config) = (self.tls_files.paths.clone(), self.tls_files.seen.clone(), self.config.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            let now = TlsFiles::stamps(&paths);
+            let rebuilt = (now != seen).then(|| build_client(&config));
+            (now, rebuilt)
+        })
+        .await;
+        let Ok((now, rebuilt)) = looked else { return };
+        self.tls_files.seen = now;
+        match rebuilt {
+            None => {}
+            Some(Ok(client)) => {
                 self.client = client;
                 tracing::info!(sink = %self.name, "tls files changed: re-read, used from the next connection on");
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(sink = %self.name, error = %e, "tls files changed but cannot be used; keeping the previous ones")
             }
         }
@@ -279,7 +292,7 @@ impl Sink for HttpSink {
             // Events the server said it committed before a failed answer (`X-Flumen-Committed`).
             let mut sent = 0usize;
             loop {
-                self.reread_tls_files();
+                self.reread_tls_files().await;
                 let answer = self.client.post(&self.config.url).body(body.clone()).send().await;
                 let wait = match answer {
                     Ok(resp) if resp.status().is_success() => {
@@ -315,7 +328,7 @@ impl Sink for HttpSink {
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.trim().parse::<u64>().ok())
                             .map(Duration::from_secs);
-                        let committed = crate::source::http::committed_of(resp.headers()).unwrap_or(0);
+                        let committed = crate::codec::committed_of(resp.headers()).unwrap_or(0);
                         let text = answer_text(resp).await;
                         if committed > 0 && sent + committed <= events.len() {
                             // Resend only the rest; once part of the batch is there, the rest
@@ -403,28 +416,18 @@ impl TlsFiles {
     fn new(tls: Option<&TlsClientConfig>) -> TlsFiles {
         let paths: Vec<PathBuf> =
             tls.map(|t| [&t.ca, &t.cert, &t.key].into_iter().flatten().cloned().collect()).unwrap_or_default();
-        let seen = paths.iter().map(|p| Self::stamp(p)).collect();
+        let seen = Self::stamps(&paths);
         TlsFiles { paths, seen, looked: std::time::Instant::now() }
     }
 
-    fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+    /// Modification time, size and inode of each of `paths` (`None` for one that cannot be read).
+    fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.modified().ok()?, meta.len(), meta.ino()))
-    }
-
-    /// Whether a file changed since the last call that said so (looking at most once a second).
-    fn changed(&mut self) -> bool {
-        if self.paths.is_empty() || self.looked.elapsed() < Duration::from_secs(1) {
-            return false;
-        }
-        self.looked = std::time::Instant::now();
-        let now: Vec<_> = self.paths.iter().map(|p| Self::stamp(p)).collect();
-        if now == self.seen {
-            return false;
-        }
-        self.seen = now;
-        true
+        let stamp = |path: &PathBuf| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len(), meta.ino()))
+        };
+        paths.iter().map(stamp).collect()
     }
 }
 

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::{SourceContext, SourceError};
 use crate::channel::ChannelError;
-use crate::codec::Format;
+use crate::codec::{Format, COMMITTED};
 use crate::config::duration;
 use crate::secret::Secret;
 use crate::tls::server::{actix_peer_subject, TlsEndpoint};
@@ -101,11 +101,6 @@ fn default_max_events_per_request() -> usize {
 fn default_request_header_timeout() -> Duration {
     Duration::from_secs(5)
 }
-
-/// The answer header saying how many leading events of the request body were committed
-/// (`X-Flumen-Committed: 19000`): all of them with `200`, the ones before the failed batch with
-/// `503` and `500`. A client resends the events from that index on.
-pub const COMMITTED: &str = "x-flumen-committed";
 
 impl HttpConfig {
     /// Problems with the options.
@@ -355,11 +350,6 @@ async fn put_body(
         .content_type("application/json")
         .insert_header((COMMITTED, committed.to_string()))
         .body(format!("{{\"accepted\":{total}}}\n"))
-}
-
-/// The count an answer's [`COMMITTED`] header gives, if it has a valid one.
-pub fn committed_of(headers: &reqwest::header::HeaderMap) -> Option<usize> {
-    headers.get(COMMITTED)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// How a failed answer says that the first `committed` of `total` events were committed.
