@@ -19,12 +19,23 @@ export CARGO_TARGET_DIR
 # python3-prometheus-client: the Prometheus parser that reads /metrics/prometheus in tests/monitoring.rs;
 # tmux: the terminal `flumen top` runs in for tests/top.rs; libssl-dev, libsasl2-dev, pkg-config: librdkafka
 # with SSL and SASL; openssl: `openssl s_client` in the TLS tests; rsyslog-gnutls, rsyslog-openssl:
-# rsyslog sending RFC 5425 syslog over TLS.
+# rsyslog sending RFC 5425 syslog over TLS; thrift-compiler: Flume's Thrift IDL compiled for the Python
+# Thrift peer of tests/thrift.rs; python3-venv: the virtual environment of the Python peers (PYENV).
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
   dpkg-dev systemd adduser python3-prometheus-client tmux libssl-dev libsasl2-dev pkg-config openssl \
-  rsyslog rsyslog-gnutls rsyslog-openssl
+  rsyslog rsyslog-gnutls rsyslog-openssl thrift-compiler python3-venv
 
-.PHONY: deps build run test topology-tests soak bench fuzz deb cargo-deb
+# The Python peers of the Avro and Thrift tests (Apache Avro's and Apache Thrift's Python libraries from
+# PyPI), in a virtual environment under the target dir; the tests find it through FLUMEN_PYENV.
+PYENV ?= $(CARGO_TARGET_DIR)/pyenv
+PY_PACKAGES := avro==1.12.0 thrift==0.22.0
+export FLUMEN_PYENV := $(PYENV)
+
+pyenv: deps
+	@[ -x $(PYENV)/bin/python ] || python3 -m venv $(PYENV)
+	@$(PYENV)/bin/python -c 'import avro.ipc, thrift' 2>/dev/null || $(PYENV)/bin/pip install -q $(PY_PACKAGES)
+
+.PHONY: pyenv deps build run test topology-tests soak bench fuzz deb cargo-deb
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -50,7 +61,7 @@ cargo-deb: deps
 deb: build cargo-deb
 	cargo deb --no-build --strip --output $(CARGO_TARGET_DIR)/debian/
 
-test: deps cargo-deb
+test: deps cargo-deb pyenv
 	@# syslog-ng for tests/tls.rs, unpacked under the target dir (its package conflicts with rsyslog's).
 	sh tests/peers/syslog-ng.sh >/dev/null
 	cargo fmt --all -- --check

@@ -1,8 +1,14 @@
-//! Wire formats of event batches: how an HTTP request body (and a file of exported events) holds
-//! its events. The `Http` source reads them, the `Http` sink writes them.
+//! Wire formats of events, shared by the sources that read them and the sinks that write them.
+//!
+//! [`Format`]: how an HTTP request body (and a file of exported events) holds its events, read by
+//! the `Http` source and written by the `Http` sink. [`avro`]: Flume's Avro RPC (the `Avro` source
+//! and sink). [`thrift`]: Flume's Thrift RPC (the `Thrift` source and sink).
 //!
 //! `FlumeJson` is Flume's `JSONHandler` format; `Ndjson` the same objects one per line; `Lines`
 //! bare bodies; `Events` flumen's binary codec ([`Event::encode`]).
+
+pub mod avro;
+pub mod thrift;
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
