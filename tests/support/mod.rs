@@ -549,3 +549,25 @@ pub fn ranges(indexes: impl IntoIterator<Item = usize>, max: usize) -> String {
     let more = out.len().saturating_sub(max);
     format!("[{}]{}", shown.join(", "), if more > 0 { format!(" and {more} more ranges") } else { String::new() })
 }
+
+/// The Python of the virtual environment holding the Python peers (Apache Avro's and Apache
+/// Thrift's libraries), made by `make pyenv`: `$FLUMEN_PYENV/bin/python`, else under
+/// `$CARGO_TARGET_DIR/pyenv`, else `~/.cache/flumen-target/pyenv`.
+///
+/// Panics (the test fails, it never skips) when the environment or one of its libraries is missing.
+pub fn pyenv_python() -> PathBuf {
+    let dir = std::env::var_os("FLUMEN_PYENV").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+        match target.map(|t| t.join("pyenv")).filter(|p| p.join("bin/python").exists()) {
+            Some(p) => p,
+            None => PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/flumen-target/pyenv"),
+        }
+    });
+    let python = dir.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import avro.ipc, thrift"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{} lacks Apache Avro's or Thrift's Python library: run `make pyenv` (make test does)", python.display());
+    python
+}
