@@ -213,6 +213,10 @@ counter_set!(
         append_batch_received => Counter "AppendBatchReceivedCount",
         /// Batches committed to every required channel.
         append_batch_accepted => Counter "AppendBatchAcceptedCount",
+        /// Single-event calls received (`Avro`'s `append`).
+        append_received => Counter "AppendReceivedCount",
+        /// Single-event calls answered `OK` once committed (`Avro`'s `append`).
+        append_accepted => Counter "AppendAcceptedCount",
         /// Events an interceptor filtered out (`RegexFilter`).
         dropped_by_filter => Counter "EventDroppedByFilterCount",
         /// Input records that were malformed or cut (lines over `max_line_length`); kept, flagged.
@@ -247,6 +251,10 @@ counter_set!(
         connection_refused => Counter "ConnectionRefusedCount",
         /// Connections closed because they sent nothing for `idle_timeout`.
         connection_idle_closed => Counter "ConnectionIdleClosedCount",
+        /// Connections closed because what they sent broke the RPC protocol (`Avro`): a frame
+        /// over its limits or truncated, a corrupt stream, a handshake for another protocol, a
+        /// datum that does not decode. Nothing of the call is put.
+        protocol_errors => Counter "ProtocolErrorCount",
     }
 );
 

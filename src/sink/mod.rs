@@ -8,6 +8,7 @@
 //! runner, whose sink processor ([`group`]) chooses the sink of each batch and sends a failed
 //! batch to another sink.
 
+pub mod avro;
 pub mod file_roll;
 pub mod group;
 pub mod hdfs;
@@ -69,6 +70,8 @@ pub enum SinkKind {
     Http(http::HttpSinkConfig),
     /// Produces each event as a Kafka record (idempotent, `acks=all`).
     Kafka(kafka::KafkaSinkConfig),
+    /// Sends each batch as one `appendBatch` call of Flume's Avro RPC, as Flume's `avro` sink.
+    Avro(avro::AvroSinkConfig),
 }
 
 impl SinkKind {
@@ -80,6 +83,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.validate(),
             SinkKind::Http(c) => c.validate(),
             SinkKind::Kafka(c) => c.validate(),
+            SinkKind::Avro(c) => c.validate(),
         }
     }
 
@@ -90,6 +94,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
             SinkKind::Http(c) => c.resolve_paths(base),
             SinkKind::Kafka(c) => c.resolve_paths(base),
+            SinkKind::Avro(c) => c.resolve_paths(base),
             SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
@@ -108,6 +113,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
             SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?.in_group(in_group)),
             SinkKind::Kafka(c) => Box::new(kafka::KafkaSink::new(name, c.clone(), counters)?),
+            SinkKind::Avro(c) => Box::new(avro::AvroSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -120,6 +126,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.output(),
             SinkKind::Http(c) => c.shown_url(),
             SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),
+            SinkKind::Avro(c) => c.address(),
         }
     }
 }
@@ -141,6 +148,15 @@ pub enum SinkError {
     /// The sink panicked.
     #[error("panicked: {0}")]
     Panic(String),
+    /// Flume's Avro RPC failed: no connection, a broken or timed-out call, or an answer other
+    /// than `OK` (see [`crate::codec::avro::AvroErrorKind`]).
+    #[error("Avro RPC to {address}: {source}")]
+    Avro {
+        /// `avro://host:port`.
+        address: String,
+        /// What went wrong.
+        source: crate::codec::avro::AvroError,
+    },
     /// Anything else, said in words.
     #[error("{0}")]
     Other(String),

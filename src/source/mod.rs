@@ -8,6 +8,7 @@
 //! that fails or panics is restarted by its supervisor with capped exponential backoff and resumes
 //! from its last acknowledged position.
 
+pub mod avro;
 pub mod conn_limits;
 pub mod datagram;
 pub mod exec;
@@ -93,6 +94,8 @@ pub enum SourceKind {
     Http(http::HttpConfig),
     /// Records of Kafka topics, read as a member of a consumer group.
     Kafka(kafka::KafkaSourceConfig),
+    /// Flume's Avro RPC (`append`, `appendBatch`), as Flume's `avro` source.
+    Avro(avro::AvroSourceConfig),
 }
 
 impl SourceKind {
@@ -109,6 +112,7 @@ impl SourceKind {
             SourceKind::NetcatUdp(c) => c.validate(),
             SourceKind::Http(c) => c.validate(),
             SourceKind::Kafka(c) => c.validate(),
+            SourceKind::Avro(c) => c.validate(),
         }
     }
 
@@ -121,12 +125,14 @@ impl SourceKind {
             SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Kafka(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
-            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
+            | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. })
+            | SourceKind::Avro(avro::AvroSourceConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
-            | SourceKind::NetcatUdp(_) => {}
+            | SourceKind::NetcatUdp(_)
+            | SourceKind::Avro(_) => {}
         }
     }
 
@@ -139,6 +145,7 @@ impl SourceKind {
             SourceKind::Netcat(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::SyslogTcp(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::Http(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::Avro(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::SyslogUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::NetcatUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::SpoolDir(c) => vec![format!("path {}", c.dir.display())],
@@ -157,6 +164,7 @@ impl SourceKind {
                 | SourceKind::NetcatUdp(_)
                 | SourceKind::Http(_)
                 | SourceKind::Kafka(_)
+                | SourceKind::Avro(_)
         )
     }
 
@@ -175,6 +183,7 @@ impl SourceKind {
             SourceKind::NetcatUdp(c) => netcat_udp::run(c, ctx).boxed_local(),
             SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
             SourceKind::Kafka(c) => kafka::run(c, ctx).boxed_local(),
+            SourceKind::Avro(c) => avro::run(c, ctx).boxed_local(),
         }
     }
 }
