@@ -325,21 +325,23 @@ fn avro_tier_across_a_collector_kill(tmp: &Path, channel: &str, tls: bool) -> Ti
     edge.send_acknowledged(addr(edge_port), first, DEADLINE);
     let monitoring = addr(collector_metrics);
     let accepted = || metric(monitoring, "SOURCE.from-edges", "EventAcceptedCount").unwrap_or(0);
+    // Mid-stream: the edge is still forwarding the first half when the collector dies.
     wait_for(
         DEADLINE,
-        || accepted() >= first.len() as u64,
+        || accepted() >= 3_000,
         || format!("the collector accepted {}; its log:\n{}", accepted(), collector.log_text()),
     );
     let accepted_before_kill = accepted();
     collector.kill();
-    // Mid-stream: the edge goes on taking lines while the collector is down.
+    assert!(accepted_before_kill < first.len() as u64, "the kill came after the first half arrived");
+    // The edge goes on taking lines while the collector is down.
     edge.send_acknowledged(addr(edge_port), second, DEADLINE);
     let responder = Responder::start(archive_port, "none", &tmp.join("archive.txt"), &[]);
     let collector = start(&collector_dir, "collector", &collector_text);
     let size = |m: SocketAddr| metric(m, "CHANNEL.c1", "ChannelSize");
     wait_for(
         DEADLINE,
-        || accepted() >= second.len() as u64 && [addr(edge_metrics), monitoring].iter().all(|m| size(*m) == Some(0)),
+        || accepted() > 0 && [addr(edge_metrics), monitoring].iter().all(|m| size(*m) == Some(0)),
         || format!("the tier never settled; the collector's log:\n{}\nthe edge's log:\n{}", collector.log_text(), edge.log_text()),
     );
     assert!(
