@@ -47,7 +47,14 @@ fn start(dir: &Path, name: &str, text: &str) -> Flumen {
 
 /// Runs the Python client: every line of `lines` in `appendBatch` calls of `batch` events to
 /// `port`; answers (events sent with `OK`, `FAILED` answers).
-fn python_client(dir: &Path, port: u16, compression: &str, lines: &[String], batch: usize, extra: &[&str]) -> (usize, usize) {
+fn python_client(
+    dir: &Path,
+    port: u16,
+    compression: &str,
+    lines: &[String],
+    batch: usize,
+    extra: &[&str],
+) -> (usize, usize) {
     let file = dir.join("client-lines.txt");
     std::fs::write(&file, joined(lines)).unwrap();
     let out = Command::new(pyenv_python())
@@ -181,7 +188,14 @@ fn the_avro_sink_sends_every_loghub_line_to_a_python_responder() {
         wait_for(
             DEADLINE,
             || responder.lines().len() >= lines.len(),
-            || format!("the responder got {} of {} lines; log:\n{}", responder.lines().len(), lines.len(), edge.log_text()),
+            || {
+                format!(
+                    "the responder got {} of {} lines; log:\n{}",
+                    responder.lines().len(),
+                    lines.len(),
+                    edge.log_text()
+                )
+            },
         );
         let m = addr(metrics);
         wait_for(DEADLINE, || metric(m, "CHANNEL.c1", "ChannelSize") == Some(0), || edge.log_text());
@@ -206,7 +220,10 @@ fn against_a_responder(extra: &[&str]) -> (usize, usize, u64) {
     let m = addr(metrics);
     wait_for(
         DEADLINE,
-        || metric(m, "CHANNEL.c1", "ChannelSize") == Some(0) && metric(m, "SOURCE.in", "EventAcceptedCount") == Some(5_000),
+        || {
+            metric(m, "CHANNEL.c1", "ChannelSize") == Some(0)
+                && metric(m, "SOURCE.in", "EventAcceptedCount") == Some(5_000)
+        },
         || edge.log_text(),
     );
     let rollbacks = metric(m, "SINK.avro", "RollbackCount").unwrap();
@@ -342,7 +359,13 @@ fn avro_tier_across_a_collector_kill(tmp: &Path, channel: &str, tls: bool) -> Ti
     wait_for(
         DEADLINE,
         || accepted() > 0 && [addr(edge_metrics), monitoring].iter().all(|m| size(*m) == Some(0)),
-        || format!("the tier never settled; the collector's log:\n{}\nthe edge's log:\n{}", collector.log_text(), edge.log_text()),
+        || {
+            format!(
+                "the tier never settled; the collector's log:\n{}\nthe edge's log:\n{}",
+                collector.log_text(),
+                edge.log_text()
+            )
+        },
     );
     assert!(
         metric(addr(edge_metrics), "SINK.k1", "ConnectionFailedCount").unwrap_or(0) >= 1,
@@ -482,7 +505,11 @@ fn bad_input_closes_the_connection_puts_nothing_and_memory_stays_bounded() {
         ("a body declared 10 GB long", append_batch_frame(&ten_gb), false),
         ("a billion headers", append_batch_frame(&many_headers), false),
         ("a malformed datum", append_batch_frame(&[0x0b, 0xff, 0xff, 0xff]), false),
-        ("garbage instead of a handshake", [frame_header(1, 1), 8i32.to_be_bytes().to_vec(), vec![0xff; 8]].concat(), false),
+        (
+            "garbage instead of a handshake",
+            [frame_header(1, 1), 8i32.to_be_bytes().to_vec(), vec![0xff; 8]].concat(),
+            false,
+        ),
     ];
     for (k, (what, bytes, shutdown)) in cases.iter().enumerate() {
         send_and_see_closed(port, bytes, *shutdown);
@@ -499,7 +526,11 @@ fn bad_input_closes_the_connection_puts_nothing_and_memory_stays_bounded() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&foreign.stdout);
-    assert!(said.starts_with("refused"), "another protocol was not refused: {said}{}", String::from_utf8_lossy(&foreign.stderr));
+    assert!(
+        said.starts_with("refused"),
+        "another protocol was not refused: {said}{}",
+        String::from_utf8_lossy(&foreign.stderr)
+    );
     let before_good = cases.len() as u64 + 1;
     wait_for(DEADLINE, || errors() >= before_good, || agent.log_text());
     assert!(agent.log_text().contains("another protocol"), "no log line names the other protocol");

@@ -146,7 +146,9 @@ pub enum AvroError {
         max: usize,
     },
     /// A frame's buffers declared more bytes than `max_frame_bytes` (or a negative length).
-    #[error("a frame declares a buffer of {length} bytes, over max_frame_bytes ({max}) with the frame's other buffers")]
+    #[error(
+        "a frame declares a buffer of {length} bytes, over max_frame_bytes ({max}) with the frame's other buffers"
+    )]
     FrameTooLarge {
         /// The declared length of the buffer.
         length: i64,
@@ -450,10 +452,7 @@ pub enum Call {
 
 fn event_value(e: &Event) -> Value {
     Value::Record(vec![
-        (
-            "headers".into(),
-            Value::Map(e.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
-        ),
+        ("headers".into(), Value::Map(e.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())),
         ("body".into(), Value::Bytes(e.body.to_vec())),
     ])
 }
@@ -571,7 +570,8 @@ pub fn check_protocol(text: &str) -> Result<(), AvroError> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| other(format!("not protocol JSON: {e}")))?;
     let name = json.get("protocol").and_then(|v| v.as_str()).unwrap_or_default();
     let namespace = json.get("namespace").and_then(|v| v.as_str()).unwrap_or_default();
-    let full = if name.contains('.') || namespace.is_empty() { name.to_string() } else { format!("{namespace}.{name}") };
+    let full =
+        if name.contains('.') || namespace.is_empty() { name.to_string() } else { format!("{namespace}.{name}") };
     if full != PROTOCOL_NAME {
         return Err(other(format!("protocol {full:?}, not {PROTOCOL_NAME}")));
     }
@@ -797,7 +797,11 @@ fn read_error(e: io::Error) -> AvroError {
     }
 }
 
-async fn read_exact<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, buf: &mut [u8], before: usize) -> Result<(), AvroError> {
+async fn read_exact<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+    before: usize,
+) -> Result<(), AvroError> {
     let mut got = 0;
     while got < buf.len() {
         let n = reader.read(&mut buf[got..]).await.map_err(read_error)?;
@@ -916,7 +920,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Inflater<R> {
                 this.start = 0;
             }
             if this.end == this.input.len() {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "deflate stream makes no progress")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "deflate stream makes no progress",
+                )));
             }
             let mut read = ReadBuf::new(&mut this.input[this.end..]);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;

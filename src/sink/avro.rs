@@ -24,8 +24,9 @@ use tokio::net::TcpStream;
 
 use super::{Sink, SinkError};
 use crate::codec::avro::{
-    check_protocol, decode_response, Compression, encode_append_batch, encode_frame, protocol_hash, read_frame, AvroError, Deflater,
-    FrameLimits, HandshakeMatch, HandshakeRequest, HandshakeResponse, Inflater, Md5, Response, Status, PROTOCOL,
+    check_protocol, decode_response, encode_append_batch, encode_frame, protocol_hash, read_frame, AvroError,
+    Compression, Deflater, FrameLimits, HandshakeMatch, HandshakeRequest, HandshakeResponse, Inflater, Md5, Response,
+    Status, PROTOCOL,
 };
 use crate::config::duration;
 use crate::event::Event;
@@ -153,7 +154,12 @@ impl AvroSink {
                 (Box::new(r), Box::new(w))
             }
             Some(connector) => {
-                let host = self.config.tls.as_ref().and_then(|t| t.server_name.clone()).unwrap_or(self.config.hostname.clone());
+                let host = self
+                    .config
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.server_name.clone())
+                    .unwrap_or(self.config.hostname.clone());
                 let name = rustls::pki_types::ServerName::try_from(host)
                     .map_err(|e| AvroError::io("TLS server name")(std::io::Error::other(e)))?;
                 let tls = connector.connect(name, stream).await.map_err(AvroError::io("TLS handshake"))?;
@@ -163,7 +169,9 @@ impl AvroSink {
         };
         let (reader, deflater): (Box<dyn AsyncRead + Unpin>, _) = match self.config.compression_type {
             Compression::None => (reader, None),
-            Compression::Deflate => (Box::new(Inflater::new(reader)), Some(Deflater::new(self.config.compression_level))),
+            Compression::Deflate => {
+                (Box::new(Inflater::new(reader)), Some(Deflater::new(self.config.compression_level)))
+            }
         };
         Ok(Connection { reader, writer, deflater, serial: 0, handshaken: false })
     }
@@ -257,7 +265,10 @@ impl Sink for AvroSink {
                     }
                     Err(_) => {
                         self.counters.connection_failed.inc();
-                        return Err(SinkError::Avro { address, source: AvroError::Timeout(self.config.connect_timeout) });
+                        return Err(SinkError::Avro {
+                            address,
+                            source: AvroError::Timeout(self.config.connect_timeout),
+                        });
                     }
                 }
             }

@@ -27,8 +27,8 @@ use super::netcat::{accept, tls_endpoint, with_subject};
 use super::{SourceContext, SourceError};
 use crate::channel::ChannelError;
 use crate::codec::avro::{
-    decode_call, encode_frame, encode_response, read_frame, AvroError, Call, Compression, Deflater, FrameLimits, Handshaken,
-    Inflater, Response, ServerSession, Status,
+    decode_call, encode_frame, encode_response, read_frame, AvroError, Call, Compression, Deflater, FrameLimits,
+    Handshaken, Inflater, Response, ServerSession, Status,
 };
 use crate::config::duration;
 use crate::event::Event;
@@ -183,14 +183,14 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     tracing::debug!(source = %ctx.name, %peer, error = %source, "connection failed");
                     return Ok(());
                 }
-                Ok(Err(e)) => return Ok(refuse(ctx, peer, &e)),
+                Ok(Err(e)) => return refuse(ctx, peer, &e),
             },
             _ = ctx.stopping() => return Ok(()),
         };
         answer.clear();
         let mut input = &frame.payload[..];
         match session.handshake(&mut input) {
-            Err(e) => return Ok(refuse(ctx, peer, &e)),
+            Err(e) => return refuse(ctx, peer, &e),
             Ok(Handshaken::Retry(none)) => {
                 // The client did not send its protocol and its hash is unknown: it sends the
                 // call again with its protocol. Nothing of this one is run.
@@ -205,7 +205,7 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             Ok(call) => call,
             Err(e) => {
                 ctx.counters.malformed.inc();
-                return Ok(refuse(ctx, peer, &e));
+                return refuse(ctx, peer, &e);
             }
         };
         let response = match call {
@@ -231,10 +231,12 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
-/// Bad input: logs, counts `ProtocolErrorCount`; the caller closes the connection.
-fn refuse(ctx: &SourceContext, peer: &str, e: &AvroError) {
+/// Bad input: logs, counts `ProtocolErrorCount`; the caller closes the connection (the source
+/// goes on: `Ok`).
+fn refuse(ctx: &SourceContext, peer: &str, e: &AvroError) -> Result<(), SourceError> {
     ctx.counters.protocol_errors.inc();
     tracing::warn!(source = %ctx.name, %peer, kind = ?e.kind(), error = %e, "bad Avro RPC input: closing the connection, nothing of the call was put");
+    Ok(())
 }
 
 /// Puts the events of one call, `batch_size` at a time, within `put_timeout`: `OK` once all are
