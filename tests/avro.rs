@@ -547,3 +547,75 @@ fn bad_input_closes_the_connection_puts_nothing_and_memory_stays_bounded() {
     assert_eq!(errors(), before_good, "the good client was counted as bad input");
     assert_eq!(agent.terminate(DEADLINE), Some(0));
 }
+
+/// Netcat → Memory → the Avro sinks `sinks` (name, port) in a group under `processor`; sends
+/// `lines` and waits until the channel is empty. Answers the group's counters of `sinks[0]`
+/// (`ConnectionFailedCount`).
+fn through_a_group(tmp: &Path, sinks: &[(&str, u16)], processor: &str, lines: &[String]) -> u64 {
+    let (port, metrics) = (free_port(), free_port());
+    let defs: Vec<String> = sinks
+        .iter()
+        .map(|(name, p)| {
+            format!(
+                r#""{name}": (kind: Avro(hostname: "127.0.0.1", port: {p}, connect_timeout: "1s"), channel: "c1", batch_size: 500)"#
+            )
+        })
+        .collect();
+    let names: Vec<String> = sinks.iter().map(|(n, _)| format!("{n:?}")).collect();
+    let text = format!(
+        r#"Topology(
+    agent: "edge",
+    sources: {{ "in": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 65536), channels: ["c1"], batch_size: 500) }},
+    channels: {{ "c1": {MEMORY} }},
+    sinks: {{ {} }},
+    sink_groups: {{ "g1": (sinks: [{}], processor: {processor}) }},
+    monitoring: Some(Http(bind: "127.0.0.1:{metrics}")),
+)"#,
+        defs.join(", "),
+        names.join(", ")
+    );
+    let mut edge = start(tmp, "edge", &text);
+    edge.send_acknowledged(addr(port), lines, DEADLINE);
+    let m = addr(metrics);
+    wait_for(DEADLINE, || metric(m, "CHANNEL.c1", "ChannelSize") == Some(0), || edge.log_text());
+    let failed = metric(m, &format!("SINK.{}", sinks[0].0), "ConnectionFailedCount").unwrap();
+    assert_eq!(edge.terminate(DEADLINE), Some(0));
+    failed
+}
+
+#[test]
+fn avro_sinks_work_in_failover_and_load_balance_groups() {
+    let lines = numbered_lines(10_000);
+    // Failover: the primary's collector is down, the backup takes every batch.
+    let tmp = tempfile::tempdir().unwrap();
+    let (dead, live) = (free_port(), free_port());
+    let backup = Responder::start(live, "none", &tmp.path().join("backup.txt"), &[]);
+    let failover = r#"Failover(priority: { "primary": 10, "backup": 5 })"#;
+    let failed = through_a_group(tmp.path(), &[("primary", dead), ("backup", live)], failover, &lines);
+    let (missing, extra) = compare(&backup.lines(), &lines, "the backup");
+    println!("Failover: primary failed {failed} times; backup got all but {missing}, {extra} extra");
+    assert!(failed >= 1, "the primary never failed");
+    assert_eq!((missing, extra), (0, 0));
+
+    // LoadBalance over two live collectors and a dead one: every line once, over both.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, dead) = (free_port(), free_port(), free_port());
+    let ra = Responder::start(a, "none", &tmp.path().join("a.txt"), &[]);
+    let rb = Responder::start(b, "none", &tmp.path().join("b.txt"), &[]);
+    let balance = "LoadBalance(selector: RoundRobin, backoff: true)";
+    through_a_group(tmp.path(), &[("dead", dead), ("a", a), ("b", b)], balance, &lines);
+    let (got_a, got_b) = (ra.lines(), rb.lines());
+    let (missing, extra) = compare(&[got_a.clone(), got_b.clone()].concat(), &lines, "the collectors");
+    println!("LoadBalance: {} and {} lines, {missing} missing, {extra} extra", got_a.len(), got_b.len());
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "the batches were not spread");
+    assert_eq!((missing, extra), (0, 0));
+
+    // Control: a backup acknowledging its second batch without writing it loses that batch.
+    let tmp = tempfile::tempdir().unwrap();
+    let (dead, live) = (free_port(), free_port());
+    let backup = Responder::start(live, "none", &tmp.path().join("backup.txt"), &["--drop-batch", "2"]);
+    through_a_group(tmp.path(), &[("primary", dead), ("backup", live)], failover, &lines);
+    let (missing, _) = compare(&backup.lines(), &lines, "the backup");
+    println!("control, backup dropping a batch: {missing} missing");
+    assert!(missing > 0, "the control lost nothing");
+}
