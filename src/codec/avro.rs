@@ -651,10 +651,22 @@ fn resolve(schema: &serde_json::Value, types: &HashMap<String, serde_json::Value
 /// What the server side knows of one connection: whether the handshake is done, and the
 /// client's protocol hash (a later message starting with it carries a handshake again, as every
 /// message of Python's `avro.ipc` client does).
+///
+/// `known` is shared by the connections of one source: the client protocol hashes it accepted
+/// (with their protocol's text) before, as Avro's Java `Responder` keeps its protocol cache, so
+/// that a client reconnecting needs no `NONE` round trip.
 #[derive(Debug, Clone, Default)]
 pub struct ServerSession {
     client_hash: Option<Md5>,
+    known: KnownClients,
 }
+
+/// The client protocol hashes a source accepted, shared by its connections (at most
+/// [`MAX_KNOWN_CLIENTS`]).
+pub type KnownClients = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Md5>>>;
+
+/// Most client protocol hashes a source remembers (each is a protocol text it checked).
+pub const MAX_KNOWN_CLIENTS: usize = 1024;
 
 /// What a request's handshake came to.
 #[derive(Debug)]
@@ -669,6 +681,11 @@ pub enum Handshaken {
 }
 
 impl ServerSession {
+    /// A session for a new connection of a source whose accepted client hashes are `known`.
+    pub fn new(known: KnownClients) -> Self {
+        ServerSession { client_hash: None, known }
+    }
+
     /// Reads the handshake at the front of `input`, if the request has one (the first of a
     /// connection, one after a `NONE`, or one starting with the connection's client hash), and
     /// says how to answer it.
@@ -691,7 +708,11 @@ impl ServerSession {
                 check_protocol(text)?;
                 true
             }
-            None => request.client_hash == ours || self.client_hash == Some(request.client_hash),
+            None => {
+                request.client_hash == ours
+                    || self.client_hash == Some(request.client_hash)
+                    || self.known.lock().expect("never poisoned").contains(&request.client_hash)
+            }
         };
         if !known {
             return Ok(Handshaken::Retry(HandshakeResponse {
@@ -702,6 +723,11 @@ impl ServerSession {
             }));
         }
         self.client_hash = Some(request.client_hash);
+        let mut known = self.known.lock().expect("never poisoned");
+        if known.len() < MAX_KNOWN_CLIENTS {
+            known.insert(request.client_hash);
+        }
+        drop(known);
         let answer = if request.server_hash == ours {
             HandshakeResponse { matched: HandshakeMatch::Both, server_protocol: None, server_hash: None, meta: None }
         } else {
@@ -986,6 +1012,12 @@ mod tests {
         answer.encode(&mut encoded);
         assert_eq!(HandshakeResponse::decode(&mut &encoded[..]).unwrap(), answer);
         assert_eq!(decode_call(&mut input).unwrap(), Call::AppendBatch(sample()));
+        // Another connection of the same source knows the client's hash.
+        let mut again = ServerSession::new(session.known.clone());
+        let mut plain = Vec::new();
+        HandshakeRequest { client_protocol: None, server_hash: protocol_hash(), ..req.clone() }.encode(&mut plain);
+        let Handshaken::Answer(answer) = again.handshake(&mut &plain[..]).unwrap() else { panic!() };
+        assert_eq!(answer.matched, HandshakeMatch::Both);
         // A later message without a handshake.
         out.clear();
         encode_append_batch(&sample(), &mut out);

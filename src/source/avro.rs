@@ -28,7 +28,7 @@ use super::{SourceContext, SourceError};
 use crate::channel::ChannelError;
 use crate::codec::avro::{
     decode_call, encode_frame, encode_response, read_frame, AvroError, Call, Compression, Deflater, FrameLimits,
-    Handshaken, Inflater, Response, ServerSession, Status,
+    Handshaken, Inflater, KnownClients, Response, ServerSession, Status,
 };
 use crate::config::duration;
 use crate::event::Event;
@@ -101,20 +101,21 @@ pub async fn run(config: AvroSourceConfig, ctx: SourceContext) -> Result<(), Sou
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
     let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    let known = KnownClients::default();
     accept(&bind, &ctx, limits, "listening for Avro RPC", move |stream, ctx| {
-        let (config, tls) = (config.clone(), tls.clone());
+        let (config, tls, session) = (config.clone(), tls.clone(), ServerSession::new(known.clone()));
         async move {
             let _ = stream.set_nodelay(true);
             let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |p| p.to_string());
             match tls {
                 None => {
                     let (reader, writer) = stream.into_split();
-                    connection(reader, writer, None, &peer, &config, &ctx).await
+                    connection(reader, writer, None, &peer, session, &config, &ctx).await
                 }
                 Some(tls) => match tls.handshake(stream).await {
                     Some((stream, subject)) => {
                         let (reader, writer) = tokio::io::split(stream);
-                        connection(reader, writer, subject.as_ref(), &peer, &config, &ctx).await
+                        connection(reader, writer, subject.as_ref(), &peer, session, &config, &ctx).await
                     }
                     None => Ok(()),
                 },
@@ -156,6 +157,7 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     writer: W,
     subject: Option<&(String, String)>,
     peer: &str,
+    mut session: ServerSession,
     config: &AvroSourceConfig,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
@@ -167,7 +169,6 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut out = FrameWriter { writer, deflater, frame: Vec::new(), wire: Vec::new() };
     let limits = FrameLimits { max_frame_bytes: config.max_frame_bytes };
     let idle = ctx.idle_timeout.unwrap_or(config.idle_timeout);
-    let mut session = ServerSession::default();
     let mut answer = Vec::new();
     loop {
         let frame = tokio::select! {
