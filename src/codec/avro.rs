@@ -231,7 +231,9 @@ fn decode(schema: &Schema, input: &mut &[u8], what: &'static str) -> Result<Valu
 }
 
 fn encode(schema: &Schema, value: Value, out: &mut Vec<u8>) {
+    // Every value is built here for its schema (the round-trip tests check it): no validation pass.
     apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .validate(false)
         .build()
         .and_then(|writer| writer.write_value(out, value))
         .expect("values built here match their schemas");
@@ -472,11 +474,34 @@ fn event_of(value: Value, what: &'static str) -> Result<Event, AvroError> {
     Ok(Event { headers, body: Bytes::from(body) })
 }
 
+/// An `AvroFlumeEvent` as apache-avro's schema-aware serializer writes it (no `Value` tree).
+#[derive(serde::Serialize)]
+#[serde(rename = "AvroFlumeEvent")]
+struct EventOut<'a> {
+    headers: &'a Headers,
+    #[serde(with = "apache_avro::serde::bytes")]
+    body: &'a [u8],
+}
+
+/// An `AvroFlumeEvent` as apache-avro's schema-aware deserializer reads it.
+#[derive(serde::Deserialize)]
+#[serde(rename = "AvroFlumeEvent")]
+struct EventIn {
+    headers: Headers,
+    #[serde(with = "apache_avro::serde::bytes")]
+    body: Vec<u8>,
+}
+
 /// Appends the encoding of an `appendBatch(events)` call (empty call metadata) to `out`.
 pub fn encode_append_batch(events: &[Event], out: &mut Vec<u8>) {
     encode(&SCHEMAS.meta, Value::Map(HashMap::new()), out);
     encode(&SCHEMAS.string, Value::String("appendBatch".into()), out);
-    encode(&SCHEMAS.events, Value::Array(events.iter().map(event_value).collect()), out);
+    let events: Vec<EventOut<'_>> = events.iter().map(|e| EventOut { headers: &e.headers, body: &e.body }).collect();
+    apache_avro::writer::datum::GenericDatumWriter::builder(&SCHEMAS.events)
+        .validate(false)
+        .build()
+        .and_then(|writer| writer.write_ser(out, &events))
+        .expect("events match their schema");
 }
 
 /// Appends the encoding of an `append(event)` call (empty call metadata) to `out`.
@@ -498,11 +523,11 @@ pub fn decode_call(input: &mut &[u8]) -> Result<Call, AvroError> {
     let call = match name.as_str() {
         "append" => Call::Append(event_of(decode(&SCHEMAS.event, input, "append parameters")?, "append parameters")?),
         "appendBatch" => {
-            const WHAT: &str = "appendBatch parameters";
-            let Value::Array(items) = decode(&SCHEMAS.events, input, WHAT)? else {
-                return Err(bad(WHAT, "not an array"));
-            };
-            Call::AppendBatch(items.into_iter().map(|v| event_of(v, WHAT)).collect::<Result<_, _>>()?)
+            let events: Vec<EventIn> = apache_avro::reader::datum::GenericDatumReader::builder(&SCHEMAS.events)
+                .build()
+                .and_then(|reader| reader.read_deser(input))
+                .map_err(AvroError::malformed("appendBatch parameters"))?;
+            Call::AppendBatch(events.into_iter().map(|e| Event { headers: e.headers, body: Bytes::from(e.body) }).collect())
         }
         _ => return Ok(Call::Unknown(name)),
     };
