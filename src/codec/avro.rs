@@ -527,7 +527,9 @@ pub fn decode_call(input: &mut &[u8]) -> Result<Call, AvroError> {
                 .build()
                 .and_then(|reader| reader.read_deser(input))
                 .map_err(AvroError::malformed("appendBatch parameters"))?;
-            Call::AppendBatch(events.into_iter().map(|e| Event { headers: e.headers, body: Bytes::from(e.body) }).collect())
+            Call::AppendBatch(
+                events.into_iter().map(|e| Event { headers: e.headers, body: Bytes::from(e.body) }).collect(),
+            )
         }
         _ => return Ok(Call::Unknown(name)),
     };
