@@ -641,3 +641,40 @@ fn avro_sinks_work_in_failover_and_load_balance_groups() {
     println!("control, backup dropping a batch: {missing} missing");
     assert!(missing > 0, "the control lost nothing");
 }
+
+#[test]
+fn a_connection_the_source_closed_when_idle_is_replaced_without_a_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (edge_port, collector_port, edge_metrics, collector_metrics) =
+        (free_port(), free_port(), free_port(), free_port());
+    let out = tmp.path().join("out");
+    let collector_text = format!(
+        r#"Topology(
+    agent: "collector",
+    sources: {{ "avro": (kind: Avro(bind: "127.0.0.1:{collector_port}", idle_timeout: "300ms"), channels: ["c1"]) }},
+    channels: {{ "c1": {MEMORY} }},
+    sinks: {{ "out": (kind: FileRoll(dir: "{}", roll_interval: "0s"), channel: "c1") }},
+    monitoring: Some(Http(bind: "127.0.0.1:{collector_metrics}")),
+)"#,
+        out.display()
+    );
+    let mut collector = start(&tmp.path().join("collector"), "collector", &collector_text);
+    drop(collector.connect(addr(collector_port), DEADLINE));
+    let mut edge =
+        start(&tmp.path().join("edge"), "edge", &edge_to_avro(edge_port, collector_port, edge_metrics, "None", MEMORY));
+    let lines = numbered_lines(200);
+    edge.send_acknowledged(addr(edge_port), &lines[..100], DEADLINE);
+    wait_for(DEADLINE, || output_lines(&out).0.len() >= 100, || collector.log_text());
+    let idle_closed = || metric(addr(collector_metrics), "SOURCE.avro", "ConnectionIdleClosedCount").unwrap_or(0);
+    wait_for(DEADLINE, || idle_closed() >= 1, || collector.log_text());
+    edge.send_acknowledged(addr(edge_port), &lines[100..], DEADLINE);
+    wait_for(DEADLINE, || output_lines(&out).0.len() >= 200, || edge.log_text());
+    let m = addr(edge_metrics);
+    let created = metric(m, "SINK.avro", "ConnectionCreatedCount").unwrap();
+    let rollbacks = metric(m, "SINK.avro", "RollbackCount").unwrap();
+    println!("after an idle close: {created} connections made, {rollbacks} rollbacks");
+    assert_eq!(created, 2, "the sink did not connect anew after the idle close");
+    assert_eq!(rollbacks, 0, "the idle close cost a rollback");
+    let (missing, extra) = compare(&output_lines(&out).0, &lines, "the collector's output");
+    assert_eq!((missing, extra), (0, 0));
+}

@@ -253,38 +253,48 @@ impl Sink for AvroSink {
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let address = self.config.address();
-            if self.connection.is_none() {
-                match tokio::time::timeout(self.config.connect_timeout, self.connect()).await {
-                    Ok(Ok(conn)) => {
-                        self.counters.connection_created.inc();
-                        self.connection = Some(conn);
-                    }
-                    Ok(Err(e)) => {
-                        self.counters.connection_failed.inc();
-                        return Err(SinkError::Avro { address, source: e });
-                    }
-                    Err(_) => {
-                        self.counters.connection_failed.inc();
-                        return Err(SinkError::Avro {
-                            address,
-                            source: AvroError::Timeout(self.config.connect_timeout),
-                        });
+            // A kept connection the source closed meanwhile (its idle_timeout) fails at once with
+            // an I/O error: the batch is then sent again, once, on a new connection.
+            let mut reused = self.connection.is_some();
+            loop {
+                if self.connection.is_none() {
+                    match tokio::time::timeout(self.config.connect_timeout, self.connect()).await {
+                        Ok(Ok(conn)) => {
+                            self.counters.connection_created.inc();
+                            self.connection = Some(conn);
+                        }
+                        Ok(Err(e)) => {
+                            self.counters.connection_failed.inc();
+                            return Err(SinkError::Avro { address, source: e });
+                        }
+                        Err(_) => {
+                            self.counters.connection_failed.inc();
+                            return Err(SinkError::Avro {
+                                address,
+                                source: AvroError::Timeout(self.config.connect_timeout),
+                            });
+                        }
                     }
                 }
+                let answer = tokio::time::timeout(self.config.request_timeout, self.append_batch(events)).await;
+                let error = match answer {
+                    Ok(Ok(Status::Ok)) => return Ok(()),
+                    Ok(Ok(status)) => {
+                        tracing::warn!(sink = %self.name, %address, ?status, events = events.len(), "the Avro source did not take the batch; rolling back");
+                        return Err(SinkError::Avro { address, source: AvroError::Refused(status) });
+                    }
+                    Ok(Err(e)) => e,
+                    Err(_) => AvroError::Timeout(self.config.request_timeout),
+                };
+                self.close_connection();
+                if reused && matches!(error, AvroError::Io { .. }) {
+                    tracing::debug!(sink = %self.name, %address, error = %error, "the kept connection is gone; connecting anew");
+                    reused = false;
+                    continue;
+                }
+                self.counters.connection_failed.inc();
+                return Err(SinkError::Avro { address, source: error });
             }
-            let answer = tokio::time::timeout(self.config.request_timeout, self.append_batch(events)).await;
-            let error = match answer {
-                Ok(Ok(Status::Ok)) => return Ok(()),
-                Ok(Ok(status)) => {
-                    tracing::warn!(sink = %self.name, %address, ?status, events = events.len(), "the Avro source did not take the batch; rolling back");
-                    return Err(SinkError::Avro { address, source: AvroError::Refused(status) });
-                }
-                Ok(Err(e)) => e,
-                Err(_) => AvroError::Timeout(self.config.request_timeout),
-            };
-            self.counters.connection_failed.inc();
-            self.close_connection();
-            Err(SinkError::Avro { address, source: error })
         })
     }
 
