@@ -338,11 +338,28 @@ fn avro_tier_across_a_collector_kill(tmp: &Path, channel: &str, tls: bool) -> Ti
     );
     let mut edge = start(&tmp.join("edge"), "edge", &edge_text);
     let lines = numbered_lines(20_000);
-    let (first, second) = lines.split_at(lines.len() / 2);
-    edge.send_acknowledged(addr(edge_port), first, DEADLINE);
+    // The edge takes the lines 200 at a time, every 5 ms (a paced producer, acknowledged line by
+    // line), so that the collector is killed while the stream is flowing.
+    let stream = edge.connect(addr(edge_port), DEADLINE);
+    let mut acks = stream.try_clone().unwrap();
+    let payload: Vec<Vec<u8>> = lines.chunks(200).map(joined).collect();
+    let producer = std::thread::spawn(move || {
+        let mut stream = stream;
+        for chunk in payload {
+            stream.write_all(&chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let acked = std::thread::spawn(move || {
+        let (mut n, mut buf) = (0usize, [0u8; 8192]);
+        while n < 3 * 20_000 {
+            let got = acks.read(&mut buf).expect("acknowledgements arrive");
+            assert!(got > 0, "the edge closed the connection");
+            n += got;
+        }
+    });
     let monitoring = addr(collector_metrics);
     let accepted = || metric(monitoring, "SOURCE.from-edges", "EventAcceptedCount").unwrap_or(0);
-    // Mid-stream: the edge is still forwarding the first half when the collector dies.
     wait_for(
         DEADLINE,
         || accepted() >= 3_000,
@@ -350,9 +367,10 @@ fn avro_tier_across_a_collector_kill(tmp: &Path, channel: &str, tls: bool) -> Ti
     );
     let accepted_before_kill = accepted();
     collector.kill();
-    assert!(accepted_before_kill < first.len() as u64, "the kill came after the first half arrived");
-    // The edge goes on taking lines while the collector is down.
-    edge.send_acknowledged(addr(edge_port), second, DEADLINE);
+    assert!(accepted_before_kill < lines.len() as u64 / 2, "the kill came after half the stream arrived");
+    // The edge goes on taking (and acknowledging) lines while the collector is down.
+    producer.join().unwrap();
+    acked.join().unwrap();
     let responder = Responder::start(archive_port, "none", &tmp.join("archive.txt"), &[]);
     let collector = start(&collector_dir, "collector", &collector_text);
     let size = |m: SocketAddr| metric(m, "CHANNEL.c1", "ChannelSize");
