@@ -287,6 +287,11 @@ counter_set!(
         open_failures => Counter "ChannelOpenFailureCount",
         /// 1 while the channel's storage is not open (failed, retrying), else 0; a gauge.
         failed => Gauge "ChannelFailed",
+        /// Events in memory, available plus taken and not yet committed (Spillable only); a gauge.
+        memory_size => Gauge "ChannelMemorySize",
+        /// Events in the overflow, available plus taken and not yet committed (Spillable only);
+        /// a gauge.
+        overflow_size => Gauge "ChannelOverflowSize",
     }
 );
 

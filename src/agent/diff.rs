@@ -135,6 +135,14 @@ impl Diff {
                 (ChannelConfig::RocksDb(a), ChannelConfig::RocksDb(b)) if a.dir == b.dir => {
                     reopened.insert(name.clone())
                 }
+                // Only memory options changed: in place; other overflow options: reopened (the
+                // events in memory are put into the overflow when it closes).
+                (ChannelConfig::Spillable(a), ChannelConfig::Spillable(b)) if a.overflow == b.overflow => {
+                    resized.insert(name.clone())
+                }
+                (ChannelConfig::Spillable(a), ChannelConfig::Spillable(b)) if a.rocksdb().dir == b.rocksdb().dir => {
+                    reopened.insert(name.clone())
+                }
                 _ => replaced.insert(name.clone()),
             };
         }

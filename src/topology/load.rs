@@ -256,6 +256,13 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
                 e.resolve_paths(base);
             }
         }
+        if let ChannelConfig::Spillable(c) = channel {
+            let c = c.rocksdb_mut();
+            c.dir = crate::config::resolve(base, &c.dir);
+            if let Some(e) = &mut c.encryption {
+                e.resolve_paths(base);
+            }
+        }
     }
     for sink in topology.sinks.values_mut() {
         sink.kind.resolve_paths(base);

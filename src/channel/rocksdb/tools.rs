@@ -205,6 +205,11 @@ impl KeysArgs {
             Some(crate::topology::ChannelConfig::RocksDb(c)) => {
                 Ok(Some((c.dir.clone(), Keys::load(name, c.encryption.as_ref())?)))
             }
+            // A Spillable channel's overflow is a RocksDb channel's directory.
+            Some(crate::topology::ChannelConfig::Spillable(s)) => {
+                let c = s.rocksdb();
+                Ok(Some((c.dir.clone(), Keys::load(name, c.encryption.as_ref())?)))
+            }
             _ => Err(ToolError::Topology(format!("{}: no RocksDb channel \"{name}\"", path.display()))),
         }
     }
