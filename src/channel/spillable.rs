@@ -4,11 +4,11 @@
 //! Events stay in memory while there is room (`memory_capacity` events, `byte_capacity` bytes);
 //! when the sinks fall behind and memory stays full for `overflow_timeout`, puts go to the
 //! overflow, a [`RocksDbChannel`](super::rocksdb::RocksDbChannel) actor of its own on the
-//! overflow's `dir`, until memory has room again. Takes come in put order across both: every
-//! event gets a sequence number when its put commits, and a take hands out the lowest ones first,
-//! from memory or from the overflow, as Flume's drain order of runs (n events in memory, then m
-//! in the overflow, ...) does. A take transaction's rollback returns its events to the head of
-//! both queues.
+//! overflow's `dir`, until memory has room again. Takes come in put order across both, following
+//! Flume's drain order: the available events as a queue of memory events and runs of overflow
+//! events (n events in memory, then m in the overflow, ...), a take handing out the head, from
+//! memory and at most one run of the overflow. A take transaction's rollback returns its events
+//! to the head, in their order, as in the `Memory` channel.
 //!
 //! **What was only in memory is lost when the process dies** (SIGKILL, a crash, a power cut), as
 //! in Flume; what was in the overflow survives and is delivered after the restart. On a clean stop
@@ -21,7 +21,6 @@
 //! those of the channel `NAME.overflow`.
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,130 +127,52 @@ fn default_deactivation_threshold() -> u8 {
     5
 }
 
-/// The sequence number of the first event put after a start; events found in the overflow when
-/// it opens are numbered below it, so they are taken first.
-const FIRST_SEQ: u64 = 1 << 62;
-
 /// How often the channel compares its count of the overflow's events with the overflow's own
 /// (events found when it opened, after a restart, or lost to dead-lettering).
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Sequence numbers as half-open ranges, taken from the front, oldest first; a rolled back take
-/// goes back to the front. The overflow's queue works the same way, so this is a faithful
-/// picture of which of the channel's numbers the overflow will hand out next.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Ranges {
-    ranges: VecDeque<Range<u64>>,
-    len: u64,
-}
-
-impl Ranges {
-    /// Numbers available.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// The next number to be taken.
-    pub fn front(&self) -> Option<u64> {
-        self.ranges.front().map(|r| r.start)
-    }
-
-    /// Appends `r` at the back (a committed put).
-    pub fn append(&mut self, r: Range<u64>) {
-        if r.is_empty() {
-            return;
-        }
-        self.len += r.end - r.start;
-        match self.ranges.back_mut() {
-            Some(last) if last.end == r.start => last.end = r.end,
-            _ => self.ranges.push_back(r),
-        }
-    }
-
-    /// Puts `rs` (ascending) back at the front (a rollback).
-    pub fn restore(&mut self, rs: &[Range<u64>]) {
-        for r in rs.iter().rev().filter(|r| !r.is_empty()) {
-            self.len += r.end - r.start;
-            match self.ranges.front_mut() {
-                Some(first) if first.start == r.end => first.start = r.start,
-                _ => self.ranges.push_front(r.clone()),
-            }
-        }
-    }
-
-    /// Takes up to `max` numbers from the front, only those below `limit`.
-    pub fn take_below(&mut self, limit: u64, max: u64) -> Vec<Range<u64>> {
-        let mut taken = Vec::new();
-        let mut want = max;
-        while want > 0 {
-            let Some(front) = self.ranges.front_mut() else { break };
-            if front.start >= limit {
-                break;
-            }
-            let end = front.end.min(limit).min(front.start + want);
-            taken.push(front.start..end);
-            want -= end - front.start;
-            self.len -= end - front.start;
-            front.start = end;
-            if front.is_empty() {
-                self.ranges.pop_front();
-            }
-        }
-        taken
-    }
-
-    /// Drops up to `n` numbers from the front; answers how many.
-    pub fn trim_front(&mut self, n: u64) -> u64 {
-        let taken = self.take_below(u64::MAX, n);
-        taken.iter().map(|r| r.end - r.start).sum()
-    }
-}
-
-fn count(rs: &[Range<u64>]) -> u64 {
-    rs.iter().map(|r| r.end - r.start).sum()
-}
-
-/// Drops the last `n` numbers of `rs`.
-fn drop_last(rs: &mut Vec<Range<u64>>, mut n: u64) {
-    while n > 0 {
-        let Some(last) = rs.last_mut() else { return };
-        let len = last.end - last.start;
-        if len <= n {
-            n -= len;
-            rs.pop();
-        } else {
-            last.end -= n;
-            n = 0;
-        }
-    }
-}
-
-/// The overflow part of a take transaction: the overflow's own transaction and the channel's
-/// numbers it holds.
+/// One entry of the drain order: an event in memory, or a run of events in the overflow (the
+/// next ones the overflow hands out, since it, too, hands out its oldest first and takes rolled
+/// back events back at its head).
 #[derive(Debug)]
-struct OverflowPart {
-    txn: TxnId,
-    seqs: Vec<Range<u64>>,
+enum Entry {
+    Memory(Event),
+    Overflow(u64),
 }
 
-/// A take transaction: events from memory before the overflow part, the overflow part, and
-/// events from memory after it (in that order, the order of their numbers).
+/// A take transaction: its events as they were in the drain order (memory events, and runs of
+/// the overflow's), and the overflow's own transaction holding the overflow runs' events.
 #[derive(Debug, Default)]
 struct Txn {
-    before: Vec<(u64, Event)>,
-    overflow: Option<OverflowPart>,
-    after: Vec<(u64, Event)>,
+    segments: Vec<Entry>,
+    overflow: Option<TxnId>,
 }
 
 impl Txn {
     fn memory_len(&self) -> u64 {
-        (self.before.len() + self.after.len()) as u64
+        self.segments.iter().filter(|e| matches!(e, Entry::Memory(_))).count() as u64
+    }
+    fn overflow_len(&self) -> u64 {
+        self.segments.iter().map(|e| if let Entry::Overflow(n) = e { *n } else { 0 }).sum()
     }
     fn len(&self) -> u64 {
-        self.memory_len() + self.overflow.as_ref().map_or(0, |o| count(&o.seqs))
+        self.memory_len() + self.overflow_len()
     }
     fn memory_bytes(&self) -> u64 {
-        self.before.iter().chain(&self.after).map(|(_, e)| event_bytes(e)).sum()
+        self.segments.iter().map(|e| if let Entry::Memory(e) = e { event_bytes(e) } else { 0 }).sum()
+    }
+
+    /// Shortens the overflow runs by `n` events, from the last one (events the overflow no longer
+    /// had).
+    fn shorten_overflow(&mut self, mut n: u64) {
+        for e in self.segments.iter_mut().rev() {
+            if let Entry::Overflow(m) = e {
+                let k = (*m).min(n);
+                *m -= k;
+                n -= k;
+            }
+        }
+        self.segments.retain(|e| !matches!(e, Entry::Overflow(0)));
     }
 }
 
@@ -269,19 +190,18 @@ pub struct SpillableChannel {
     config: SpillableConfig,
     counters: Arc<ChannelCounters>,
     overflow: ChannelHandle,
-    /// Events in memory, available, by number; the front is taken next.
-    memory: VecDeque<(u64, Event)>,
+    /// The available events in the order they are taken: the oldest first.
+    order: VecDeque<Entry>,
+    /// Memory events in `order`.
+    memory_queued: u64,
     /// Memory events taken and not yet committed.
     memory_in_flight: u64,
     /// [`event_bytes`] of the memory events held (queued and in flight).
     memory_bytes: u64,
-    /// The overflow's available events, by number.
-    ranges: Ranges,
-    /// Overflow numbers taken and not yet committed (or being taken).
+    /// Overflow events in `order`.
+    overflow_queued: u64,
+    /// Overflow events taken (or being taken) and not yet committed.
     overflow_taken: u64,
-    next_seq: u64,
-    /// The lowest number given to events found in the overflow.
-    low_seq: u64,
     txns: HashMap<TxnId, Txn>,
     next_txn: TxnId,
     spills: VecDeque<Spill>,
@@ -324,13 +244,12 @@ impl SpillableChannel {
             config,
             counters,
             overflow,
-            memory: VecDeque::new(),
+            order: VecDeque::new(),
+            memory_queued: 0,
             memory_in_flight: 0,
             memory_bytes: 0,
-            ranges: Ranges::default(),
+            overflow_queued: 0,
             overflow_taken: 0,
-            next_seq: FIRST_SEQ,
-            low_seq: FIRST_SEQ,
             txns: HashMap::new(),
             next_txn: 1,
             spills: VecDeque::new(),
@@ -344,11 +263,11 @@ impl SpillableChannel {
     }
 
     fn memory_held(&self) -> u64 {
-        self.memory.len() as u64 + self.memory_in_flight
+        self.memory_queued + self.memory_in_flight
     }
 
     fn overflow_held(&self) -> u64 {
-        self.ranges.len() + self.overflow_taken
+        self.overflow_queued + self.overflow_taken
     }
 
     fn held(&self) -> u64 {
@@ -356,7 +275,51 @@ impl SpillableChannel {
     }
 
     fn available(&self) -> u64 {
-        self.memory.len() as u64 + self.ranges.len()
+        self.memory_queued + self.overflow_queued
+    }
+
+    /// Appends `n` overflow events to the drain order.
+    fn push_overflow_back(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.overflow_queued += n;
+        match self.order.back_mut() {
+            Some(Entry::Overflow(m)) => *m += n,
+            _ => self.order.push_back(Entry::Overflow(n)),
+        }
+    }
+
+    /// Puts `n` overflow events at the head of the drain order.
+    fn push_overflow_front(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.overflow_queued += n;
+        match self.order.front_mut() {
+            Some(Entry::Overflow(m)) => *m += n,
+            _ => self.order.push_front(Entry::Overflow(n)),
+        }
+    }
+
+    /// Forgets up to `n` overflow events nearest the head; answers how many.
+    fn forget_overflow(&mut self, n: u64) -> u64 {
+        let mut left = n;
+        let mut i = 0;
+        while left > 0 && i < self.order.len() {
+            if let Entry::Overflow(m) = &mut self.order[i] {
+                let k = (*m).min(left);
+                *m -= k;
+                left -= k;
+                self.overflow_queued -= k;
+                if *m == 0 {
+                    self.order.remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        n - left
     }
 
     fn show_size(&self) {
@@ -375,15 +338,15 @@ impl SpillableChannel {
 
     /// Whether a put of `n` events that does not fit memory goes to the overflow without waiting.
     fn spills_at_once(&self, n: usize) -> bool {
-        self.activated || n as u64 > self.config.memory_capacity
+        self.activated || self.config.overflow_timeout.is_zero() || n as u64 > self.config.memory_capacity
     }
 
     fn put_memory(&mut self, events: Vec<Event>) {
         self.counters.put_success.add(events.len() as u64);
         for e in events {
             self.memory_bytes += event_bytes(&e);
-            self.memory.push_back((self.next_seq, e));
-            self.next_seq += 1;
+            self.memory_queued += 1;
+            self.order.push_back(Entry::Memory(e));
         }
         self.show_size();
     }
@@ -413,10 +376,13 @@ impl SpillableChannel {
             let s = self.spills.pop_front().expect("front exists");
             match s.result.expect("answered") {
                 Ok(()) => {
-                    self.ranges.append(self.next_seq..self.next_seq + s.n);
-                    self.next_seq += s.n;
+                    self.push_overflow_back(s.n);
                     self.counters.put_success.add(s.n);
                     let _ = s.reply.send(Ok(()));
+                }
+                // Memory and overflow full: the channel's capacity is both.
+                Err(ChannelError::Full { .. }) => {
+                    let _ = s.reply.send(Err(ChannelError::Full { capacity: self.config.capacity() }));
                 }
                 Err(e) => {
                     let _ = s.reply.send(Err(e));
@@ -427,27 +393,37 @@ impl SpillableChannel {
         self.serve_parked(ctx);
     }
 
-    /// Takes up to `max` events, lowest numbers first, from memory and at most one run of the
-    /// overflow, and answers the transaction through `reply`.
+    /// Takes up to `max` events from the head of the drain order (memory events and overflow
+    /// runs; the overflow's in one take of the overflow) and answers the transaction through
+    /// `reply`.
     fn take_now(&mut self, max: usize, reply: oneshot::Sender<Result<TakeTxn, ChannelError>>, ctx: &mut Context<Self>) {
-        let max = max as u64;
+        let mut want = max as u64;
         let mut txn = Txn::default();
-        let overflow_front = self.ranges.front().unwrap_or(u64::MAX);
-        while (txn.before.len() as u64) < max && self.memory.front().is_some_and(|(s, _)| *s < overflow_front) {
-            txn.before.push(self.memory.pop_front().expect("front exists"));
-        }
-        let memory_front = self.memory.front().map_or(u64::MAX, |(s, _)| *s);
-        let seqs = self.ranges.take_below(memory_front, max - txn.before.len() as u64);
-        let overflow_n = count(&seqs);
-        if overflow_n > 0 {
-            let overflow_front = self.ranges.front().unwrap_or(u64::MAX);
-            while txn.len() + overflow_n < max && self.memory.front().is_some_and(|(s, _)| *s < overflow_front) {
-                txn.after.push(self.memory.pop_front().expect("front exists"));
+        while want > 0 {
+            match self.order.front_mut() {
+                None => break,
+                Some(Entry::Overflow(m)) => {
+                    let k = (*m).min(want);
+                    *m -= k;
+                    if *m == 0 {
+                        self.order.pop_front();
+                    }
+                    self.overflow_queued -= k;
+                    want -= k;
+                    txn.segments.push(Entry::Overflow(k));
+                }
+                Some(Entry::Memory(_)) => {
+                    let entry = self.order.pop_front().expect("front exists");
+                    self.memory_queued -= 1;
+                    want -= 1;
+                    txn.segments.push(entry);
+                }
             }
         }
         self.memory_in_flight += txn.memory_len();
+        let overflow_n = txn.overflow_len();
         if overflow_n == 0 {
-            let _ = self.answer_take(txn, reply, ctx);
+            let _ = self.answer_take(txn, Vec::new(), reply, ctx);
             return;
         }
         self.overflow_taken += overflow_n;
@@ -455,35 +431,28 @@ impl SpillableChannel {
         ctx.spawn(async move { taken.await.unwrap_or(Err(ChannelError::Closed)) }.into_actor(self).map(
             move |result, act, ctx| {
                 let mut txn = txn;
-                let mut seqs = seqs;
                 match result {
-                    Ok(mut overflow_txn) => {
-                        let got = overflow_txn.events.len() as u64;
-                        match overflow_txn.disarm() {
-                            Some(id) => {
-                                if got < overflow_n {
-                                    // Dead-lettered by the overflow (unreadable): gone.
-                                    tracing::warn!(channel = %act.name, asked = overflow_n, got, "the overflow handed out fewer events than it held");
-                                    drop_last(&mut seqs, overflow_n - got);
-                                    act.overflow_taken -= overflow_n - got;
-                                }
-                                let events = std::mem::take(&mut overflow_txn.events);
-                                txn.overflow = Some(OverflowPart { txn: id, seqs });
-                                let _ = act.answer_take_with(txn, events, reply, ctx);
+                    Ok(mut overflow_txn) => match overflow_txn.disarm() {
+                        Some(id) => {
+                            let got = overflow_txn.events.len() as u64;
+                            if got < overflow_n {
+                                // Dead-lettered by the overflow (unreadable): gone.
+                                tracing::warn!(channel = %act.name, asked = overflow_n, got, "the overflow handed out fewer events than it held");
+                                act.overflow_taken -= overflow_n - got;
+                                txn.shorten_overflow(overflow_n - got);
                             }
-                            None => {
-                                // Not open, or restarting: the events stay where they are.
-                                act.overflow_taken -= overflow_n;
-                                act.ranges.restore(&seqs);
-                                let _ = act.answer_take(txn, reply, ctx);
-                            }
+                            txn.overflow = Some(id);
+                            let events = std::mem::take(&mut overflow_txn.events);
+                            let _ = act.answer_take(txn, events, reply, ctx);
                         }
-                    }
+                        None => {
+                            // Not open, or restarting: the events stay where they were.
+                            act.put_back(txn);
+                            let _ = reply.send(Ok(TakeTxn::empty()));
+                        }
+                    },
                     Err(e) => {
-                        act.overflow_taken -= overflow_n;
-                        act.ranges.restore(&seqs);
-                        act.memory_in_flight -= txn.memory_len();
-                        act.return_memory(txn);
+                        act.put_back(txn);
                         tracing::warn!(channel = %act.name, error = %e, "a take from the overflow failed");
                         let _ = reply.send(Err(e));
                     }
@@ -493,18 +462,9 @@ impl SpillableChannel {
         ));
     }
 
+    /// Answers `txn` (the events of its overflow runs being `overflow_events`, in order) through
+    /// `reply`; a taker gone meanwhile rolls it back.
     fn answer_take(
-        &mut self,
-        txn: Txn,
-        reply: oneshot::Sender<Result<TakeTxn, ChannelError>>,
-        ctx: &mut Context<Self>,
-    ) -> bool {
-        self.answer_take_with(txn, Vec::new(), reply, ctx)
-    }
-
-    /// Answers `txn` (its overflow part's events being `overflow_events`) through `reply`; a
-    /// taker gone meanwhile rolls it back.
-    fn answer_take_with(
         &mut self,
         txn: Txn,
         overflow_events: Vec<Event>,
@@ -516,9 +476,13 @@ impl SpillableChannel {
             return reply.send(Ok(TakeTxn::empty())).is_ok();
         }
         let mut events = Vec::with_capacity(n as usize);
-        events.extend(txn.before.iter().map(|(_, e)| e.clone()));
-        events.extend(overflow_events);
-        events.extend(txn.after.iter().map(|(_, e)| e.clone()));
+        let mut from_overflow = overflow_events.into_iter();
+        for segment in &txn.segments {
+            match segment {
+                Entry::Memory(e) => events.push(e.clone()),
+                Entry::Overflow(k) => events.extend(from_overflow.by_ref().take(*k as usize)),
+            }
+        }
         let id = self.next_txn;
         self.next_txn += 1;
         self.txns.insert(id, txn);
@@ -535,23 +499,29 @@ impl SpillableChannel {
         }
     }
 
-    /// Puts a transaction's memory events back at the front of memory.
-    fn return_memory(&mut self, txn: Txn) {
-        for e in txn.after.into_iter().rev().chain(txn.before.into_iter().rev()) {
-            self.memory.push_front(e);
+    /// Puts the events of `txn` back at the head of the drain order, in their order.
+    fn put_back(&mut self, txn: Txn) {
+        self.memory_in_flight -= txn.memory_len();
+        self.overflow_taken -= txn.overflow_len();
+        for segment in txn.segments.into_iter().rev() {
+            match segment {
+                Entry::Memory(e) => {
+                    self.memory_queued += 1;
+                    self.order.push_front(Entry::Memory(e));
+                }
+                Entry::Overflow(n) => self.push_overflow_front(n),
+            }
         }
     }
 
+    /// Puts a transaction's events back at the head, in the order it had them.
     fn rollback(&mut self, id: TxnId) -> bool {
         let Some(mut txn) = self.txns.remove(&id) else { return false };
         self.counters.rollback.add(txn.len());
-        self.memory_in_flight -= txn.memory_len();
-        if let Some(part) = txn.overflow.take() {
-            self.overflow_taken -= count(&part.seqs);
-            self.ranges.restore(&part.seqs);
-            self.overflow.rollback.do_send(Rollback { txn: part.txn });
+        if let Some(overflow_txn) = txn.overflow.take() {
+            self.overflow.rollback.do_send(Rollback { txn: overflow_txn });
         }
-        self.return_memory(txn);
+        self.put_back(txn);
         self.show_size();
         true
     }
@@ -618,10 +588,9 @@ impl SpillableChannel {
             if theirs > ours {
                 let n = theirs - ours;
                 tracing::info!(channel = %act.name, events = n, "events found in the overflow; they are taken first");
-                act.low_seq -= n;
-                act.ranges.restore(&[act.low_seq..act.low_seq + n]);
+                act.push_overflow_front(n);
             } else if theirs < ours {
-                let gone = act.ranges.trim_front(ours - theirs);
+                let gone = act.forget_overflow(ours - theirs);
                 if gone > 0 {
                     tracing::warn!(channel = %act.name, events = gone, "events are no longer in the overflow (dead-lettered)");
                 }
@@ -703,15 +672,16 @@ impl Handler<Commit> for SpillableChannel {
         let taken = txn.memory_len();
         self.memory_in_flight -= taken;
         self.memory_bytes -= txn.memory_bytes();
-        if let Some(part) = txn.overflow.take() {
-            self.overflow_taken -= count(&part.seqs);
-            let committed = self.overflow.commit.send(Commit { txn: part.txn });
+        if let Some(overflow_txn) = txn.overflow.take() {
+            let n = txn.overflow_len();
+            self.overflow_taken -= n;
+            let committed = self.overflow.commit.send(Commit { txn: overflow_txn });
             ctx.spawn(async move { committed.await.unwrap_or(Err(ChannelError::Closed)) }.into_actor(self).map(
                 move |result, act, _| {
                     if let Err(ChannelError::UnknownTxn(_)) = result {
                         // The overflow restarted and has these events available again: they
                         // are delivered once more (at least once).
-                        act.ranges.restore(&part.seqs);
+                        act.push_overflow_front(n);
                         act.show_size();
                     }
                 },
@@ -761,7 +731,16 @@ impl Handler<Close> for SpillableChannel {
         self.counters.state.set(ComponentState::Stopped);
         self.puts.fail_all(|| ChannelError::Closed);
         self.takes.fail_all(|| ChannelError::Closed);
-        let events: Vec<Event> = self.memory.drain(..).map(|(_, e)| e).collect();
+        let events: Vec<Event> = self
+            .order
+            .drain(..)
+            .filter_map(|e| match e {
+                Entry::Memory(e) => Some(e),
+                Entry::Overflow(_) => None,
+            })
+            .collect();
+        self.memory_queued = 0;
+        self.overflow_queued = 0;
         self.memory_bytes = 0;
         self.show_size();
         let (overflow, name) = (self.overflow.clone(), self.name.clone());

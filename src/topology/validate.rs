@@ -432,7 +432,10 @@ fn spillable(name: &str, c: &crate::channel::spillable::SpillableConfig, p: &mut
             "channel",
             name,
             at("transaction_capacity"),
-            format!("transaction_capacity ({}) exceeds the overflow's capacity ({})", o.transaction_capacity, o.capacity),
+            format!(
+                "transaction_capacity ({}) exceeds the overflow's capacity ({})",
+                o.transaction_capacity, o.capacity
+            ),
         );
     }
     if o.cache_events == 0 {
