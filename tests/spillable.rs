@@ -439,3 +439,96 @@ fn control_nothing_spilled_so_a_sigkill_loses_every_undelivered_line() {
     assert_eq!((memory, overflow), (lines.len() as u64, 0), "everything was in memory at the kill");
     assert!(delivered.is_empty(), "{} lines survived that were only in memory", delivered.len());
 }
+
+#[test]
+fn a_reload_resizes_memory_in_place_and_a_reopen_keeps_what_memory_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let monitoring: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let sink = r#"Http(url: "http://127.0.0.1:9/")"#;
+    let file = tmp.path().join("reload.ron");
+    let render = |memory: u64| {
+        std::fs::read_to_string(spillable_topology(tmp.path(), port, metrics_port, memory, sink)).unwrap()
+    };
+    write_file(&file, &render(100));
+    let mut flumen = Flumen::start(&["run", file.to_str().unwrap()], &tmp.path().join("flumen.log"));
+    let lines = numbered_lines(200);
+    let source: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    flumen.send_acknowledged(source, &lines[..150], Duration::from_secs(60));
+    let (memory, overflow) =
+        (gauge(monitoring, "ChannelMemorySize").unwrap(), gauge(monitoring, "ChannelOverflowSize").unwrap());
+    assert_eq!(memory + overflow, 150);
+    assert!(overflow > 0, "memory 100 of 150 lines: some spilled");
+
+    // Only memory options: resized in place, nothing moves; the new room takes the next puts.
+    write_file(&file, &render(200));
+    flumen.signal(libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(30),
+        || metric(monitoring, "AGENT", "ReloadSuccessCount") == Some(1),
+        || flumen.log_text(),
+    );
+    assert!(flumen.log_text().contains("resized channels [c1]"), "{}", flumen.log_text());
+    assert_eq!(gauge(monitoring, "ChannelOverflowSize"), Some(overflow));
+    flumen.send_acknowledged(source, &lines[150..], Duration::from_secs(60));
+    assert_eq!(gauge(monitoring, "ChannelMemorySize"), Some(memory + 50), "the raised memory_capacity holds them");
+
+    // An overflow option: reopened; what memory held is put into the overflow first.
+    write_file(&file, &render(200).replace("min_free_bytes: 0)", "min_free_bytes: 0, cache_events: 500)"));
+    flumen.signal(libc::SIGHUP);
+    wait_for(
+        Duration::from_secs(30),
+        || metric(monitoring, "AGENT", "ReloadSuccessCount") == Some(2),
+        || flumen.log_text(),
+    );
+    assert!(flumen.log_text().contains("reopened channels [c1]"), "{}", flumen.log_text());
+    wait_for(
+        Duration::from_secs(30),
+        || gauge(monitoring, "ChannelOverflowSize") == Some(200),
+        || format!("overflow {:?}; log:\n{}", gauge(monitoring, "ChannelOverflowSize"), flumen.log_text()),
+    );
+    assert_eq!(gauge(monitoring, "ChannelMemorySize"), Some(0));
+    assert_eq!(gauge(monitoring, "ChannelSize"), Some(200));
+    assert_eq!(flumen.terminate(Duration::from_secs(60)), Some(0));
+}
+
+/// The README's example is a valid channel; an overflow `dir` shared with another channel is not.
+#[test]
+fn the_readme_example_validates_and_a_shared_overflow_dir_is_refused() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("#### Spillable").expect("a Spillable section")..];
+    let block = &section[section.find("```ron\n").unwrap() + 7..];
+    let example = block[..block.find("```").unwrap()].trim().trim_end_matches(',');
+    let tmp = tempfile::tempdir().unwrap();
+    let topology = |channels: &str| {
+        format!(
+            r#"Topology(
+    agent: "a1",
+    sources: {{ "r1": (kind: Netcat(bind: "127.0.0.1:{}"), channels: ["c1"]) }},
+    channels: {{ {channels} }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "out"), channel: "c1", batch_size: 100) }},
+)"#,
+            free_port()
+        )
+    };
+    let validate = |text: &str| {
+        let path = tmp.path().join("t.ron");
+        write_file(&path, text);
+        std::process::Command::new(env!("CARGO_BIN_EXE_flumen")).arg("validate").arg(&path).output().unwrap()
+    };
+    let out = validate(&topology(example));
+    assert!(out.status.success(), "{example}\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let shared = format!(r#"{example}, "c2": RocksDb(dir: "data/c1-overflow")"#);
+    let out = validate(&topology(&shared));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is already the dir of channel"), "{stderr}");
+
+    let out = validate(&topology(
+        r#""c1": Spillable(overflow_deactivation_threshold: 101, overflow: RocksDb(dir: "d", capacity: 10, transaction_capacity: 20))"#,
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("overflow_deactivation_threshold is a percentage"), "{stderr}");
+    assert!(stderr.contains("transaction_capacity (20) exceeds the overflow's capacity (10)"), "{stderr}");
+}

@@ -323,6 +323,10 @@ impl SpillableChannel {
     }
 
     fn show_size(&self) {
+        if self.closed {
+            // The counters may already be those of the channel reopened in its place.
+            return;
+        }
         self.counters.size.set(self.held());
         self.counters.size_bytes.set(self.memory_bytes);
         self.counters.memory_size.set(self.memory_held());
@@ -724,25 +728,31 @@ impl Handler<Size> for SpillableChannel {
 impl Handler<Close> for SpillableChannel {
     type Result = ResponseFuture<()>;
 
-    /// Stops taking requests, puts the events available in memory into the overflow (after its
-    /// own events) and closes the overflow.
+    /// Stops taking requests, puts the events in memory (taken and not yet committed, then
+    /// available) into the overflow, after its own events, and closes the overflow.
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
         self.closed = true;
         self.counters.state.set(ComponentState::Stopped);
         self.puts.fail_all(|| ChannelError::Closed);
         self.takes.fail_all(|| ChannelError::Closed);
-        let events: Vec<Event> = self
-            .order
-            .drain(..)
+        // Taken and not yet committed first (a sink still holding them did not finish its batch;
+        // delivered, they may come again: at least once), oldest take first, then the rest.
+        let mut ids: Vec<TxnId> = self.txns.keys().copied().collect();
+        ids.sort_unstable();
+        let mut events: Vec<Event> = ids
+            .iter()
+            .flat_map(|id| self.txns[id].segments.iter())
             .filter_map(|e| match e {
-                Entry::Memory(e) => Some(e),
+                Entry::Memory(e) => Some(e.clone()),
                 Entry::Overflow(_) => None,
             })
             .collect();
+        events.extend(self.order.drain(..).filter_map(|e| match e {
+            Entry::Memory(e) => Some(e),
+            Entry::Overflow(_) => None,
+        }));
         self.memory_queued = 0;
         self.overflow_queued = 0;
-        self.memory_bytes = 0;
-        self.show_size();
         let (overflow, name) = (self.overflow.clone(), self.name.clone());
         let chunk = self.config.transaction_capacity().max(1) as usize;
         Box::pin(async move {
