@@ -380,6 +380,27 @@ fn kill_while_filled(memory_capacity: u64) -> (u64, u64, Vec<String>, Vec<String
     let overflow = gauge(monitoring, "ChannelOverflowSize").unwrap();
     flumen.kill();
 
+    // The overflow is a RocksDb channel's directory: the channel tools read it, by dir or by the
+    // spillable channel's name in the topology.
+    let inspect = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let report = String::from_utf8(out.stdout).unwrap();
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix("events:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no `events:` in the report:\n{report}"))
+    };
+    let dir = tmp.path().join("data/c1");
+    assert_eq!(inspect(&["channel", "inspect", dir.to_str().unwrap()]), overflow, "inspect DIR counts the overflow");
+    assert_eq!(
+        inspect(&["channel", "inspect", "--topology", down.to_str().unwrap(), "--channel", "c1"]),
+        overflow,
+        "inspect --topology --channel finds the overflow's dir"
+    );
+
     let (port2, metrics_port2) = (free_port(), free_port());
     let monitoring2: SocketAddr = format!("127.0.0.1:{metrics_port2}").parse().unwrap();
     let out = tmp.path().join("out");
