@@ -36,8 +36,8 @@ struct RunningSource {
     progress: Arc<SourceProgress>,
 }
 
-/// A running channel: the handle sources and sinks use, and (for `Memory`) the actor to
-/// reconfigure in place.
+/// A running channel: the handle sources and sinks use, and (for `Memory` and `Spillable`) the
+/// actor to reconfigure in place.
 struct RunningChannel {
     handle: ChannelHandle,
     memory: Option<Addr<MemoryChannel>>,
