@@ -553,3 +553,24 @@ fn the_readme_example_validates_and_a_shared_overflow_dir_is_refused() {
     assert!(stderr.contains("overflow_deactivation_threshold is a percentage"), "{stderr}");
     assert!(stderr.contains("transaction_capacity (20) exceeds the overflow's capacity (10)"), "{stderr}");
 }
+
+/// An overflow of another kind is named as such, with the kinds there are.
+#[test]
+fn an_unknown_overflow_kind_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t.ron");
+    write_file(
+        &path,
+        r#"Topology(
+    agent: "a1",
+    sources: { "r1": (kind: Netcat(bind: "127.0.0.1:44444"), channels: ["c1"]) },
+    channels: { "c1": Spillable(overflow: Memory(capacity: 10)) },
+    sinks: { "k1": (kind: FileRoll(dir: "out"), channel: "c1") },
+)"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen")).arg("validate").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("overflow kind") && stderr.contains("RocksDb"), "{stderr}");
+    assert!(stderr.contains("t.ron:4:"), "the line of the channel: {stderr}");
+}

@@ -227,6 +227,7 @@ pub(super) fn describe(code: &ron::Error) -> String {
                 Some("SourceKind") => "source kind",
                 Some("SinkKind") => "sink kind",
                 Some("ChannelConfig") => "channel kind",
+                Some("OverflowConfig") => "overflow kind",
                 Some("InterceptorConfig") => "interceptor",
                 Some("SelectorConfig") => "channel selector",
                 Some("SinkProcessorConfig") => "sink processor",
