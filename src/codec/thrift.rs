@@ -232,7 +232,10 @@ fn decode_error(protocol: Protocol, e: thrift::Error) -> ThriftError {
 ///
 /// # Errors
 /// [`ThriftError::FrameTooLarge`], [`ThriftError::Truncated`], [`ThriftError::Io`].
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_frame_bytes: usize) -> Result<Option<Bytes>, ThriftError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: usize,
+) -> Result<Option<Bytes>, ThriftError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -271,8 +274,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_frame_bytes: u
 /// # Errors
 /// [`ThriftError::Io`]; a message over 4 GiB is [`ThriftError::FrameTooLarge`].
 pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, message: &[u8]) -> Result<(), ThriftError> {
-    let len =
-        u32::try_from(message.len()).map_err(|_| ThriftError::FrameTooLarge { len: message.len() as u64, max: u32::MAX as usize })?;
+    let len = u32::try_from(message.len())
+        .map_err(|_| ThriftError::FrameTooLarge { len: message.len() as u64, max: u32::MAX as usize })?;
     let mut out = Vec::with_capacity(4 + message.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(message);
@@ -430,8 +433,7 @@ impl CallReader {
         }
         let header = CallHeader { name: id.name, seqid: id.sequence_number, method: Some(method) };
         proto.read_struct_begin().map_err(err)?;
-        let mut reader =
-            CallReader { protocol, proto, left, header, remaining: 0, had_events: false, failed: false };
+        let mut reader = CallReader { protocol, proto, left, header, remaining: 0, had_events: false, failed: false };
         reader.next_args_field()?;
         Ok(reader)
     }
@@ -659,7 +661,13 @@ pub fn encode_reply(protocol: Protocol, name: &str, seqid: i32, status: Status) 
 /// The message of a `TApplicationException` answering call `name` / `seqid` (an unknown method:
 /// kind `UnknownMethod`; a malformed call: `ProtocolError`), as Thrift's generated processors
 /// answer them.
-pub fn encode_exception(protocol: Protocol, name: &str, seqid: i32, kind: ApplicationErrorKind, message: &str) -> Vec<u8> {
+pub fn encode_exception(
+    protocol: Protocol,
+    name: &str,
+    seqid: i32,
+    kind: ApplicationErrorKind,
+    message: &str,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + name.len() + message.len());
     let mut p = output(protocol, &mut out);
     let written = (|| -> thrift::Result<()> {

@@ -122,8 +122,8 @@ impl ThriftSink {
         let tls = match &config.tls {
             None => None,
             Some(tls) => {
-                let client = crate::tls::client::client_config(tls, false)
-                    .map_err(|e| SinkError::Other(format!("tls: {e}")))?;
+                let client =
+                    crate::tls::client::client_config(tls, false).map_err(|e| SinkError::Other(format!("tls: {e}")))?;
                 let name = rustls::pki_types::ServerName::try_from(config.hostname.clone())
                     .map_err(|e| SinkError::Other(format!("tls: hostname {:?}: {e}", config.hostname)))?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(client)), name))

@@ -282,9 +282,9 @@ async fn handle(
             }
         }
         // The first pass checked the whole call: what follows decodes.
-        batch = rest
-            .as_mut()
-            .map_or_else(Vec::new, |rest| rest.by_ref().take(batch_size).filter_map(Result::ok).collect::<Vec<Event>>());
+        batch = rest.as_mut().map_or_else(Vec::new, |rest| {
+            rest.by_ref().take(batch_size).filter_map(Result::ok).collect::<Vec<Event>>()
+        });
     }
     if method == Method::Append {
         ctx.counters.append_accepted.inc();
