@@ -13,7 +13,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -398,9 +399,10 @@ struct TierOutcome {
 
 /// Edge (Netcat → RocksDb → Thrift sink, compact) → collector (Thrift source → `channel` →
 /// Thrift sink, binary) → archive (Thrift source, binary → Memory → FileRoll). The archive is
-/// not running while the first half of the lines reaches the collector, so the collector holds
-/// them in its channel when it is SIGKILLed; the second half is sent to the edge while the
-/// collector is down; then the archive and the collector start again.
+/// not running while the lines stream in, so the collector holds what it committed in its channel
+/// when it is SIGKILLed mid-stream (the edge still holding lines to send, a call possibly in
+/// flight); the edge goes on acknowledging lines while the collector is down; then the archive
+/// and the collector start again.
 fn thrift_tier_with_a_collector_kill(tmp: &Path, channel: &str) -> TierOutcome {
     let (edge_port, collector_port, archive_port) = (free_port(), free_port(), free_port());
     let (edge_metrics, collector_metrics, archive_metrics) = (free_port(), free_port(), free_port());
@@ -438,34 +440,38 @@ fn thrift_tier_with_a_collector_kill(tmp: &Path, channel: &str) -> TierOutcome {
     drop(collector.connect(addr(collector_port), DEADLINE));
     let mut edge = start(&tmp.join("edge"), "edge", &edge_text);
 
-    let lines = numbered_lines(20_000);
-    let (first, second) = lines.split_at(lines.len() / 2);
-    edge.send_acknowledged(addr(edge_port), first, DEADLINE);
+    // One connection streams every line to the edge while the edge forwards them; the collector
+    // is killed once it committed a quarter of them, while the edge still holds lines to send.
+    let lines = Arc::new(numbered_lines(40_000));
+    let mut stream = AckedStream::open(&mut edge, addr(edge_port), lines.clone(), 0);
     let monitoring = addr(collector_metrics);
     let accepted = || metric(monitoring, "SOURCE.from-edges", "EventAcceptedCount").unwrap_or(0);
-    wait_for(
-        DEADLINE,
-        || accepted() >= first.len() as u64,
-        || {
-            format!(
-                "the collector accepted {} of {} lines; its log:\n{}",
-                accepted(),
-                first.len(),
-                collector.log_text()
-            )
-        },
-    );
+    let kill_at = lines.len() as u64 / 4;
+    let deadline = Instant::now() + DEADLINE;
+    while accepted() < kill_at {
+        assert!(
+            Instant::now() < deadline,
+            "the collector accepted {} of {kill_at} lines; its log:\n{}",
+            accepted(),
+            collector.log_text()
+        );
+        stream.read_until(Duration::from_millis(50), |_| false);
+    }
+    let edge_held = metric(addr(edge_metrics), "CHANNEL.c1", "ChannelSize").unwrap_or(0);
     let accepted_before_kill = accepted();
     collector.kill();
+    assert!(edge_held > 0, "the kill came after the edge had sent everything: not mid-stream");
+    let acked = stream.read_until(DEADLINE, |acked| acked == lines.len());
+    assert_eq!(acked, lines.len(), "the edge acknowledged every line");
+    stream.finish();
 
-    edge.send_acknowledged(addr(edge_port), second, DEADLINE);
     let archive = start(&tmp.join("archive"), "archive", &archive_text);
     let collector = start(&tmp.join("collector"), "collector", &collector_text);
     let size = |m: SocketAddr| metric(m, "CHANNEL.c1", "ChannelSize");
     let settled = [addr(edge_metrics), monitoring, addr(archive_metrics)];
     wait_for(
         DEADLINE,
-        || accepted() >= second.len() as u64 && settled.iter().all(|m| size(*m) == Some(0)),
+        || accepted() > 0 && settled.iter().all(|m| size(*m) == Some(0)),
         || {
             format!(
                 "the tier never settled (channels {:?}); the collector's log:\n{}",
