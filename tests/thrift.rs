@@ -70,15 +70,8 @@ struct ClientSummary {
 /// Runs the Python Thrift client: every line of `lines` in `appendBatch` calls of `batch` events
 /// to `127.0.0.1:port` in `protocol`; `retry`: a call answered `FAILED` is sent again.
 fn python_client(gen: &Path, port: u16, protocol: &str, batch: usize, lines: &[String], retry: bool) -> ClientSummary {
-    let file = gen.join(format!("lines-{port}.txt"));
-    std::fs::write(&file, joined(lines)).unwrap();
-    let mut cmd = Command::new(pyenv_python());
-    cmd.arg(peer_script()).arg(gen).args(["client", "127.0.0.1", &port.to_string(), protocol, &batch.to_string()]);
-    cmd.arg(&file);
-    if !retry {
-        cmd.arg("--no-retry");
-    }
-    let out = cmd.output().expect("run the Python Thrift client");
+    let extra: &[&str] = if retry { &[] } else { &["--no-retry"] };
+    let out = run_python_client(gen, port, protocol, batch, lines, extra);
     assert!(
         out.status.success(),
         "the Python Thrift client failed ({}): {}",
@@ -87,6 +80,23 @@ fn python_client(gen: &Path, port: u16, protocol: &str, batch: usize, lines: &[S
     );
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client summary {text:?}: {e}"))
+}
+
+/// Runs the Python Thrift client with `extra` arguments (`--no-retry`, `--tls CA CERT KEY`).
+fn run_python_client(
+    gen: &Path,
+    port: u16,
+    protocol: &str,
+    batch: usize,
+    lines: &[String],
+    extra: &[&str],
+) -> std::process::Output {
+    let file = gen.join(format!("lines-{port}.txt"));
+    std::fs::write(&file, joined(lines)).unwrap();
+    let mut cmd = Command::new(pyenv_python());
+    cmd.arg(peer_script()).arg(gen).args(["client", "127.0.0.1", &port.to_string(), protocol, &batch.to_string()]);
+    cmd.arg(&file).args(extra);
+    cmd.output().expect("run the Python Thrift client")
 }
 
 /// A Python Thrift server (TThreadedServer, framed transport), killed when dropped.
@@ -678,4 +688,102 @@ fn bad_thrift_input_closes_the_connection_puts_nothing_and_keeps_memory_bounded(
     );
     assert_eq!(received(), 2, "nothing of the bad input was put");
     assert_eq!(flumen.terminate(DEADLINE), Some(0));
+}
+
+/// Mutual TLS: Apache Thrift's Python `TSSLSocket` with a client certificate and a flumen edge's
+/// `Thrift` sink with `tls` deliver every line to a `Thrift` source with `client_ca`; the
+/// controls, the Python client without a client certificate and with one from another CA,
+/// deliver nothing and are counted as failed handshakes.
+#[test]
+fn thrift_over_mutual_tls_from_python_and_from_a_flumen_edge() {
+    use support::pki::{Ca, Usage};
+    let tmp = tempfile::tempdir().unwrap();
+    let gen = generated(tmp.path());
+    let pki = tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let root = Ca::new("flumen test CA");
+    let other = Ca::new("another CA");
+    let server = root.issue_to(&pki, "collector", "collector", &["localhost", "127.0.0.1"], Usage::Server, false);
+    let client = root.issue_to(&pki, "edge", "edge-1", &[], Usage::Client, false);
+    let intruder = other.issue_to(&pki, "intruder", "intruder", &[], Usage::Client, false);
+    let ca = root.write(&pki.join("ca.pem"));
+
+    let (port, metrics) = (free_port(), free_port());
+    let out = tmp.path().join("out");
+    let collector = format!(
+        r#"Topology(
+    agent: "collector",
+    sources: {{
+        "r1": (
+            kind: Thrift(bind: "127.0.0.1:{port}", tls: Some(TlsServer(cert: "{}", key: "{}", client_ca: Some("{}"), handshake_timeout: "5s"))),
+            channels: ["c1"],
+        ),
+    }},
+    channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "{}"), channel: "c1", batch_size: 500) }},
+    monitoring: Some(Http(bind: "127.0.0.1:{metrics}")),
+)"#,
+        p(&server.cert),
+        p(&server.key),
+        p(&ca),
+        p(&out)
+    );
+    let mut flumen = start(&tmp.path().join("collector"), "collector", &collector);
+    drop(flumen.connect(addr(port), DEADLINE));
+    let monitoring = addr(metrics);
+    let lines = numbered_lines(4000);
+    let (from_python, from_edge) = lines.split_at(2000);
+
+    let (ca_s, cert_s, key_s) = (p(&ca), p(&client.cert), p(&client.key));
+    let out_ok = run_python_client(&gen, port, "compact", 100, from_python, &["--tls", &ca_s, &cert_s, &key_s]);
+    assert!(out_ok.status.success(), "the TLS client failed: {}", String::from_utf8_lossy(&out_ok.stderr));
+    wait_for(
+        DEADLINE,
+        || counter(monitoring, "SOURCE.r1", "EventAcceptedCount") == 2000,
+        || "the TLS client's lines were not all accepted".into(),
+    );
+
+    // Controls: no client certificate; a certificate from another CA.
+    let (other_cert, other_key) = (p(&intruder.cert), p(&intruder.key));
+    let controls: [Vec<&str>; 2] = [vec!["--tls", &ca_s], vec!["--tls", &ca_s, &other_cert, &other_key]];
+    for (n, args) in controls.iter().enumerate() {
+        let refused = run_python_client(&gen, port, "compact", 100, &numbered_lines(100), args);
+        assert!(!refused.status.success(), "control {n}: the client without the right certificate got through");
+        wait_for(
+            DEADLINE,
+            || counter(monitoring, "SOURCE.r1", "TlsHandshakeFailureCount") >= n as u64 + 1,
+            || format!("control {n}: the refused handshake was not counted"),
+        );
+    }
+    assert_eq!(counter(monitoring, "SOURCE.r1", "EventAcceptedCount"), 2000, "the controls delivered nothing");
+
+    let (edge_port, edge_metrics) = (free_port(), free_port());
+    let edge = format!(
+        r#"Topology(
+    agent: "edge",
+    sources: {{ "r1": (kind: Netcat(bind: "127.0.0.1:{edge_port}", max_line_length: 65536), channels: ["c1"], batch_size: 100) }},
+    channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
+    sinks: {{
+        "k1": (
+            kind: Thrift(hostname: "localhost", port: {port}, tls: Some(TlsClient(ca: Some("{}"), cert: Some("{}"), key: Some("{}")))),
+            channel: "c1",
+            batch_size: 100,
+        ),
+    }},
+    monitoring: Some(Http(bind: "127.0.0.1:{edge_metrics}")),
+)"#,
+        p(&ca),
+        p(&client.cert),
+        p(&client.key)
+    );
+    let mut edge = start(&tmp.path().join("edge"), "edge", &edge);
+    send_through(&mut edge, edge_port, edge_metrics, from_edge, || {
+        counter(monitoring, "SOURCE.r1", "EventAcceptedCount") == 4000
+    });
+    assert_eq!(edge.terminate(DEADLINE), Some(0));
+    assert_eq!(flumen.terminate(DEADLINE), Some(0));
+    let (got, _) = output_lines(&out);
+    let (missing, duplicates) = compare(&got, &lines, "the collector's output");
+    println!("mutual TLS: 2000 lines from Python's TSSLSocket, 2000 from a flumen edge; {missing} missing, {duplicates} duplicates; 2 refused handshakes");
+    assert_eq!((missing, duplicates), (0, 0));
 }

@@ -4,9 +4,12 @@ No flumen code is involved: framing, protocols and the generated client and proc
 Apache Thrift's.
 
     thrift_peer.py GEN_DIR client HOST PORT compact|binary BATCH LINES_FILE [--no-retry]
+            [--tls CA [CERT KEY]]
         Sends every line of LINES_FILE (one event per line, body = the line's bytes, header
-        "n" = its index) in appendBatch calls of BATCH events over TSocket + TFramedTransport.
-        A call answered FAILED is sent again after 50 ms (with --no-retry: not sent again).
+        "n" = its index) in appendBatch calls of BATCH events over TSocket (with --tls:
+        TSSLSocket, checking the server's certificate against CA and the host name HOST,
+        presenting CERT and KEY when given) + TFramedTransport. A call answered FAILED is sent
+        again after 50 ms (with --no-retry: not sent again).
         Prints one JSON line: {"ok": calls answered OK, "failed": calls answered FAILED,
         "ok_events": events of OK calls, "failed_events": events of FAILED calls}.
 
@@ -43,12 +46,24 @@ def main():
 
     if mode == "client":
         host, port, proto, batch, path = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]
-        retry = "--no-retry" not in sys.argv[8:]
+        options = sys.argv[8:]
+        retry = "--no-retry" not in options
         with open(path, "rb") as f:
             lines = f.read().split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        socket = TSocket.TSocket(host, port)
+        if "--tls" in options:
+            import ssl
+
+            from thrift.transport import TSSLSocket
+
+            tls = options[options.index("--tls") + 1 :]
+            context = ssl.create_default_context(cafile=tls[0])
+            if len(tls) >= 3:
+                context.load_cert_chain(tls[1], tls[2])
+            socket = TSSLSocket.TSSLSocket(host, port, ssl_context=context, server_hostname=host)
+        else:
+            socket = TSocket.TSocket(host, port)
         socket.setTimeout(60000)
         transport = TTransport.TFramedTransport(socket)
         client = ThriftSourceProtocol.Client(protocol_factory(proto).getProtocol(transport))
