@@ -181,11 +181,11 @@ fn compare(got: &[String], sent: &[String], what: &str) -> (usize, usize) {
 }
 
 /// The agent: `Thrift` source in `protocol` on `port` → Memory → FileRoll `out`.
-fn source_topology(port: u16, metrics: u16, protocol: &str, out: &Path) -> String {
+fn source_topology(port: u16, metrics: u16, protocol: &str, batch_size: usize, out: &Path) -> String {
     format!(
         r#"Topology(
     agent: "thrift-in",
-    sources: {{ "r1": (kind: Thrift(bind: "127.0.0.1:{port}", protocol: {protocol}), channels: ["c1"], batch_size: 500) }},
+    sources: {{ "r1": (kind: Thrift(bind: "127.0.0.1:{port}", protocol: {protocol}), channels: ["c1"], batch_size: {batch_size}) }},
     channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
     sinks: {{ "k1": (kind: FileRoll(dir: "{}"), channel: "c1", batch_size: 500) }},
     monitoring: Some(Http(bind: "127.0.0.1:{metrics}")),
@@ -199,18 +199,19 @@ fn python_thrift_clients_deliver_every_loghub_line_to_the_thrift_source_in_both_
     let tmp = tempfile::tempdir().unwrap();
     let gen = generated(tmp.path());
     let lines = loghub_lines();
-    for (protocol, py) in [("Compact", "compact"), ("Binary", "binary")] {
+    // Binary with a source batch_size of 30: each call of 100 events is put in 4 batches.
+    for (protocol, py, batch_size, puts_per_call) in [("Compact", "compact", 500, 1), ("Binary", "binary", 30, 4)] {
         let (port, metrics) = (free_port(), free_port());
         let dir = tmp.path().join(py);
         let out = dir.join("out");
-        let mut flumen = start(&dir, "agent", &source_topology(port, metrics, protocol, &out));
+        let mut flumen = start(&dir, "agent", &source_topology(port, metrics, protocol, batch_size, &out));
         drop(flumen.connect(addr(port), DEADLINE));
         let summary = python_client(&gen, port, py, 100, &lines, true);
         assert_eq!(summary.ok_events, lines.len() as u64, "{protocol}: {summary:?}");
         assert_eq!(summary.failed, 0, "{protocol}: a call was answered FAILED: {summary:?}");
         let monitoring = addr(metrics);
         assert_eq!(counter(monitoring, "SOURCE.r1", "EventAcceptedCount"), lines.len() as u64);
-        assert_eq!(counter(monitoring, "SOURCE.r1", "AppendBatchAcceptedCount"), summary.ok);
+        assert_eq!(counter(monitoring, "SOURCE.r1", "AppendBatchAcceptedCount"), summary.ok * puts_per_call);
         assert_eq!(counter(monitoring, "SOURCE.r1", "EventMalformedCount"), 0);
         assert_eq!(flumen.terminate(DEADLINE), Some(0), "{protocol}: the agent stops cleanly");
         let (got, partial) = output_lines(&out);
@@ -223,6 +224,28 @@ fn python_thrift_clients_deliver_every_loghub_line_to_the_thrift_source_in_both_
         );
         assert_eq!((missing, duplicates), (0, 0), "{protocol}: every line once");
     }
+}
+
+/// Single-event `append` calls (Python's generated client), counted in `AppendReceivedCount` and
+/// `AppendAcceptedCount` as Flume's Thrift source counts them.
+#[test]
+fn single_event_append_calls_are_put_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen = generated(tmp.path());
+    let (port, metrics) = (free_port(), free_port());
+    let out = tmp.path().join("out");
+    let mut flumen = start(tmp.path(), "agent", &source_topology(port, metrics, "Compact", 100, &out));
+    drop(flumen.connect(addr(port), DEADLINE));
+    let lines = numbered_lines(300);
+    let out_ok = run_python_client(&gen, port, "compact", 1, &lines, &["--append"]);
+    assert!(out_ok.status.success(), "the append client failed: {}", String::from_utf8_lossy(&out_ok.stderr));
+    let monitoring = addr(metrics);
+    assert_eq!(counter(monitoring, "SOURCE.r1", "AppendReceivedCount"), 300);
+    assert_eq!(counter(monitoring, "SOURCE.r1", "AppendAcceptedCount"), 300);
+    assert_eq!(counter(monitoring, "SOURCE.r1", "EventAcceptedCount"), 300);
+    assert_eq!(flumen.terminate(DEADLINE), Some(0));
+    let (got, _) = output_lines(&out);
+    assert_eq!(compare(&got, &lines, "the FileRoll output"), (0, 0));
 }
 
 /// The Python client's calls to a source whose channel is full: a call is answered `OK` only

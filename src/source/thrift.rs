@@ -256,10 +256,14 @@ async fn handle(
         return Next::ReplyAndClose(answer(Status::Failed));
     }
     let deadline = Instant::now() + config.put_timeout;
+    // The first pass checked the whole call: the second decodes it the same way.
     let mut rest = match total > first.len() {
         true => match CallReader::new(protocol, frame) {
             Ok(rest) => Some(rest.skip(first.len())),
-            Err(e) => unreachable!("a call that decoded once decodes again: {e}"),
+            Err(e) => {
+                bad_input(ctx, peer, &e);
+                return Next::Close;
+            }
         },
         false => None,
     };
@@ -281,10 +285,14 @@ async fn handle(
                 return Next::Reply(answer(Status::Failed));
             }
         }
-        // The first pass checked the whole call: what follows decodes.
-        batch = rest.as_mut().map_or_else(Vec::new, |rest| {
-            rest.by_ref().take(batch_size).filter_map(Result::ok).collect::<Vec<Event>>()
-        });
+        batch = match rest.as_mut().map(|rest| rest.by_ref().take(batch_size).collect::<Result<Vec<Event>, _>>()) {
+            None => Vec::new(),
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => {
+                bad_input(ctx, peer, &e);
+                return Next::Close;
+            }
+        };
     }
     if method == Method::Append {
         ctx.counters.append_accepted.inc();

@@ -4,12 +4,13 @@ No flumen code is involved: framing, protocols and the generated client and proc
 Apache Thrift's.
 
     thrift_peer.py GEN_DIR client HOST PORT compact|binary BATCH LINES_FILE [--no-retry]
-            [--tls CA [CERT KEY]]
+            [--append] [--tls CA [CERT KEY]]
         Sends every line of LINES_FILE (one event per line, body = the line's bytes, header
         "n" = its index) in appendBatch calls of BATCH events over TSocket (with --tls:
         TSSLSocket, checking the server's certificate against CA and the host name HOST,
         presenting CERT and KEY when given) + TFramedTransport. A call answered FAILED is sent
-        again after 50 ms (with --no-retry: not sent again).
+        again after 50 ms (with --no-retry: not sent again). With --append, each event is sent
+        alone in an append call instead.
         Prints one JSON line: {"ok": calls answered OK, "failed": calls answered FAILED,
         "ok_events": events of OK calls, "failed_events": events of FAILED calls}.
 
@@ -75,7 +76,12 @@ def main():
                 for i, line in enumerate(lines[start : start + batch])
             ]
             while True:
-                status = client.appendBatch(events)
+                if "--append" in options:
+                    status = client.append(events[0]) if len(events) == 1 else None
+                    if status is None:
+                        raise SystemExit("--append sends one event per call: BATCH must be 1")
+                else:
+                    status = client.appendBatch(events)
                 if status == Status.OK:
                     summary["ok"] += 1
                     summary["ok_events"] += len(events)
