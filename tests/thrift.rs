@@ -810,3 +810,46 @@ fn thrift_over_mutual_tls_from_python_and_from_a_flumen_edge() {
     println!("mutual TLS: 2000 lines from Python's TSSLSocket, 2000 from a flumen edge; {missing} missing, {duplicates} duplicates; 2 refused handshakes");
     assert_eq!((missing, duplicates), (0, 0));
 }
+
+/// A connection the source closed for its `idle_timeout` between two batches: the sink sends the
+/// next batch on a new connection at once, without a rollback or a restart; every line once.
+#[test]
+fn the_sink_reconnects_at_once_when_the_source_closed_its_idle_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, metrics, edge_port, edge_metrics) = (free_port(), free_port(), free_port(), free_port());
+    let out = tmp.path().join("out");
+    let collector = format!(
+        r#"Topology(
+    agent: "collector",
+    sources: {{ "r1": (kind: Thrift(bind: "127.0.0.1:{port}", idle_timeout: "1s"), channels: ["c1"]) }},
+    channels: {{ "c1": Memory(capacity: 100000, transaction_capacity: 1000) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "{}"), channel: "c1") }},
+    monitoring: Some(Http(bind: "127.0.0.1:{metrics}")),
+)"#,
+        p(&out)
+    );
+    let mut collector = start(&tmp.path().join("collector"), "collector", &collector);
+    drop(collector.connect(addr(port), DEADLINE));
+    let edge = sink_topology(edge_port, edge_metrics, &format!(r#""k1": {}"#, thrift_sink(port, "Compact")), "");
+    let mut edge = start(&tmp.path().join("edge"), "edge", &edge);
+    let lines = numbered_lines(1000);
+    let (first, second) = lines.split_at(500);
+    let monitoring = addr(metrics);
+    let accepted = || counter(monitoring, "SOURCE.r1", "EventAcceptedCount");
+    send_through(&mut edge, edge_port, edge_metrics, first, || accepted() == 500);
+    wait_for(
+        DEADLINE,
+        || counter(monitoring, "SOURCE.r1", "ConnectionIdleClosedCount") >= 1,
+        || "the source never closed the idle connection".into(),
+    );
+    send_through(&mut edge, edge_port, edge_metrics, second, || accepted() == 1000);
+    let sink = |name| counter(addr(edge_metrics), "SINK.k1", name);
+    let (created, rollbacks, restarts) = (sink("ConnectionCreatedCount"), sink("RollbackCount"), sink("RestartCount"));
+    println!("idle close: {created} connections made, {rollbacks} rollbacks, {restarts} restarts");
+    assert_eq!((rollbacks, restarts), (0, 0), "the closed connection cost a rollback");
+    assert_eq!(created, 2, "a second connection after the idle close");
+    assert_eq!(edge.terminate(DEADLINE), Some(0));
+    assert_eq!(collector.terminate(DEADLINE), Some(0));
+    let (got, _) = output_lines(&out);
+    assert_eq!(compare(&got, &lines, "the collector's output"), (0, 0));
+}

@@ -11,7 +11,9 @@
 //! by its supervisor after a capped exponential backoff (100 ms doubling to 30 s), reconnecting;
 //! in a `Failover` or `LoadBalance` sink group the group's processor hands the batch to another
 //! sink. A batch that timed out may have been committed by the server: its resend duplicates it.
-//! One connection is kept open between batches, as Flume's `ThriftRpcClient` does.
+//! One connection is kept open between batches, as Flume's `ThriftRpcClient` does; when the server
+//! closed it in the meantime (its idle timeout, a restart), the batch is sent again at once, once,
+//! on a new connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,8 +161,9 @@ impl ThriftSink {
         }
     }
 
-    /// Sends one call and reads its answer on the open connection.
-    async fn call(&mut self, events: &[Event]) -> Result<Status, SinkError> {
+    /// Sends one call and reads its answer on the open connection. An error comes with whether
+    /// the server closed the connection (an I/O error or the end of the input before any answer).
+    async fn call(&mut self, events: &[Event]) -> Result<Status, (SinkError, bool)> {
         self.seqid = self.seqid.wrapping_add(1);
         let seqid = self.seqid;
         let protocol = self.config.protocol;
@@ -177,11 +180,36 @@ impl ThriftSink {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(SinkError::Other(format!("appendBatch to {address}: {e}"))),
-            Err(_) => Err(SinkError::Other(format!(
-                "appendBatch to {address}: no answer within {} (request_timeout)",
-                humantime::format_duration(timeout)
-            ))),
+            Ok(Err(e)) => {
+                let closed = matches!(e, ThriftError::Io { .. } | ThriftError::Truncated { got: 0, .. });
+                Err((SinkError::Other(format!("appendBatch to {address}: {e}")), closed))
+            }
+            Err(_) => Err((
+                SinkError::Other(format!(
+                    "appendBatch to {address}: no answer within {} (request_timeout)",
+                    humantime::format_duration(timeout)
+                )),
+                false,
+            )),
+        }
+    }
+
+    /// Opens the connection if none is open; answers whether it was opened now.
+    async fn ensure_connected(&mut self) -> Result<bool, SinkError> {
+        if self.connection.is_some() {
+            return Ok(false);
+        }
+        match self.connect().await {
+            Ok(conn) => {
+                self.connection = Some(conn);
+                self.counters.connection_created.inc();
+                tracing::debug!(sink = %self.name, address = %self.address(), "connected");
+                Ok(true)
+            }
+            Err(e) => {
+                self.counters.connection_failed.inc();
+                Err(e)
+            }
         }
     }
 
@@ -195,27 +223,26 @@ impl ThriftSink {
 impl Sink for ThriftSink {
     fn deliver<'a>(&'a mut self, events: &'a [Event]) -> LocalBoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            if self.connection.is_none() {
-                match self.connect().await {
-                    Ok(conn) => {
-                        self.connection = Some(conn);
-                        self.counters.connection_created.inc();
-                        tracing::debug!(sink = %self.name, address = %self.address(), "connected");
+            let mut fresh = self.ensure_connected().await?;
+            let failed = loop {
+                match self.call(events).await {
+                    Ok(Status::Ok) => return Ok(()),
+                    Ok(status) => {
+                        break SinkError::Other(format!(
+                            "{} answered {status:?} to appendBatch of {} events",
+                            self.address(),
+                            events.len()
+                        ))
                     }
-                    Err(e) => {
-                        self.counters.connection_failed.inc();
-                        return Err(e);
+                    // A connection kept open since an earlier batch that the server closed in
+                    // the meantime (its idle timeout, a restart): once, at once, on a new one.
+                    Err((e, true)) if !fresh => {
+                        tracing::debug!(sink = %self.name, error = %e, "the kept connection was closed by the server; reconnecting");
+                        self.drop_connection();
+                        fresh = self.ensure_connected().await?;
                     }
+                    Err((e, _)) => break e,
                 }
-            }
-            let failed = match self.call(events).await {
-                Ok(Status::Ok) => return Ok(()),
-                Ok(status) => SinkError::Other(format!(
-                    "{} answered {status:?} to appendBatch of {} events",
-                    self.address(),
-                    events.len()
-                )),
-                Err(e) => e,
             };
             // A failed call leaves the connection in an unknown state (an answer may still come):
             // the next batch goes on a new one.
