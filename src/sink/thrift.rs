@@ -265,3 +265,29 @@ impl Drop for ThriftSink {
         self.drop_connection();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ThriftSinkConfig {
+        ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES)
+            .from_str(text)
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_flumes_and_bad_options_are_named() {
+        let c = parse(r#"(hostname: "collector", port: 4141)"#);
+        assert_eq!(c.protocol, Protocol::Compact);
+        assert_eq!((c.connect_timeout, c.request_timeout), (Duration::from_secs(20), Duration::from_secs(20)));
+        assert!(c.tls.is_none() && c.validate().is_empty());
+        assert_eq!(c.output(), "thrift://collector:4141 (Compact)");
+        let c = parse(r#"(hostname: " ", port: 0, request_timeout: "0s")"#);
+        let problems = c.validate().join("; ");
+        for word in ["hostname", "port", "request_timeout"] {
+            assert!(problems.contains(word), "{problems}");
+        }
+    }
+}

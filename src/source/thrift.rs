@@ -299,3 +299,31 @@ async fn handle(
     }
     Next::Reply(answer(Status::Ok))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ThriftSourceConfig {
+        ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES)
+            .from_str(text)
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_flumes_and_bad_options_are_named() {
+        let c = parse(r#"(bind: "127.0.0.1:4141")"#);
+        assert_eq!(c.protocol, Protocol::Compact, "Flume's default protocol");
+        assert_eq!(c.put_timeout, Duration::from_secs(5));
+        assert_eq!((c.max_connections, c.idle_timeout), (1024, Duration::from_secs(300)));
+        assert_eq!(c.max_frame_bytes, 16_384_000);
+        assert!(c.tls.is_none() && c.validate().is_empty());
+        let c = parse(r#"(bind: "nowhere", protocol: Binary, put_timeout: "0s", max_frame_bytes: 3)"#);
+        assert_eq!(c.protocol, Protocol::Binary);
+        let problems = c.validate().join("; ");
+        for word in ["bind address", "put_timeout", "max_frame_bytes"] {
+            assert!(problems.contains(word), "{problems}");
+        }
+    }
+}
