@@ -61,7 +61,6 @@ struct Imported {
     code: i32,
     ron: String,
     stderr: Vec<String>,
-
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {
@@ -88,7 +87,8 @@ fn notes(i: &Imported) -> Vec<String> {
 fn counts(i: &Imported) -> (usize, usize) {
     let line = i.stderr.iter().find(|l| l.contains(" properties carried over, ")).expect("a summary line");
     let tail = line.split("\": ").nth(1).expect("summary");
-    let mut nums = tail.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap());
+    let mut nums =
+        tail.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap());
     (nums.next().unwrap(), nums.next().unwrap())
 }
 
@@ -137,7 +137,10 @@ fn every_user_guide_example_converts_and_validates() {
             failures.push(format!("{name}: the output does not validate:\n{e}\n{}", i.ron));
         }
     }
-    println!("import-flume over {} fixtures: {carried} properties carried over, {not_carried} listed as not carried", fixtures().len());
+    println!(
+        "import-flume over {} fixtures: {carried} properties carried over, {not_carried} listed as not carried",
+        fixtures().len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -175,14 +178,24 @@ fn what_is_not_carried_is_listed_exactly() {
             "taildir-source.properties:14: a1.sources.ri.maxBatchCount: source ri is not in a1.sources: ignored, as Flume does".to_string(),
         ]
     );
-    assert!(i.ron.contains(r#"filegroups: { "f1": "/var/log/test1/example?log", "f2": "/var/log/test2/*log*" }"#), "{}", i.ron);
+    assert!(
+        i.ron.contains(r#"filegroups: { "f1": "/var/log/test1/example?log", "f2": "/var/log/test2/*log*" }"#),
+        "{}",
+        i.ron
+    );
 
     let i = import("kafka-sink", tmp.path());
     assert_eq!(
         notes(&i),
-        vec!["kafka-sink.properties:7: a1.sinks.k1.kafka.producer.acks: flumen does it differently: the producer is idempotent with acks=all (stronger than Flume's default 1)"]
+        vec!["kafka-sink.properties:7: a1.sinks.k1.kafka.producer.acks: flumen does it differently: the producer is always idempotent with acks=all"]
     );
-    for part in [r#"topic: "mytopic""#, r#"key_header: Some("key")"#, r#"topic_header: Some("topic")"#, r#"properties: { "linger.ms": "1" }"#, "batch_size: 20"] {
+    for part in [
+        r#"topic: "mytopic""#,
+        r#"key_header: Some("key")"#,
+        r#"topic_header: Some("topic")"#,
+        r#"properties: { "linger.ms": "1" }"#,
+        "batch_size: 20",
+    ] {
         assert!(i.ron.contains(part), "kafka-sink: {part} in\n{}", i.ron);
     }
 
@@ -198,12 +211,23 @@ fn what_is_not_carried_is_listed_exactly() {
     assert!(i.ron.contains("use_ip: true"), "{}", i.ron);
     assert!(i.ron.contains("capacity: 100, // Flume's default capacity"), "{}", i.ron);
     let i = import("hdfs-sink", tmp.path());
-    for part in [r#"path: "/flume/events/%Y-%m-%d/%H%M/%S""#, r#"file_prefix: "events-""#, "round: true", "round_value: 10", "round_unit: Minute", "format: DataStream"] {
+    for part in [
+        r#"path: "/flume/events/%Y-%m-%d/%H%M/%S""#,
+        r#"file_prefix: "events-""#,
+        "round: true",
+        "round_value: 10",
+        "round_unit: Minute",
+        "format: DataStream",
+    ] {
         assert!(i.ron.contains(part), "hdfs-sink: {part} in\n{}", i.ron);
     }
     let i = import("multiport-syslog-tcp-source", tmp.path());
     for port in [10001, 10002, 10003] {
-        assert!(i.ron.contains(&format!(r#""r1-{port}": ("#)) && i.ron.contains(&format!(r#"bind: "0.0.0.0:{port}""#)), "{}", i.ron);
+        assert!(
+            i.ron.contains(&format!(r#""r1-{port}": ("#)) && i.ron.contains(&format!(r#"bind: "0.0.0.0:{port}""#)),
+            "{}",
+            i.ron
+        );
         assert!(i.ron.contains(&format!(r#"value: "{port}""#)), "portHeader as a Static interceptor: {}", i.ron);
     }
 }
@@ -224,7 +248,11 @@ fn kinds_without_counterpart_exit_2_and_are_listed() {
     assert_eq!(i.code, 2);
     assert!(i.ron.contains("flumen does it with a Kafka sink"), "{}", i.ron);
     assert!(i.ron.contains(r#""channel1": RocksDb("#) && i.ron.contains(r#""channel1-to-kafka": ("#), "{}", i.ron);
-    assert!(notes(&i)[0].starts_with("kafka-channel.properties:2: a1.channels.channel1.type: no counterpart"), "{:?}", notes(&i));
+    assert!(
+        notes(&i)[0].starts_with("kafka-channel.properties:2: a1.channels.channel1.type: no counterpart"),
+        "{:?}",
+        notes(&i)
+    );
 
     let i = import("irc-sink", tmp.path());
     assert_eq!(i.code, 2);
@@ -237,7 +265,11 @@ fn import_text(dir: &Path, name: &str, text: &str, extra: &[&str]) -> (i32, Stri
     let mut args = vec!["import-flume", name];
     args.extend_from_slice(extra);
     let o = run(&args, dir);
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = "a1.sources = r1\na1.channels = c1\na1.sinks = k1\na1.sources.r1.type = seq\na1.sources.r1.channels = c1\na1.channels.c1.type = memory\na1.sinks.k1.type = logger\na1.sinks.k1.channel = c1\n";
@@ -259,7 +291,10 @@ fn malformed_properties_give_file_line_errors() {
     let unknown = GOOD.replace("a1.sinks.k1.channel = c1", "a1.sinks.k1.channel = c9");
     let (code, _, err) = import_text(d, "unknown.properties", &unknown, &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("unknown.properties:8: a1.sinks.k1.channel: unknown channel c9 (not in the agent's channels)"), "{err}");
+    assert!(
+        err.contains("unknown.properties:8: a1.sinks.k1.channel: unknown channel c9 (not in the agent's channels)"),
+        "{err}"
+    );
 
     let bad_number = format!("{GOOD}a1.channels.c1.capacity = 10k\n");
     let (code, _, err) = import_text(d, "number.properties", &bad_number, &[]);
@@ -338,7 +373,8 @@ fn round_trip(exclude: &str) -> (Vec<String>, Vec<String>) {
         vec!["flume.conf:17: agent.channels.disk.checkpointDir: not needed: RocksDB keeps its own state in dir, there is no checkpoint"]
     );
     let log = root.join("run.log");
-    let mut flumen = support::Flumen::start(&["run", "--once", "--quiet", root.join("imported.ron").to_str().unwrap()], &log);
+    let mut flumen =
+        support::Flumen::start(&["run", "--once", "--quiet", root.join("imported.ron").to_str().unwrap()], &log);
     let mut status = None;
     support::wait_for(
         Duration::from_secs(120),

@@ -127,7 +127,11 @@ fn bind(c: &Comp, host_key: &str, default_host: Option<&str>, what: &mut Vec<Str
     let host = c.str(host_key).or_else(|| default_host.map(str::to_string));
     let port = c.int("port");
     let Some(host) = host else {
-        c.p.problem(c.first_line(), &c.key(host_key), format!("{} needs {host_key} (the address to listen on)", c.name));
+        c.p.problem(
+            c.first_line(),
+            &c.key(host_key),
+            format!("{} needs {host_key} (the address to listen on)", c.name),
+        );
         return None;
     };
     let Some(port) = port else {
@@ -142,7 +146,11 @@ fn bind(c: &Comp, host_key: &str, default_host: Option<&str>, what: &mut Vec<Str
     }
     what.push(host_key.to_string());
     what.push("port".to_string());
-    Some(if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+    Some(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 fn ms_of(c: &Comp, sub: &str) -> Option<u64> {
@@ -195,27 +203,37 @@ struct GroupOut {
 /// The topology as RON text; problems and notes are recorded in `p`.
 pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
     let a = agent;
-    let list_of = |section: &str| -> Vec<String> { p.get(&format!("{a}.{section}")).map(|(v, _)| words(v)).unwrap_or_default() };
+    let list_of =
+        |section: &str| -> Vec<String> { p.get(&format!("{a}.{section}")).map(|(v, _)| words(v)).unwrap_or_default() };
     let source_names = list_of("sources");
     let channel_names = list_of("channels");
     let sink_names = list_of("sinks");
     let group_names = list_of("sinkgroups");
     if source_names.is_empty() {
-        p.problem(p.line(&format!("{a}.sources")), &format!("{a}.sources"), "the agent lists no source (flumen needs at least one)");
+        p.problem(
+            p.line(&format!("{a}.sources")),
+            &format!("{a}.sources"),
+            "the agent lists no source (flumen needs at least one)",
+        );
     }
     if channel_names.is_empty() {
         p.problem(p.line(&format!("{a}.channels")), &format!("{a}.channels"), "the agent lists no channel");
     }
 
-    let channels: Vec<ChannelOut> = channel_names.iter().map(|n| channel(&Comp::new(p, format!("{a}.channels.{n}."), n))).collect();
+    let channels: Vec<ChannelOut> =
+        channel_names.iter().map(|n| channel(&Comp::new(p, format!("{a}.channels.{n}."), n))).collect();
     let tx: BTreeMap<String, u64> = channels.iter().map(|c| (c.name.clone(), c.transaction_capacity)).collect();
 
     let mut sources: Vec<SourceOut> = Vec::new();
     for n in &source_names {
         sources.extend(source(&Comp::new(p, format!("{a}.sources.{n}."), n), &tx));
     }
-    let mut sinks: Vec<SinkOut> = sink_names.iter().filter_map(|n| sink(&Comp::new(p, format!("{a}.sinks.{n}."), n), &tx)).collect();
-    let mut groups: Vec<GroupOut> = group_names.iter().filter_map(|n| group(&Comp::new(p, format!("{a}.sinkgroups.{n}."), n), &sink_names)).collect();
+    let mut sinks: Vec<SinkOut> =
+        sink_names.iter().filter_map(|n| sink(&Comp::new(p, format!("{a}.sinks.{n}."), n), &tx)).collect();
+    let mut groups: Vec<GroupOut> = group_names
+        .iter()
+        .filter_map(|n| group(&Comp::new(p, format!("{a}.sinkgroups.{n}."), n), &sink_names))
+        .collect();
 
     // A Kafka channel's stand-in gets the Kafka source or sink that does its work in flumen; a
     // channel neither put into nor drained is left out; one only put into or only drained is an
@@ -231,12 +249,16 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
                 k.set("brokers", q(&brokers), "the Kafka channel's kafka.bootstrap.servers");
                 k.set("topics", list(&[topic.clone()]), "the Kafka channel's kafka.topic");
                 k.set("group_id", q(&group), "the Kafka channel's kafka.consumer.group.id");
-                let batch_size = (c.transaction_capacity < 1000).then(|| (c.transaction_capacity, "the channel's transaction capacity".to_string()));
+                let batch_size = (c.transaction_capacity < 1000)
+                    .then(|| (c.transaction_capacity, "the channel's transaction capacity".to_string()));
                 sources.push(SourceOut {
                     name: format!("{}-from-kafka", c.name),
                     line: c.line,
                     notes: vec![
-                        format!("Reads the Kafka channel {}'s topic into its stand-in. Flume's Kafka channel wrote Flume's", c.name),
+                        format!(
+                            "Reads the Kafka channel {}'s topic into its stand-in. Flume's Kafka channel wrote Flume's",
+                            c.name
+                        ),
                         "Avro event format (parseAsFlumeEvent): bodies read here are those records as they are.".into(),
                     ],
                     kind: k,
@@ -267,10 +289,21 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
         match (fed, drained) {
             (true, true) => kept.push(c),
             (false, false) => {
-                p.list(&key, "no counterpart: a channel no source puts into and no sink drains is an error in flumen; left out");
+                p.list(
+                    &key,
+                    "no counterpart: a channel no source puts into and no sink drains is an error in flumen; left out",
+                );
             }
-            (false, true) => p.problem(p.line(&key), &key, format!("no source puts into channel {} (name it in a source's channels)", c.name)),
-            (true, false) => p.problem(p.line(&key), &key, format!("no sink drains channel {} (name it in a sink's channel)", c.name)),
+            (false, true) => p.problem(
+                p.line(&key),
+                &key,
+                format!("no source puts into channel {} (name it in a source's channels)", c.name),
+            ),
+            (true, false) => p.problem(
+                p.line(&key),
+                &key,
+                format!("no sink drains channel {} (name it in a sink's channel)", c.name),
+            ),
         }
     }
     let mut channels = kept;
@@ -282,7 +315,8 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
 
     let mut out = String::new();
     let _ = writeln!(out, "// Imported by `flumen import-flume` from {file}, agent \"{a}\".");
-    let _ = writeln!(out, "// Each option's comment names the Flume property it came from; \"Flume's default\" marks a");
+    let _ =
+        writeln!(out, "// Each option's comment names the Flume property it came from; \"Flume's default\" marks a");
     let _ = writeln!(out, "// value Flume used without it being set, written out where flumen's default differs.");
     let _ = writeln!(out, "Topology(");
     let _ = writeln!(out, "    agent: {},", q(a));
@@ -293,7 +327,11 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
         let _ = writeln!(out, "            kind: {},", s.kind.render(12));
         let _ = writeln!(out, "            channels: {},", list(&s.channels));
         if let Some((sel, from)) = &s.selector {
-            let _ = writeln!(out, "            selector: {sel},{}", if from.is_empty() { String::new() } else { format!(" // {from}") });
+            let _ = writeln!(
+                out,
+                "            selector: {sel},{}",
+                if from.is_empty() { String::new() } else { format!(" // {from}") }
+            );
         }
         if !s.interceptors.is_empty() {
             let _ = writeln!(out, "            interceptors: [");
@@ -333,7 +371,13 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
         let _ = writeln!(out, "    sink_groups: {{");
         for g in &groups {
             out.push_str(&comments(&g.notes, 8));
-            let _ = writeln!(out, "        {}: (sinks: {}, processor: {}),", q(&g.name), list(&g.sinks), g.processor.render(8));
+            let _ = writeln!(
+                out,
+                "        {}: (sinks: {}, processor: {}),",
+                q(&g.name),
+                list(&g.sinks),
+                g.processor.render(8)
+            );
         }
         let _ = writeln!(out, "    }},");
     }
@@ -347,13 +391,17 @@ pub(super) fn unused_reason(p: &Props, agent: &str, key: &str) -> String {
     let mut parts = rest.splitn(3, '.');
     let section = parts.next().unwrap_or("");
     let name = parts.next();
-    let listed = |s: &str, n: &str| p.peek(&format!("{agent}.{s}")).is_some_and(|(v, _)| v.split_whitespace().any(|w| w == n));
+    let listed =
+        |s: &str, n: &str| p.peek(&format!("{agent}.{s}")).is_some_and(|(v, _)| v.split_whitespace().any(|w| w == n));
     let what = match section {
         "sources" => "source",
         "channels" => "channel",
         "sinks" => "sink",
         "sinkgroups" => "sink group",
-        "configfilters" => return "flumen does it differently: a secret is written `env:NAME` or `file:PATH` in the option itself".into(),
+        "configfilters" => {
+            return "flumen does it differently: a secret is written `env:NAME` or `file:PATH` in the option itself"
+                .into()
+        }
         _ => return NO_COUNTERPART.into(),
     };
     match name {
@@ -364,7 +412,14 @@ pub(super) fn unused_reason(p: &Props, agent: &str, key: &str) -> String {
 
 /// The batch size of a source or sink: Flume's property (or Flume's default for the kind), at
 /// most the transaction capacity of its channels. Written out when it is not flumen's 1000.
-fn batch(c: &Comp, props: &[&str], flume_default: Option<u64>, channels: &[String], tx: &BTreeMap<String, u64>, notes: &mut Vec<String>) -> Option<(u64, String)> {
+fn batch(
+    c: &Comp,
+    props: &[&str],
+    flume_default: Option<u64>,
+    channels: &[String],
+    tx: &BTreeMap<String, u64>,
+    notes: &mut Vec<String>,
+) -> Option<(u64, String)> {
     let mut value = None;
     for sub in props {
         if let Some(n) = c.int(sub) {
@@ -386,7 +441,9 @@ fn batch(c: &Comp, props: &[&str], flume_default: Option<u64>, channels: &[Strin
     if let Some(cap) = cap {
         if n > cap {
             if from != "flumen's default" {
-                notes.push(format!("batch size {n} is larger than its channel's transaction capacity {cap}: lowered to {cap}"));
+                notes.push(format!(
+                    "batch size {n} is larger than its channel's transaction capacity {cap}: lowered to {cap}"
+                ));
             }
             from = format!("{from}, lowered to the channel's transaction capacity");
             n = cap;
@@ -401,7 +458,14 @@ fn channel(c: &Comp) -> ChannelOut {
     let ty = c.get("type");
     let Some((ty, _)) = ty else {
         c.p.problem(line.min(c.p.line(&c.base)), &c.key("type"), format!("channel {} has no type", c.name));
-        return ChannelOut { name: c.name.clone(), line, notes, kind: Kind::new("Memory"), transaction_capacity: 100, kafka: None };
+        return ChannelOut {
+            name: c.name.clone(),
+            line,
+            notes,
+            kind: Kind::new("Memory"),
+            transaction_capacity: 100,
+            kafka: None,
+        };
     };
     notes.push(format!("{}type = {ty}", c.base));
     let lower = ty.to_ascii_lowercase();
@@ -414,16 +478,27 @@ fn channel(c: &Comp) -> ChannelOut {
             c.p.missing_kind();
             let peek = |sub: &str| c.peek_str(sub).map(|(v, _)| v);
             kafka = Some((
-                peek("kafka.bootstrap.servers").or_else(|| peek("brokerList")).unwrap_or_else(|| "localhost:9092".into()),
+                peek("kafka.bootstrap.servers")
+                    .or_else(|| peek("brokerList"))
+                    .unwrap_or_else(|| "localhost:9092".into()),
                 peek("kafka.topic").or_else(|| peek("topic")).unwrap_or_else(|| "flume-channel".into()),
                 peek("kafka.consumer.group.id").or_else(|| peek("groupId")).unwrap_or_else(|| "flume".into()),
             ));
             c.list("type", "no counterpart: flumen has no Kafka channel; put a Kafka sink and a Kafka source around a channel (see the comment in the output)");
             c.list_prefix("", "no counterpart: belongs to the Kafka channel");
-            notes.push("No counterpart: flumen has no Kafka channel. flumen does it with a Kafka sink (this agent's".into());
-            notes.push("events to a topic) and, where the events are read, a Kafka source putting into a channel:".into());
-            notes.push("  \"to-kafka\": (kind: Kafka(brokers: \"...\", topic: \"...\"), channel: \"<this channel>\"),".into());
-            notes.push("  \"from-kafka\": (kind: Kafka(brokers: \"...\", topics: [\"...\"]), channels: [\"<a channel>\"]),".into());
+            notes.push(
+                "No counterpart: flumen has no Kafka channel. flumen does it with a Kafka sink (this agent's".into(),
+            );
+            notes.push(
+                "events to a topic) and, where the events are read, a Kafka source putting into a channel:".into(),
+            );
+            notes.push(
+                "  \"to-kafka\": (kind: Kafka(brokers: \"...\", topic: \"...\"), channel: \"<this channel>\"),".into(),
+            );
+            notes.push(
+                "  \"from-kafka\": (kind: Kafka(brokers: \"...\", topics: [\"...\"]), channels: [\"<a channel>\"]),"
+                    .into(),
+            );
             notes.push("A RocksDb channel stands in so that the topology is valid.".into());
             stand_in_channel(c)
         }
@@ -452,7 +527,11 @@ fn memory_channel(c: &Comp, notes: &mut Vec<String>, capacity_key: &str, default
     k.set("capacity", capacity.to_string(), from);
     let tx = c.int("transactionCapacity");
     let tx_value = tx.unwrap_or(100.min(capacity.max(1)));
-    k.set("transaction_capacity", tx_value.to_string(), if tx.is_some() { "transactionCapacity" } else { "Flume's default transactionCapacity" });
+    k.set(
+        "transaction_capacity",
+        tx_value.to_string(),
+        if tx.is_some() { "transactionCapacity" } else { "Flume's default transactionCapacity" },
+    );
     if let Some(s) = secs_of(c, "keep-alive") {
         k.set("keep_alive", dur_ms(s), "keep-alive (seconds)");
     }
@@ -476,7 +555,13 @@ fn file_channel(c: &Comp, notes: &mut Vec<String>, capacity_key: &str, default_c
             let first = all.first().copied().unwrap_or("data");
             k.set("dir", q(first), "dataDirs");
             if all.len() > 1 {
-                c.list("dataDirs", format!("flumen does it differently: a RocksDb channel has one dir; {first} is used, {} left out", all[1..].join(", ")));
+                c.list(
+                    "dataDirs",
+                    format!(
+                        "flumen does it differently: a RocksDb channel has one dir; {first} is used, {} left out",
+                        all[1..].join(", ")
+                    ),
+                );
             }
             notes.push("Flume's log files in dataDirs are not read: drain the Flume channel before switching.".into());
         }
@@ -486,7 +571,15 @@ fn file_channel(c: &Comp, notes: &mut Vec<String>, capacity_key: &str, default_c
     }
     c.list("checkpointDir", "not needed: RocksDB keeps its own state in dir, there is no checkpoint");
     c.list_many(
-        &["useDualCheckpoints", "backupCheckpointDir", "checkpointInterval", "checkpointOnClose", "use-log-replay-v1", "use-fast-replay", "checkpoint-timeout"],
+        &[
+            "useDualCheckpoints",
+            "backupCheckpointDir",
+            "checkpointInterval",
+            "checkpointOnClose",
+            "use-log-replay-v1",
+            "use-fast-replay",
+            "checkpoint-timeout",
+        ],
         "not needed: RocksDB keeps its own state in dir, there is no checkpoint or replay",
     );
     c.list_many(&["maxFileSize", "write-timeout"], NO_COUNTERPART);
@@ -521,7 +614,10 @@ fn file_channel(c: &Comp, notes: &mut Vec<String>, capacity_key: &str, default_c
 fn spillable_channel(c: &Comp, notes: &mut Vec<String>) -> (Kind, u64) {
     let memory = c.int("memoryCapacity").unwrap_or(10_000);
     let overflow = c.int("overflowCapacity").unwrap_or(100_000_000);
-    c.list_many(&["avgEventSize", "byteCapacityBufferPercentage"], "flumen does it differently: byte_capacity counts the bytes of bodies and headers");
+    c.list_many(
+        &["avgEventSize", "byteCapacityBufferPercentage"],
+        "flumen does it differently: byte_capacity counts the bytes of bodies and headers",
+    );
     c.list("overflowDeactivationThreshold", NO_COUNTERPART);
     if memory == 0 {
         notes.push("memoryCapacity = 0: works as a file channel, so a RocksDb channel.".into());
@@ -530,27 +626,46 @@ fn spillable_channel(c: &Comp, notes: &mut Vec<String>) -> (Kind, u64) {
     }
     if overflow == 0 {
         notes.push("overflowCapacity = 0: works as a memory channel, so a Memory channel.".into());
-        c.list_many(&["overflowTimeout", "checkpointDir", "dataDirs"], "not needed: overflowCapacity = 0 makes it a Memory channel");
+        c.list_many(
+            &["overflowTimeout", "checkpointDir", "dataDirs"],
+            "not needed: overflowCapacity = 0 makes it a Memory channel",
+        );
         let tx = c.int("transactionCapacity");
         let mut k = Kind::new("Memory");
         k.set("capacity", memory.to_string(), "memoryCapacity");
         let tx_value = tx.unwrap_or(100.min(memory));
-        k.set("transaction_capacity", tx_value.to_string(), if tx.is_some() { "transactionCapacity" } else { "Flume's default transactionCapacity" });
+        k.set(
+            "transaction_capacity",
+            tx_value.to_string(),
+            if tx.is_some() { "transactionCapacity" } else { "Flume's default transactionCapacity" },
+        );
         if let Some(b) = c.int("byteCapacity").filter(|b| *b > 0) {
             k.set("byte_capacity", b.to_string(), "byteCapacity");
         }
         return (k, tx_value);
     }
     let mut k = Kind::new("Spillable");
-    k.set("memory_capacity", memory.to_string(), if c.has("memoryCapacity") { "memoryCapacity" } else { "Flume's default memoryCapacity" });
+    k.set(
+        "memory_capacity",
+        memory.to_string(),
+        if c.has("memoryCapacity") { "memoryCapacity" } else { "Flume's default memoryCapacity" },
+    );
     let mut overflow_notes = Vec::new();
     let (mut rocks, _) = file_channel(c, &mut overflow_notes, "overflowCapacity", 100_000_000);
-    rocks.set("capacity", overflow.to_string(), if c.has("overflowCapacity") { "overflowCapacity" } else { "Flume's default overflowCapacity" });
+    rocks.set(
+        "capacity",
+        overflow.to_string(),
+        if c.has("overflowCapacity") { "overflowCapacity" } else { "Flume's default overflowCapacity" },
+    );
     let tx = rocks.opts.iter().position(|o| o.name == "transaction_capacity").map(|i| rocks.opts.remove(i));
     notes.extend(overflow_notes);
     k.set("overflow", rocks.render(0), "");
     let secs = c.int("overflowTimeout").unwrap_or(3);
-    k.set("overflow_timeout", dur_ms(secs * 1000), if c.has("overflowTimeout") { "overflowTimeout (seconds)" } else { "Flume's default overflowTimeout" });
+    k.set(
+        "overflow_timeout",
+        dur_ms(secs * 1000),
+        if c.has("overflowTimeout") { "overflowTimeout (seconds)" } else { "Flume's default overflowTimeout" },
+    );
     match c.int("byteCapacity") {
         Some(0) | None => {}
         Some(b) => k.set("byte_capacity", b.to_string(), "byteCapacity"),
@@ -654,8 +769,14 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
             charset(c, "charset");
             batch_default = Some(20);
             let ms = ms_of(c, "batchTimeout");
-            linger = Some((dur_ms(ms.unwrap_or(3000)), if ms.is_some() { "batchTimeout (ms)".to_string() } else { "Flume's default batchTimeout".to_string() }));
-            notes.push("The command runs in the topology file's folder (Flume ran it in the agent's working directory).".into());
+            linger = Some((
+                dur_ms(ms.unwrap_or(3000)),
+                if ms.is_some() { "batchTimeout (ms)".to_string() } else { "Flume's default batchTimeout".to_string() },
+            ));
+            notes.push(
+                "The command runs in the topology file's folder (Flume ran it in the agent's working directory)."
+                    .into(),
+            );
         }
         "spooldir" | "org.apache.flume.source.spooldirectorysource" => {
             k = Kind::new("SpoolDir");
@@ -682,23 +803,36 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                 k.set("ignore_pattern", q(&s), "ignorePattern");
             }
             if let Some(s) = c.str("trackerDir") {
-                k.set("tracker_dir", q(&s), "trackerDir (flumen keeps its progress.json there; Flume's tracker files are not read)");
+                k.set(
+                    "tracker_dir",
+                    q(&s),
+                    "trackerDir (flumen keeps its progress.json there; Flume's tracker files are not read)",
+                );
             }
             if let Some((v, _)) = c.get("trackingPolicy") {
                 if !v.eq_ignore_ascii_case("rename") {
-                    c.list("trackingPolicy", format!("no counterpart: files are always renamed (or deleted), {v} is not possible"));
+                    c.list(
+                        "trackingPolicy",
+                        format!("no counterpart: files are always renamed (or deleted), {v} is not possible"),
+                    );
                 }
             }
             if let Some((v, _)) = c.get("consumeOrder") {
                 if !v.eq_ignore_ascii_case("oldest") {
-                    c.list("consumeOrder", format!("flumen does it differently: files are read oldest first, {v} is not possible"));
+                    c.list(
+                        "consumeOrder",
+                        format!("flumen does it differently: files are read oldest first, {v} is not possible"),
+                    );
                 }
             }
             if let Some(ms) = ms_of(c, "pollDelay") {
                 k.set("poll_interval", dur_ms(ms), "pollDelay (ms)");
             }
             if c.bool("recursiveDirectorySearch") == Some(true) {
-                c.list("recursiveDirectorySearch", "no counterpart: only the folder itself is read, not its sub-folders");
+                c.list(
+                    "recursiveDirectorySearch",
+                    "no counterpart: only the folder itself is read, not its sub-folders",
+                );
             }
             c.list("maxBackoff", "flumen does it differently: a full channel makes the source wait (back-pressure), there is no backoff to set");
             charset(c, "inputCharset");
@@ -706,14 +840,26 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
             if let Some((v, _)) = c.get("deserializer") {
                 if !v.eq_ignore_ascii_case("line") {
                     c.p.missing_kind();
-                    c.list("deserializer", format!("no counterpart: flumen reads lines only, the {v} deserializer is not possible"));
+                    c.list(
+                        "deserializer",
+                        format!("no counterpart: flumen reads lines only, the {v} deserializer is not possible"),
+                    );
                     notes.push(format!("No counterpart for the deserializer {v}: lines are read instead."));
                 }
             }
             let max = c.int("deserializer.maxLineLength");
-            k.set("max_line_length", max.unwrap_or(2048).to_string(), if max.is_some() { "deserializer.maxLineLength" } else { "Flume's default deserializer.maxLineLength" });
-            notes.push("A longer line is cut and flagged `truncated: \"true\"` (Flume put its rest in further events).".into());
-            c.list("deserializer.outputCharset", "flumen does it differently: bodies are the bytes of the line, never decoded");
+            k.set(
+                "max_line_length",
+                max.unwrap_or(2048).to_string(),
+                if max.is_some() { "deserializer.maxLineLength" } else { "Flume's default deserializer.maxLineLength" },
+            );
+            notes.push(
+                "A longer line is cut and flagged `truncated: \"true\"` (Flume put its rest in further events).".into(),
+            );
+            c.list(
+                "deserializer.outputCharset",
+                "flumen does it differently: bodies are the bytes of the line, never decoded",
+            );
             c.list_many(&["bufferMaxLines", "bufferMaxLineLength"], "not needed: obsolete in Flume too");
             batch_default = Some(100);
         }
@@ -733,7 +879,11 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                             c.list(&sub, format!("value not understood: {why}; the file group is left out"));
                         }
                     },
-                    None => c.p.problem(c.line("filegroups"), &c.key(&sub), format!("file group {g} has no path ({}{sub})", c.base)),
+                    None => c.p.problem(
+                        c.line("filegroups"),
+                        &c.key(&sub),
+                        format!("file group {g} has no path ({}{sub})", c.base),
+                    ),
                 }
                 c.list_prefix(
                     &format!("headers.{g}."),
@@ -741,13 +891,21 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                 );
             }
             if !map.is_empty() {
-                k.set("filegroups", format!("{{ {} }}", map.join(", ")), "filegroups (regexes on the file name turned into globs)");
+                k.set(
+                    "filegroups",
+                    format!("{{ {} }}", map.join(", ")),
+                    "filegroups (regexes on the file name turned into globs)",
+                );
             }
             match c.str("positionFile") {
                 Some(pf) => k.set("position_file", q(&pf), "positionFile (Flume's positions are resumed)"),
                 None => {
                     let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
-                    k.set("position_file", q(&format!("{home}/.flume/taildir_position.json")), "Flume's default positionFile (~ as it was at import)");
+                    k.set(
+                        "position_file",
+                        q(&format!("{home}/.flume/taildir_position.json")),
+                        "Flume's default positionFile (~ as it was at import)",
+                    );
                 }
             }
             header_flag(c, &mut k, "fileHeader", "fileHeaderKey", "file", "file_header");
@@ -762,7 +920,10 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
             }
             c.list("byteOffsetHeader", NO_COUNTERPART);
             c.list("maxBatchCount", "flumen does it differently: a pass reads at most batch_size lines of each file, so no file starves the others");
-            c.list_many(&["backoffSleepIncrement", "maxBackoffSleep"], "flumen does it differently: files are checked every poll_interval when idle");
+            c.list_many(
+                &["backoffSleepIncrement", "maxBackoffSleep"],
+                "flumen does it differently: files are checked every poll_interval when idle",
+            );
             c.list("cachePatternMatching", "not needed: globs are matched on every poll");
             batch_default = Some(100);
         }
@@ -787,7 +948,10 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
             let mut ignored = Vec::new();
             syslog_options(c, &mut base, true, &mut ignored);
             c.list_prefix("charset.", "flumen does it differently: bodies are the bytes of the message, never decoded");
-            c.list_many(&["readBufferSize", "numProcessors"], "not needed: flumen reads each connection on its own task");
+            c.list_many(
+                &["readBufferSize", "numProcessors"],
+                "not needed: flumen reads each connection on its own task",
+            );
             let port_header = c.str("portHeader");
             notes.push("flumen's SyslogTcp listens on one port: one source per port of `ports`.".into());
             batch_default = Some(100);
@@ -797,7 +961,10 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                         let mut kk = base.clone();
                         let h = host.clone().unwrap_or_default();
                         let b = if h.contains(':') { format!("[{h}]:{n}") } else { format!("{h}:{n}") };
-                        kk.opts.insert(0, super::ron_text::Opt { name: "bind".into(), value: q(&b), from: "host, ports".into() });
+                        kk.opts.insert(
+                            0,
+                            super::ron_text::Opt { name: "bind".into(), value: q(&b), from: "host, ports".into() },
+                        );
                         kinds.push((format!("{}-{n}", c.name), kk));
                         let mut extra = Vec::new();
                         if let Some(h) = &port_header {
@@ -821,7 +988,9 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
             }
             match c.get("handler") {
                 None => k.set("format", "FlumeJson".into(), "Flume's default handler JSONHandler"),
-                Some((h, _)) if is_class(&h, "org.apache.flume.source.http.JSONHandler") => k.set("format", "FlumeJson".into(), "handler JSONHandler"),
+                Some((h, _)) if is_class(&h, "org.apache.flume.source.http.JSONHandler") => {
+                    k.set("format", "FlumeJson".into(), "handler JSONHandler")
+                }
                 Some((h, _)) => {
                     c.p.missing_kind();
                     c.list("handler", format!("no counterpart: flumen's Http source reads Flume JSON, NDJSON, lines or its own events, not the {h} handler"));
@@ -856,8 +1025,14 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                     _ => c.list("compression-type", format!("value not understood: {v:?} (none or deflate)")),
                 }
             }
-            c.list("threads", "flumen does it differently: each connection is a task; max_connections (default 1024) bounds them");
-            c.list_many(&["ipFilter", "ipFilterRules"], "no counterpart: flumen has no IP filter (use the firewall, or mutual TLS)");
+            c.list(
+                "threads",
+                "flumen does it differently: each connection is a task; max_connections (default 1024) bounds them",
+            );
+            c.list_many(
+                &["ipFilter", "ipFilterRules"],
+                "no counterpart: flumen has no IP filter (use the firewall, or mutual TLS)",
+            );
             ssl(c);
             batch_props.clear();
         }
@@ -872,21 +1047,32 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                 Some((v, _)) => c.list("protocol", format!("value not understood: {v:?} (binary or compact)")),
                 None => {}
             }
-            c.list("threads", "flumen does it differently: each connection is a task; max_connections (default 1024) bounds them");
+            c.list(
+                "threads",
+                "flumen does it differently: each connection is a task; max_connections (default 1024) bounds them",
+            );
             c.list_many(&["kerberos", "agent-principal", "agent-keytab"], KERBEROS);
             ssl(c);
             batch_props.clear();
         }
         _ => {
             c.p.missing_kind();
-            c.list("type", format!("no counterpart: flumen has no {ty} source; a SequenceGenerator that makes no event stands in"));
+            c.list(
+                "type",
+                format!("no counterpart: flumen has no {ty} source; a SequenceGenerator that makes no event stands in"),
+            );
             for key in c.p.under(&c.base) {
                 let sub = &key[c.base.len()..];
-                if !matches!(sub, "channels" | "type") && !sub.starts_with("selector.") && !sub.starts_with("interceptors") {
+                if !matches!(sub, "channels" | "type")
+                    && !sub.starts_with("selector.")
+                    && !sub.starts_with("interceptors")
+                {
                     c.p.list(&key, "no counterpart: belongs to a source kind flumen has not");
                 }
             }
-            notes.push(format!("No counterpart for the source type {ty}: a stand-in that makes no event keeps the flow valid."));
+            notes.push(format!(
+                "No counterpart for the source type {ty}: a stand-in that makes no event keeps the flow valid."
+            ));
             k = Kind::new("SequenceGenerator");
             k.set("total", "0".into(), "stand-in: no event");
             batch_props.clear();
@@ -988,7 +1174,12 @@ fn syslog_options(c: &Comp, k: &mut Kind, tcp: bool, _notes: &mut Vec<String>) {
         match v.to_ascii_lowercase().as_str() {
             "none" | "false" => k.set("keep_fields", "false".into(), "keepFields"),
             "all" | "true" => k.set("keep_fields", "true".into(), "keepFields"),
-            _ => c.list("keepFields", format!("flumen does it differently: keep_fields keeps all header fields in the body or none, not {v:?}")),
+            _ => c.list(
+                "keepFields",
+                format!(
+                    "flumen does it differently: keep_fields keeps all header fields in the body or none, not {v:?}"
+                ),
+            ),
         }
     }
     c.list_many(&["clientIPHeader", "clientHostnameHeader"], NO_COUNTERPART);
@@ -1005,8 +1196,10 @@ fn syslog_common(c: &Comp, k: &mut Kind, what: &mut Vec<String>, tcp: bool, note
     notes.push("Headers: facility, severity, timestamp, hostname, ... (Flume: Facility, Severity, timestamp, host); see Syslog messages in the README.".into());
 }
 
-const KAFKA_OWN_CONSUMER: &[&str] = &["enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store", "group.id", "bootstrap.servers"];
-const KAFKA_OWN_PRODUCER: &[&str] = &["enable.idempotence", "acks", "request.required.acks", "message.timeout.ms", "bootstrap.servers"];
+const KAFKA_OWN_CONSUMER: &[&str] =
+    &["enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store", "group.id", "bootstrap.servers"];
+const KAFKA_OWN_PRODUCER: &[&str] =
+    &["enable.idempotence", "acks", "request.required.acks", "message.timeout.ms", "bootstrap.servers"];
 const KAFKA_JAVA_ONLY: &[&str] = &[
     "key.deserializer",
     "value.deserializer",
@@ -1045,9 +1238,16 @@ fn kafka_source(c: &Comp, k: &mut Kind, linger: &mut Option<(String, String)>) {
     let brokers = c.str("kafka.bootstrap.servers");
     match brokers {
         Some(b) => k.set("brokers", q(&b), "kafka.bootstrap.servers"),
-        None => c.p.problem(c.first_line(), &c.key("kafka.bootstrap.servers"), format!("source {} (Kafka) needs kafka.bootstrap.servers", c.name)),
+        None => c.p.problem(
+            c.first_line(),
+            &c.key("kafka.bootstrap.servers"),
+            format!("source {} (Kafka) needs kafka.bootstrap.servers", c.name),
+        ),
     }
-    c.list("zookeeperConnect", "no counterpart: Kafka clients no longer use ZooKeeper; kafka.bootstrap.servers is needed");
+    c.list(
+        "zookeeperConnect",
+        "no counterpart: Kafka clients no longer use ZooKeeper; kafka.bootstrap.servers is needed",
+    );
     if let Some((re, _)) = c.get("kafka.topics.regex") {
         let re = if re.starts_with('^') { re } else { format!("^{re}") };
         k.set("topics", list(&[re]), "kafka.topics.regex");
@@ -1057,27 +1257,43 @@ fn kafka_source(c: &Comp, k: &mut Kind, linger: &mut Option<(String, String)>) {
         let topics: Vec<String> = t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         k.set("topics", list(&topics), "kafka.topics");
     } else {
-        c.p.problem(c.first_line(), &c.key("kafka.topics"), format!("source {} (Kafka) needs kafka.topics or kafka.topics.regex", c.name));
+        c.p.problem(
+            c.first_line(),
+            &c.key("kafka.topics"),
+            format!("source {} (Kafka) needs kafka.topics or kafka.topics.regex", c.name),
+        );
     }
     match c.get("kafka.consumer.group.id").or_else(|| c.get("groupId")) {
         Some((g, _)) => k.set("group_id", q(&g), "kafka.consumer.group.id"),
         None => k.set("group_id", q("flume"), "Flume's default kafka.consumer.group.id"),
     }
     match c.get("kafka.consumer.auto.offset.reset") {
-        Some((v, _)) if v.eq_ignore_ascii_case("earliest") => k.set("auto_offset_reset", "Earliest".into(), "kafka.consumer.auto.offset.reset"),
-        Some((v, _)) if v.eq_ignore_ascii_case("latest") => k.set("auto_offset_reset", "Latest".into(), "kafka.consumer.auto.offset.reset"),
-        Some((v, _)) => c.list("kafka.consumer.auto.offset.reset", format!("value not understood: {v:?} (earliest or latest)")),
+        Some((v, _)) if v.eq_ignore_ascii_case("earliest") => {
+            k.set("auto_offset_reset", "Earliest".into(), "kafka.consumer.auto.offset.reset")
+        }
+        Some((v, _)) if v.eq_ignore_ascii_case("latest") => {
+            k.set("auto_offset_reset", "Latest".into(), "kafka.consumer.auto.offset.reset")
+        }
+        Some((v, _)) => {
+            c.list("kafka.consumer.auto.offset.reset", format!("value not understood: {v:?} (earliest or latest)"))
+        }
         None => k.set("auto_offset_reset", "Latest".into(), "Flume's default (Kafka's auto.offset.reset = latest)"),
     }
     for own in KAFKA_OWN_CONSUMER {
-        c.list(&format!("kafka.consumer.{own}"), "flumen does it differently: offsets are committed by the source after each put, never automatically");
+        c.list(
+            &format!("kafka.consumer.{own}"),
+            "flumen does it differently: offsets are committed by the source after each put, never automatically",
+        );
     }
     let props = kafka_properties(c, "kafka.consumer.", &["auto.offset.reset", "group.id"]);
     if !props.is_empty() {
         k.set("properties", format!("{{ {} }}", props.join(", ")), "kafka.consumer.*");
     }
     let ms = c.int("batchDurationMillis");
-    *linger = Some((dur_ms(ms.unwrap_or(1000)), if ms.is_some() { "batchDurationMillis".into() } else { "Flume's default batchDurationMillis".into() }));
+    *linger = Some((
+        dur_ms(ms.unwrap_or(1000)),
+        if ms.is_some() { "batchDurationMillis".into() } else { "Flume's default batchDurationMillis".into() },
+    ));
     if c.bool("setTopicHeader") == Some(false) {
         c.list("setTopicHeader", "flumen does it differently: the topic is always in the header `topic`");
     }
@@ -1087,9 +1303,15 @@ fn kafka_source(c: &Comp, k: &mut Kind, linger: &mut Option<(String, String)>) {
         }
     }
     if c.bool("useFlumeEventFormat") == Some(true) {
-        c.list("useFlumeEventFormat", "flumen does it differently: headers travel as Kafka record headers, not in Flume's Avro event format");
+        c.list(
+            "useFlumeEventFormat",
+            "flumen does it differently: headers travel as Kafka record headers, not in Flume's Avro event format",
+        );
     }
-    c.list_many(&["backoffSleepIncrement", "maxBackoffSleep"], "not needed: the consumer waits for records, it does not poll with backoff");
+    c.list_many(
+        &["backoffSleepIncrement", "maxBackoffSleep"],
+        "not needed: the consumer waits for records, it does not poll with backoff",
+    );
     c.list("migrateZookeeperOffsets", "no counterpart: offsets are read from Kafka only");
 }
 
@@ -1111,11 +1333,18 @@ fn selector(c: &Comp, channels: &[String]) -> (Option<(String, String)>, Vec<Str
     let lower = ty.as_deref().map(str::to_ascii_lowercase).unwrap_or_else(|| "replicating".into());
     match lower.as_str() {
         "replicating" | "org.apache.flume.channel.replicatingchannelselector" => {
-            let optional = c.get("selector.optional").map(|(v, _)| known("selector.optional", words(&v))).unwrap_or_default();
+            let optional =
+                c.get("selector.optional").map(|(v, _)| known("selector.optional", words(&v))).unwrap_or_default();
             if optional.is_empty() {
                 (None, notes)
             } else {
-                (Some((format!("Replicating(optional: {})", list(&optional)), "selector.type, selector.optional".into())), notes)
+                (
+                    Some((
+                        format!("Replicating(optional: {})", list(&optional)),
+                        "selector.type, selector.optional".into(),
+                    )),
+                    notes,
+                )
             }
         }
         "multiplexing" | "org.apache.flume.channel.multiplexingchannelselector" => {
@@ -1136,7 +1365,8 @@ fn selector(c: &Comp, channels: &[String]) -> (Option<(String, String)>, Vec<Str
                     optional.push(format!("{}: {}", q(value), list(&known(&sub, words(v)))));
                 }
             }
-            let default = c.get("selector.default").map(|(v, _)| known("selector.default", words(&v))).unwrap_or_default();
+            let default =
+                c.get("selector.default").map(|(v, _)| known("selector.default", words(&v))).unwrap_or_default();
             let mut text = format!("Multiplexing(\n    header: {},\n", q(&header));
             let _ = writeln!(text, "    mapping: {{ {} }},", mapping.join(", "));
             if !optional.is_empty() {
@@ -1145,16 +1375,29 @@ fn selector(c: &Comp, channels: &[String]) -> (Option<(String, String)>, Vec<Str
             let _ = writeln!(text, "    default: {},", list(&default));
             text.push(')');
             let text = text.replace('\n', "\n            ");
-            let from = if c.has("selector.header") { "selector.*" } else { "selector.* (Flume's default selector.header)" };
+            let from =
+                if c.has("selector.header") { "selector.*" } else { "selector.* (Flume's default selector.header)" };
             (Some((text, from.into())), notes)
         }
         "load_balancing" | "org.apache.flume.channel.loadbalancingchannelselector" => {
             c.p.missing_kind();
-            c.list("selector.type", "no counterpart: flumen has no load-balancing channel selector; every event goes to the first channel");
+            c.list(
+                "selector.type",
+                "no counterpart: flumen has no load-balancing channel selector; every event goes to the first channel",
+            );
             c.list("selector.policy", "no counterpart: belongs to the load-balancing channel selector");
             notes.push("No counterpart for the load_balancing selector: a Multiplexing selector sends every event to the first channel.".into());
             let first = channels.first().cloned().into_iter().collect::<Vec<_>>();
-            (Some((format!("Multiplexing(header: \"flume.selector.header\", mapping: {{}}, default: {})", list(&first)), "stand-in".into())), notes)
+            (
+                Some((
+                    format!(
+                        "Multiplexing(header: \"flume.selector.header\", mapping: {{}}, default: {})",
+                        list(&first)
+                    ),
+                    "stand-in".into(),
+                )),
+                notes,
+            )
         }
         _ => {
             c.p.missing_kind();
@@ -1180,7 +1423,9 @@ fn interceptors(c: &Comp) -> Vec<Kind> {
         let from = |p: &str| format!("{n}: {p}");
         let mut k;
         match ty.as_str() {
-            t if t.eq_ignore_ascii_case("timestamp") || t == "org.apache.flume.interceptor.TimestampInterceptor$Builder" => {
+            t if t.eq_ignore_ascii_case("timestamp")
+                || t == "org.apache.flume.interceptor.TimestampInterceptor$Builder" =>
+            {
                 k = Kind::new("Timestamp");
                 if let Some(h) = ic.str("headerName") {
                     k.set("header", q(&h), from("headerName"));
@@ -1216,7 +1461,9 @@ fn interceptors(c: &Comp) -> Vec<Kind> {
                     k.set("preserve_existing", b.to_string(), from("preserveExisting"));
                 }
             }
-            t if t.eq_ignore_ascii_case("remove_header") || t == "org.apache.flume.interceptor.RemoveHeaderInterceptor$Builder" => {
+            t if t.eq_ignore_ascii_case("remove_header")
+                || t == "org.apache.flume.interceptor.RemoveHeaderInterceptor$Builder" =>
+            {
                 k = Kind::new("RemoveHeader");
                 if let Some(v) = ic.str("withName") {
                     k.set("name", some_q(&v), from("withName"));
@@ -1243,7 +1490,9 @@ fn interceptors(c: &Comp) -> Vec<Kind> {
                     k.set("prefix", q(&p), from("prefix"));
                 }
             }
-            t if t.eq_ignore_ascii_case("regex_filter") || t == "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder" => {
+            t if t.eq_ignore_ascii_case("regex_filter")
+                || t == "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder" =>
+            {
                 k = Kind::new("RegexFilter");
                 match ic.str("regex") {
                     Some(r) => k.set("regex", q(&r), from("regex")),
@@ -1253,31 +1502,47 @@ fn interceptors(c: &Comp) -> Vec<Kind> {
                     k.set("exclude_events", b.to_string(), from("excludeEvents"));
                 }
             }
-            t if t.eq_ignore_ascii_case("regex_extractor") || t == "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder" => {
+            t if t.eq_ignore_ascii_case("regex_extractor")
+                || t == "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder" =>
+            {
                 k = Kind::new("RegexExtractor");
                 match ic.str("regex") {
                     Some(r) => k.set("regex", q(&r), from("regex")),
-                    None => c.problem(&format!("interceptors.{n}.type"), format!("interceptor {n} (regex_extractor) needs regex")),
+                    None => c.problem(
+                        &format!("interceptors.{n}.type"),
+                        format!("interceptor {n} (regex_extractor) needs regex"),
+                    ),
                 }
                 let serializers = ic.get("serializers").map(|(v, _)| words(&v)).unwrap_or_default();
                 let mut headers = Vec::new();
                 for s in &serializers {
                     let sub = format!("serializers.{s}.");
                     if let Some((t, _)) = ic.peek_str(&format!("{sub}type")) {
-                        if t.eq_ignore_ascii_case("default") || t == "org.apache.flume.interceptor.RegexExtractorInterceptorPassThroughSerializer" {
+                        if t.eq_ignore_ascii_case("default")
+                            || t == "org.apache.flume.interceptor.RegexExtractorInterceptorPassThroughSerializer"
+                        {
                             let _ = ic.get(&format!("{sub}type"));
                         } else {
                             ic.list(&format!("{sub}type"), format!("no counterpart: the value is passed through as matched, the {t} serializer is not possible"));
-                            ic.list_prefix(&format!("{sub}pattern"), "no counterpart: belongs to a serializer flumen has not");
+                            ic.list_prefix(
+                                &format!("{sub}pattern"),
+                                "no counterpart: belongs to a serializer flumen has not",
+                            );
                         }
                     }
                     match ic.str(&format!("{sub}name")) {
                         Some(h) => headers.push(h),
-                        None => c.problem(&format!("interceptors.{n}.serializers"), format!("serializer {s} has no name ({}{sub}name)", ic.base)),
+                        None => c.problem(
+                            &format!("interceptors.{n}.serializers"),
+                            format!("serializer {s} has no name ({}{sub}name)", ic.base),
+                        ),
                     }
                 }
                 if headers.is_empty() {
-                    c.problem(&format!("interceptors.{n}.type"), format!("interceptor {n} (regex_extractor) needs serializers with names"));
+                    c.problem(
+                        &format!("interceptors.{n}.type"),
+                        format!("interceptor {n} (regex_extractor) needs serializers with names"),
+                    );
                 }
                 k.set("headers", list(&headers), from("serializers.*.name"));
             }
@@ -1315,8 +1580,12 @@ fn regex_path_to_glob(path: &str) -> Result<String, String> {
                 _ => glob.push('?'),
             },
             '\\' => match chars.next() {
-                Some(c) if "*?[]{}".contains(c) => return Err(format!("the regex {name:?} needs a glob escape for {c}")),
-                Some(c) if c.is_ascii_alphanumeric() => return Err(format!("the regex {name:?} uses \\{c}, which has no glob")),
+                Some(c) if "*?[]{}".contains(c) => {
+                    return Err(format!("the regex {name:?} needs a glob escape for {c}"))
+                }
+                Some(c) if c.is_ascii_alphanumeric() => {
+                    return Err(format!("the regex {name:?} uses \\{c}, which has no glob"))
+                }
                 Some(c) => glob.push(c),
                 None => return Err(format!("the regex {name:?} ends in a backslash")),
             },
@@ -1377,7 +1646,11 @@ fn sink(c: &Comp, tx: &BTreeMap<String, u64>) -> Option<SinkOut> {
             k = Kind::new("FileRoll");
             match c.str("sink.directory") {
                 Some(d) => k.set("dir", q(&d), "sink.directory"),
-                None => c.p.problem(line, &c.key("sink.directory"), format!("sink {} (file_roll) needs sink.directory", c.name)),
+                None => c.p.problem(
+                    line,
+                    &c.key("sink.directory"),
+                    format!("sink {} (file_roll) needs sink.directory", c.name),
+                ),
             }
             if let Some(s) = secs_of(c, "sink.rollInterval") {
                 k.set("roll_interval", dur_ms(s), "sink.rollInterval (seconds)");
@@ -1396,7 +1669,10 @@ fn sink(c: &Comp, tx: &BTreeMap<String, u64>) -> Option<SinkOut> {
                 }
             }
             serializer(c, "sink.serializer", &mut notes);
-            notes.push("The file being written ends in .tmp until it rolls (in_use_suffix; Flume wrote under the final name).".into());
+            notes.push(
+                "The file being written ends in .tmp until it rolls (in_use_suffix; Flume wrote under the final name)."
+                    .into(),
+            );
             batch_props = vec!["sink.batchSize", "batchSize"];
         }
         "hdfs" | "org.apache.flume.sink.hdfs.hdfseventsink" => {
@@ -1408,8 +1684,12 @@ fn sink(c: &Comp, tx: &BTreeMap<String, u64>) -> Option<SinkOut> {
             k = Kind::new("Avro");
             rpc_sink_target(c, &mut k);
             match c.get("compression-type") {
-                Some((v, _)) if v.eq_ignore_ascii_case("deflate") => k.set("compression_type", "Deflate".into(), "compression-type"),
-                Some((v, _)) if v.eq_ignore_ascii_case("none") => k.set("compression_type", "None".into(), "compression-type"),
+                Some((v, _)) if v.eq_ignore_ascii_case("deflate") => {
+                    k.set("compression_type", "Deflate".into(), "compression-type")
+                }
+                Some((v, _)) if v.eq_ignore_ascii_case("none") => {
+                    k.set("compression_type", "None".into(), "compression-type")
+                }
                 Some((v, _)) => c.list("compression-type", format!("value not understood: {v:?} (none or deflate)")),
                 None => {}
             }
@@ -1445,12 +1725,19 @@ fn sink(c: &Comp, tx: &BTreeMap<String, u64>) -> Option<SinkOut> {
             }
             k.set("format", "Lines".into(), "each event's body as a line (Flume posted the body alone)");
             let ms = c.int("requestTimeout");
-            k.set("timeout", dur_ms(ms.unwrap_or(5000)), if ms.is_some() { "requestTimeout (ms)" } else { "Flume's default requestTimeout" });
+            k.set(
+                "timeout",
+                dur_ms(ms.unwrap_or(5000)),
+                if ms.is_some() { "requestTimeout (ms)" } else { "Flume's default requestTimeout" },
+            );
             c.list("connectTimeout", "flumen does it differently: timeout covers connecting too");
             if let Some(a) = c.str("acceptHeader") {
                 k.set("headers", format!("{{ \"Accept\": {} }}", q(&a)), "acceptHeader");
             }
-            c.list("contentTypeHeader", "flumen does it differently: the Content-Type is the format's (text/plain for Lines)");
+            c.list(
+                "contentTypeHeader",
+                "flumen does it differently: the Content-Type is the format's (text/plain for Lines)",
+            );
             let why = "flumen does it differently: 2xx commits, 429/5xx/connection errors are retried with backoff, another 4xx follows on_client_error (Rollback or DeadLetter(dir))";
             c.list_many(&["defaultBackoff", "defaultRollback", "defaultIncrementMetrics"], why);
             for p in ["backoff.", "rollback.", "incrementMetrics."] {
@@ -1467,9 +1754,15 @@ fn sink(c: &Comp, tx: &BTreeMap<String, u64>) -> Option<SinkOut> {
         }
         _ => {
             c.p.missing_kind();
-            c.list("type", format!("no counterpart: flumen has no {ty} sink; a FileRoll sink stands in (nothing is discarded)"));
+            c.list(
+                "type",
+                format!("no counterpart: flumen has no {ty} sink; a FileRoll sink stands in (nothing is discarded)"),
+            );
             c.list_prefix("", "no counterpart: belongs to a sink kind flumen has not");
-            notes.push(format!("No counterpart for the sink type {ty}: a FileRoll sink keeps the events in unconverted/{}.", c.name));
+            notes.push(format!(
+                "No counterpart for the sink type {ty}: a FileRoll sink keeps the events in unconverted/{}.",
+                c.name
+            ));
             k = Kind::new("FileRoll");
             k.set("dir", q(&format!("unconverted/{}", c.name)), "stand-in");
             batch_props = vec![];
@@ -1491,7 +1784,10 @@ fn serializer(c: &Comp, sub: &str, notes: &mut Vec<String>) {
     if let Some((v, _)) = c.get(sub) {
         if !v.eq_ignore_ascii_case("text") {
             c.p.missing_kind();
-            c.list(sub, format!("no counterpart: bodies are written as text lines, the {v} serializer is not possible"));
+            c.list(
+                sub,
+                format!("no counterpart: bodies are written as text lines, the {v} serializer is not possible"),
+            );
             notes.push(format!("No counterpart for the serializer {v}: bodies are written as text lines."));
         }
     }
@@ -1525,13 +1821,26 @@ fn rpc_sink_timeouts(c: &Comp, k: &mut Kind) {
 fn kafka_sink(c: &Comp, k: &mut Kind) {
     match c.str("kafka.bootstrap.servers").or_else(|| c.str("brokerList")) {
         Some(b) => k.set("brokers", q(&b), "kafka.bootstrap.servers"),
-        None => c.p.problem(c.first_line(), &c.key("kafka.bootstrap.servers"), format!("sink {} (Kafka) needs kafka.bootstrap.servers", c.name)),
+        None => c.p.problem(
+            c.first_line(),
+            &c.key("kafka.bootstrap.servers"),
+            format!("sink {} (Kafka) needs kafka.bootstrap.servers", c.name),
+        ),
     }
     let topic = c.str("kafka.topic").or_else(|| c.str("topic"));
     match topic {
         Some(t) if t.contains("%{") => {
-            c.list("kafka.topic", format!("value not understood: {t:?}: flumen takes a fixed topic, or a header naming it (topic_header)"));
-            k.set("topic", q("default-flume-topic"), "Flume's default kafka.topic (the header substitution is not carried)");
+            c.list(
+                "kafka.topic",
+                format!(
+                    "value not understood: {t:?}: flumen takes a fixed topic, or a header naming it (topic_header)"
+                ),
+            );
+            k.set(
+                "topic",
+                q("default-flume-topic"),
+                "Flume's default kafka.topic (the header substitution is not carried)",
+            );
         }
         Some(t) => k.set("topic", q(&t), "kafka.topic"),
         None => k.set("topic", q("default-flume-topic"), "Flume's default kafka.topic"),
@@ -1540,18 +1849,28 @@ fn kafka_sink(c: &Comp, k: &mut Kind) {
     let allow = c.bool("allowTopicOverride").unwrap_or(true);
     let header = c.str("topicHeader").unwrap_or_else(|| "topic".into());
     if allow {
-        let from = if c.has("allowTopicOverride") || c.has("topicHeader") { "allowTopicOverride, topicHeader" } else { "Flume's default allowTopicOverride = true, topicHeader = topic" };
+        let from = if c.has("allowTopicOverride") || c.has("topicHeader") {
+            "allowTopicOverride, topicHeader"
+        } else {
+            "Flume's default allowTopicOverride = true, topicHeader = topic"
+        };
         k.set("topic_header", some_q(&header), from);
     }
     match c.peek_str("kafka.producer.acks").or_else(|| c.peek_str("requiredAcks")) {
         Some(_) => {
-            c.list("kafka.producer.acks", "flumen does it differently: the producer is idempotent with acks=all (stronger than Flume's default 1)");
+            c.list(
+                "kafka.producer.acks",
+                "flumen does it differently: the producer is always idempotent with acks=all",
+            );
             c.list("requiredAcks", "flumen does it differently: the producer is idempotent with acks=all");
         }
         None => {}
     }
     for own in KAFKA_OWN_PRODUCER {
-        c.list(&format!("kafka.producer.{own}"), "flumen does it differently: the sink's own setting (idempotent, acks=all, timeout)");
+        c.list(
+            &format!("kafka.producer.{own}"),
+            "flumen does it differently: the sink's own setting (idempotent, acks=all, timeout)",
+        );
     }
     let props = kafka_properties(c, "kafka.producer.", &[]);
     if !props.is_empty() {
@@ -1560,22 +1879,35 @@ fn kafka_sink(c: &Comp, k: &mut Kind) {
     if c.bool("useFlumeEventFormat") == Some(true) {
         c.list("useFlumeEventFormat", "flumen does it differently: headers go as Kafka record headers (headers: true), not in Flume's Avro event format");
     }
-    c.list_many(&["defaultPartitionId", "partitionIdHeader"], "flumen does it differently: records with one key go to one partition (key_header)");
+    c.list_many(
+        &["defaultPartitionId", "partitionIdHeader"],
+        "flumen does it differently: records with one key go to one partition (key_header)",
+    );
 }
 
 fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
     match c.get("hdfs.path") {
         Some((path, _)) => {
             let mut p = path.clone();
-            if let Some(rest) = p.strip_prefix("hdfs://").or_else(|| p.strip_prefix("webhdfs://")).or_else(|| p.strip_prefix("viewfs://")) {
+            if let Some(rest) = p
+                .strip_prefix("hdfs://")
+                .or_else(|| p.strip_prefix("webhdfs://"))
+                .or_else(|| p.strip_prefix("viewfs://"))
+            {
                 let at = rest.find('/').unwrap_or(rest.len());
                 let local = if rest[at..].is_empty() { "/".to_string() } else { rest[at..].to_string() };
-                c.list("hdfs.path", format!("flumen does it differently: it writes to a local or mounted file system (e.g. an HDFS NFS gateway or FUSE mount); {} is written under {local}", &path[..path.len() - rest.len() + at]));
+                c.list("hdfs.path", format!("flumen does it differently: it writes to a local or mounted file system; {} is left out and {local} is a local path (mount HDFS there, e.g. through its NFS gateway)", &path[..path.len() - rest.len() + at]));
                 p = local;
             }
             let (escaped, unsupported) = hdfs_escapes(&p);
             if !unsupported.is_empty() {
-                c.list("hdfs.path", format!("value not understood: the escapes {} have no counterpart and are left out", unsupported.join(" ")));
+                c.list(
+                    "hdfs.path",
+                    format!(
+                        "value not understood: the escapes {} have no counterpart and are left out",
+                        unsupported.join(" ")
+                    ),
+                );
             }
             k.set("path", q(&escaped), "hdfs.path");
         }
@@ -1584,7 +1916,13 @@ fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
     if let Some(v) = c.str("hdfs.filePrefix") {
         let (escaped, unsupported) = hdfs_escapes(&v);
         if !unsupported.is_empty() {
-            c.list("hdfs.filePrefix", format!("value not understood: the escapes {} have no counterpart and are left out", unsupported.join(" ")));
+            c.list(
+                "hdfs.filePrefix",
+                format!(
+                    "value not understood: the escapes {} have no counterpart and are left out",
+                    unsupported.join(" ")
+                ),
+            );
         }
         k.set("file_prefix", q(&escaped), "hdfs.filePrefix");
     }
@@ -1601,7 +1939,10 @@ fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
         if k.has("in_use_prefix") {
             k.set("in_use_suffix", q(""), "hdfs.emptyInUseSuffix");
         } else {
-            c.list("hdfs.emptyInUseSuffix", "flumen does it differently: a file being written needs an in-use prefix or suffix; .tmp is kept");
+            c.list(
+                "hdfs.emptyInUseSuffix",
+                "flumen does it differently: a file being written needs an in-use prefix or suffix; .tmp is kept",
+            );
         }
     }
     if let Some(s) = secs_of(c, "hdfs.rollInterval") {
@@ -1653,7 +1994,10 @@ fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
                 k.set("format", "Zstd".into(), "hdfs.fileType, hdfs.codeC");
             }
             Some(other) => {
-                c.list("hdfs.codeC", format!("no counterpart: flumen compresses with gzip or zstd, not {other}; gzip is written"));
+                c.list(
+                    "hdfs.codeC",
+                    format!("no counterpart: flumen compresses with gzip or zstd, not {other}; gzip is written"),
+                );
                 k.set("format", "Gzip".into(), "hdfs.fileType (the codec has no counterpart)");
             }
             None => c.list("hdfs.fileType", "value not understood: CompressedStream needs hdfs.codeC"),
@@ -1661,13 +2005,27 @@ fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
         Some(_) | None => {
             let given = file_type.is_some();
             if given {
-                c.list("hdfs.fileType", "no counterpart: flumen writes text (DataStream, Gzip or Zstd), not Hadoop's SequenceFile");
+                c.list(
+                    "hdfs.fileType",
+                    "no counterpart: flumen writes text (DataStream, Gzip or Zstd), not Hadoop's SequenceFile",
+                );
             } else {
-                notes.push("Flume's default hdfs.fileType SequenceFile has no counterpart: text (DataStream) is written.".into());
+                notes.push(
+                    "Flume's default hdfs.fileType SequenceFile has no counterpart: text (DataStream) is written."
+                        .into(),
+                );
             }
             c.list("hdfs.codeC", "no counterpart: SequenceFile compression");
             c.list("hdfs.writeFormat", "no counterpart: belongs to SequenceFile");
-            k.set("format", "DataStream".into(), if given { "hdfs.fileType has no counterpart" } else { "Flume's default SequenceFile has no counterpart" });
+            k.set(
+                "format",
+                "DataStream".into(),
+                if given {
+                    "hdfs.fileType has no counterpart"
+                } else {
+                    "Flume's default SequenceFile has no counterpart"
+                },
+            );
         }
     }
     c.list("hdfs.writeFormat", "not needed: belongs to SequenceFile");
@@ -1676,7 +2034,14 @@ fn hdfs_sink(c: &Comp, k: &mut Kind, notes: &mut Vec<String>) {
     }
     c.list_many(&["hdfs.kerberosPrincipal", "hdfs.kerberosKeytab", "hdfs.proxyUser"], KERBEROS);
     c.list_many(
-        &["hdfs.minBlockReplicas", "hdfs.threadsPoolSize", "hdfs.rollTimerPoolSize", "hdfs.closeTries", "hdfs.retryInterval", "hdfs.callTimeout"],
+        &[
+            "hdfs.minBlockReplicas",
+            "hdfs.threadsPoolSize",
+            "hdfs.rollTimerPoolSize",
+            "hdfs.closeTries",
+            "hdfs.retryInterval",
+            "hdfs.callTimeout",
+        ],
         "not needed: a local file system has no HDFS client to tune",
     );
     serializer(c, "serializer", notes);
@@ -1748,7 +2113,9 @@ fn group(c: &Comp, sink_names: &[String]) -> Option<GroupOut> {
                     Some(p) => p,
                     None => {
                         next -= 1;
-                        notes.push(format!("{m} has no priority: {next}, after the sinks with one, as Flume gives in list order"));
+                        notes.push(format!(
+                            "{m} has no priority: {next}, after the sinks with one, as Flume gives in list order"
+                        ));
                         next
                     }
                 };
@@ -1762,13 +2129,21 @@ fn group(c: &Comp, sink_names: &[String]) -> Option<GroupOut> {
             }
             k.set("priority", format!("{{ {} }}", prio.join(", ")), "processor.priority.*");
             let ms = c.int("processor.maxpenalty");
-            k.set("max_penalty", dur_ms(ms.unwrap_or(30_000)), if ms.is_some() { "processor.maxpenalty (ms)" } else { "Flume's default processor.maxpenalty" });
+            k.set(
+                "max_penalty",
+                dur_ms(ms.unwrap_or(30_000)),
+                if ms.is_some() { "processor.maxpenalty (ms)" } else { "Flume's default processor.maxpenalty" },
+            );
         }
         "load_balance" | "org.apache.flume.sink.loadbalancingsinkprocessor" => {
             k = Kind::new("LoadBalance");
             match c.get("processor.selector") {
-                Some((s, _)) if s.eq_ignore_ascii_case("round_robin") => k.set("selector", "RoundRobin".into(), "processor.selector"),
-                Some((s, _)) if s.eq_ignore_ascii_case("random") => k.set("selector", "Random".into(), "processor.selector"),
+                Some((s, _)) if s.eq_ignore_ascii_case("round_robin") => {
+                    k.set("selector", "RoundRobin".into(), "processor.selector")
+                }
+                Some((s, _)) if s.eq_ignore_ascii_case("random") => {
+                    k.set("selector", "Random".into(), "processor.selector")
+                }
                 Some((s, _)) => {
                     c.p.missing_kind();
                     c.list("processor.selector", format!("no counterpart: flumen picks sinks round_robin or random, not with {s}; round_robin stands in"));
@@ -1784,7 +2159,10 @@ fn group(c: &Comp, sink_names: &[String]) -> Option<GroupOut> {
         }
         "default" | "org.apache.flume.sink.defaultsinkprocessor" => {
             if members.len() > 1 {
-                c.problem("processor.type", format!("sink group {}: the default processor takes one sink, not {}", c.name, members.len()));
+                c.problem(
+                    "processor.type",
+                    format!("sink group {}: the default processor takes one sink, not {}", c.name, members.len()),
+                );
             }
             let _ = c.get("processor.type");
             return None;
@@ -1816,6 +2194,9 @@ mod tests {
     #[test]
     fn hdfs_escapes_keep_what_flumen_has() {
         assert_eq!(hdfs_escapes("/flume/%{host}/%Y-%m-%d/%H%M/%S"), ("/flume/%{host}/%Y-%m-%d/%H%M/%S".into(), vec![]));
-        assert_eq!(hdfs_escapes("/f/%[localhost]/%b/%t"), ("/f///".into(), vec!["%[localhost]".into(), "%b".into(), "%t".into()]));
+        assert_eq!(
+            hdfs_escapes("/f/%[localhost]/%b/%t"),
+            ("/f///".into(), vec!["%[localhost]".into(), "%b".into(), "%t".into()])
+        );
     }
 }

@@ -157,7 +157,8 @@ impl Props {
 
     /// Every present key starting with `prefix`, in line order.
     fn under(&self, prefix: &str) -> Vec<String> {
-        let mut keys: Vec<&String> = self.map.range(prefix.to_string()..).map(|(k, _)| k).take_while(|k| k.starts_with(prefix)).collect();
+        let mut keys: Vec<&String> =
+            self.map.range(prefix.to_string()..).map(|(k, _)| k).take_while(|k| k.starts_with(prefix)).collect();
         keys.sort_by_key(|k| self.map[k.as_str()].line);
         keys.into_iter().cloned().collect()
     }
@@ -190,12 +191,18 @@ fn agents(entries: &[properties::Entry]) -> Vec<String> {
 /// Errors: a malformed escape, no agent, several agents without `agent`, an unknown `agent`, or a
 /// malformed configuration (every problem, with its line).
 pub fn import(text: &str, file: &str, agent: Option<&str>) -> Result<Import, ImportError> {
-    let entries = properties::parse(text).map_err(|e| ImportError::Syntax { file: file.to_string(), line: e.line, message: e.message })?;
+    let entries = properties::parse(text).map_err(|e| ImportError::Syntax {
+        file: file.to_string(),
+        line: e.line,
+        message: e.message,
+    })?;
     let all = agents(&entries);
     let agent = match (agent, all.as_slice()) {
         (_, []) => return Err(ImportError::NoAgent { file: file.to_string() }),
         (Some(a), _) if all.iter().any(|x| x == a) => a.to_string(),
-        (Some(a), _) => return Err(ImportError::UnknownAgent { file: file.to_string(), agent: a.to_string(), agents: all }),
+        (Some(a), _) => {
+            return Err(ImportError::UnknownAgent { file: file.to_string(), agent: a.to_string(), agents: all })
+        }
         (None, [only]) => only.clone(),
         (None, _) => return Err(ImportError::AgentRequired { file: file.to_string(), agents: all }),
     };
@@ -263,7 +270,10 @@ pub fn run(args: &ImportArgs) -> ExitCode {
         imported.carried,
         imported.notes.len(),
         if imported.missing_kinds > 0 {
-            format!("; {} component kinds have no counterpart (stand-ins written, see the comments)", imported.missing_kinds)
+            format!(
+                "; {} component kinds have no counterpart (stand-ins written, see the comments)",
+                imported.missing_kinds
+            )
         } else {
             String::new()
         }

@@ -564,10 +564,11 @@ pub fn pyenv_python() -> PathBuf {
         }
     });
     let python = dir.join("bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import avro.ipc, thrift"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{} lacks Apache Avro's or Thrift's Python library: run `make pyenv` (make test does)", python.display());
+    let ok = Command::new(&python).args(["-c", "import avro.ipc, thrift"]).status().is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} lacks Apache Avro's or Thrift's Python library: run `make pyenv` (make test does)",
+        python.display()
+    );
     python
 }
