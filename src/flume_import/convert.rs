@@ -247,7 +247,7 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
             if !fed {
                 let mut k = Kind::new("Kafka");
                 k.set("brokers", q(&brokers), "the Kafka channel's kafka.bootstrap.servers");
-                k.set("topics", list(&[topic.clone()]), "the Kafka channel's kafka.topic");
+                k.set("topics", list(std::slice::from_ref(&topic)), "the Kafka channel's kafka.topic");
                 k.set("group_id", q(&group), "the Kafka channel's kafka.consumer.group.id");
                 let batch_size = (c.transaction_capacity < 1000)
                     .then(|| (c.transaction_capacity, "the channel's transaction capacity".to_string()));
@@ -1856,15 +1856,9 @@ fn kafka_sink(c: &Comp, k: &mut Kind) {
         };
         k.set("topic_header", some_q(&header), from);
     }
-    match c.peek_str("kafka.producer.acks").or_else(|| c.peek_str("requiredAcks")) {
-        Some(_) => {
-            c.list(
-                "kafka.producer.acks",
-                "flumen does it differently: the producer is always idempotent with acks=all",
-            );
-            c.list("requiredAcks", "flumen does it differently: the producer is idempotent with acks=all");
-        }
-        None => {}
+    if c.peek_str("kafka.producer.acks").or_else(|| c.peek_str("requiredAcks")).is_some() {
+        c.list("kafka.producer.acks", "flumen does it differently: the producer is always idempotent with acks=all");
+        c.list("requiredAcks", "flumen does it differently: the producer is idempotent with acks=all");
     }
     for own in KAFKA_OWN_PRODUCER {
         c.list(
