@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -280,20 +279,17 @@ impl EventLine {
     /// # Errors
     /// When `body_base64` is not base64.
     pub fn body_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        match (&self.body, &self.body_base64) {
-            (Some(b), _) => Ok(b.as_bytes().to_vec()),
-            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b),
-            (None, None) => Ok(Vec::new()),
+        match crate::codec::text::from_fields(self.body.clone(), self.body_base64.as_deref()) {
+            Ok(body) => Ok(body.to_vec()),
+            Err(crate::codec::text::BodyFieldsError::Base64(e)) => Err(e),
+            Err(_) => Ok(Vec::new()),
         }
     }
 }
 
 /// Appends `event`'s line (with its LF) to `out`.
 fn write_event(out: &mut Vec<u8>, component: &str, point: Point, event: &Event) {
-    let (body, body_base64) = match std::str::from_utf8(&event.body) {
-        Ok(text) => (Some(text), None),
-        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&event.body))),
-    };
+    let (body, body_base64) = crate::codec::text::to_fields(&event.body);
     let line = EventLineRef { component, point, headers: &event.headers, body, body_base64 };
     serde_json::to_writer(&mut *out, &line).expect("an event line always serializes");
     out.push(b'\n');

@@ -2,12 +2,16 @@
 //!
 //! [`Format`]: how an HTTP request body (and a file of exported events) holds its events, read by
 //! the `Http` source and written by the `Http` sink. [`avro`]: Flume's Avro RPC (the `Avro` source
-//! and sink). [`thrift`]: Flume's Thrift RPC (the `Thrift` source and sink).
+//! and sink). [`thrift`]: Flume's Thrift RPC (the `Thrift` source and sink). [`events`]: flumen's
+//! binary event codec (the `Events` format, and a `RocksDb` channel's values). [`text`]: a body in
+//! JSON text (the NDJSON of `flumen tap` and of the channel tools).
 //!
 //! `FlumeJson` is Flume's `JSONHandler` format; `Ndjson` the same objects one per line; `Lines`
 //! bare bodies; `Events` flumen's binary codec ([`Event::encode`]).
 
 pub mod avro;
+pub mod events;
+pub mod text;
 pub mod thrift;
 
 use bytes::{Bytes, BytesMut};

@@ -624,13 +624,8 @@ pub fn export(dir: &Path, keys: &Keys, dead_letter: bool, out: &mut impl Write) 
         })?
     } else {
         each_event(&ro.db, keys, |seq, event, _| {
-            let text = std::str::from_utf8(&event.body).ok();
-            let exported = ExportedEvent {
-                seq,
-                headers: &event.headers,
-                body: text,
-                body_base64: text.is_none().then(|| BASE64.encode(&event.body)),
-            };
+            let (body, body_base64) = crate::codec::text::to_fields(&event.body);
+            let exported = ExportedEvent { seq, headers: &event.headers, body, body_base64 };
             emit(out, &exported)
         })?
     };
@@ -697,12 +692,8 @@ impl std::fmt::Display for ImportReport {
 /// Parses one input line into an event.
 fn parse_line(line: &[u8]) -> Result<Event, String> {
     let parsed: ImportedEvent = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let body = match (parsed.body, parsed.body_base64) {
-        (Some(text), None) => Bytes::from(text),
-        (None, Some(b64)) => Bytes::from(BASE64.decode(b64.trim()).map_err(|e| format!("body_base64: {e}"))?),
-        (Some(_), Some(_)) => return Err("has both `body` and `body_base64`".into()),
-        (None, None) => return Err("has neither `body` nor `body_base64`".into()),
-    };
+    let body =
+        crate::codec::text::from_fields(parsed.body, parsed.body_base64.as_deref()).map_err(|e| e.to_string())?;
     Ok(Event { headers: parsed.headers, body })
 }
 
