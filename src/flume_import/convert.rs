@@ -618,16 +618,18 @@ fn spillable_channel(c: &Comp, notes: &mut Vec<String>) -> (Kind, u64) {
         &["avgEventSize", "byteCapacityBufferPercentage"],
         "flumen does it differently: byte_capacity counts the bytes of bodies and headers",
     );
-    c.list("overflowDeactivationThreshold", NO_COUNTERPART);
     if memory == 0 {
         notes.push("memoryCapacity = 0: works as a file channel, so a RocksDb channel.".into());
-        c.list_many(&["overflowTimeout", "byteCapacity"], "not needed: memoryCapacity = 0 makes it a RocksDb channel");
+        c.list_many(
+            &["overflowTimeout", "byteCapacity", "overflowDeactivationThreshold"],
+            "not needed: memoryCapacity = 0 makes it a RocksDb channel",
+        );
         return file_channel(c, notes, "overflowCapacity", 100_000_000);
     }
     if overflow == 0 {
         notes.push("overflowCapacity = 0: works as a memory channel, so a Memory channel.".into());
         c.list_many(
-            &["overflowTimeout", "checkpointDir", "dataDirs"],
+            &["overflowTimeout", "checkpointDir", "dataDirs", "overflowDeactivationThreshold"],
             "not needed: overflowCapacity = 0 makes it a Memory channel",
         );
         let tx = c.int("transactionCapacity");
@@ -657,30 +659,35 @@ fn spillable_channel(c: &Comp, notes: &mut Vec<String>) -> (Kind, u64) {
         overflow.to_string(),
         if c.has("overflowCapacity") { "overflowCapacity" } else { "Flume's default overflowCapacity" },
     );
-    let tx = rocks.opts.iter().position(|o| o.name == "transaction_capacity").map(|i| rocks.opts.remove(i));
+    // The transaction capacity is the overflow's (Flume's embedded file channel's, default 10000).
+    let tx_value = rocks
+        .opts
+        .iter()
+        .find(|o| o.name == "transaction_capacity")
+        .and_then(|o| o.value.parse().ok())
+        .unwrap_or(10_000);
     notes.extend(overflow_notes);
-    k.set("overflow", rocks.render(0), "");
+    match c.int("byteCapacity") {
+        Some(0) | None => {}
+        Some(b) => k.set("byte_capacity", b.to_string(), "byteCapacity (flumen counts bodies and headers)"),
+    }
     let secs = c.int("overflowTimeout").unwrap_or(3);
     k.set(
         "overflow_timeout",
         dur_ms(secs * 1000),
         if c.has("overflowTimeout") { "overflowTimeout (seconds)" } else { "Flume's default overflowTimeout" },
     );
-    match c.int("byteCapacity") {
-        Some(0) | None => {}
-        Some(b) => k.set("byte_capacity", b.to_string(), "byteCapacity"),
+    if let Some(t) = c.int("overflowDeactivationThreshold") {
+        if t <= 100 {
+            k.set("overflow_deactivation_threshold", t.to_string(), "overflowDeactivationThreshold (percent)");
+        } else {
+            c.list(
+                "overflowDeactivationThreshold",
+                format!("value not understood: {t} is not a percentage (0 to 100)"),
+            );
+        }
     }
-    let tx_value = match tx {
-        Some(o) => {
-            let v = o.value.parse().unwrap_or(100);
-            k.set("transaction_capacity", o.value, o.from);
-            v
-        }
-        None => {
-            k.set("transaction_capacity", "100".into(), "Flume's default transactionCapacity");
-            100
-        }
-    };
+    k.set("overflow", rocks.render(0), "");
     (k, tx_value)
 }
 
