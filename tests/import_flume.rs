@@ -156,8 +156,70 @@ fn pending_kinds_validate() {
             failures.push(format!("{name}: {e}"));
         }
     }
+    // Every option of the Avro and Thrift sources and sinks and of the spillable channel.
+    let d = tmp.path();
+    let (code, _, err) = import_text(d, "rpc.properties", RPC, &["-o", "rpc.ron"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "rpc.properties:8: a1.sources.av.threads: flumen does it differently: each connection is a task; max_connections (default 1024) bounds them"
+    );
+    let ron = std::fs::read_to_string(d.join("rpc.ron")).unwrap();
+    for part in [
+        "compression_type: Deflate",
+        "protocol: Binary",
+        "overflow_deactivation_threshold: 10",
+        "transaction_capacity: 500",
+        r#"connect_timeout: "5s""#,
+        r#"request_timeout: "30s""#,
+        "compression_level: 9",
+        "batch_size: 200",
+    ] {
+        assert!(ron.contains(part), "{part} in\n{ron}");
+    }
+    let o = run(&["validate", "rpc.ron"], d);
+    if !o.status.success() {
+        failures.push(format!("rpc.properties: {}", String::from_utf8_lossy(&o.stderr)));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+const RPC: &str = "a1.sources = av th
+a1.channels = c1 c2
+a1.sinks = k1 k2
+a1.sources.av.type = avro
+a1.sources.av.bind = 127.0.0.1
+a1.sources.av.port = 4141
+a1.sources.av.compression-type = deflate
+a1.sources.av.threads = 8
+a1.sources.av.channels = c1
+a1.sources.th.type = thrift
+a1.sources.th.bind = 127.0.0.1
+a1.sources.th.port = 4142
+a1.sources.th.protocol = binary
+a1.sources.th.channels = c2
+a1.channels.c1.type = spillablememory
+a1.channels.c1.memoryCapacity = 1000
+a1.channels.c1.overflowDeactivationThreshold = 10
+a1.channels.c1.transactionCapacity = 500
+a1.channels.c1.dataDirs = data/c1
+a1.channels.c2.type = memory
+a1.sinks.k1.type = avro
+a1.sinks.k1.channel = c1
+a1.sinks.k1.hostname = collector
+a1.sinks.k1.port = 4545
+a1.sinks.k1.batch-size = 200
+a1.sinks.k1.connect-timeout = 5000
+a1.sinks.k1.request-timeout = 30000
+a1.sinks.k1.compression-type = deflate
+a1.sinks.k1.compression-level = 9
+a1.sinks.k2.type = thrift
+a1.sinks.k2.channel = c2
+a1.sinks.k2.hostname = collector
+a1.sinks.k2.port = 4546
+a1.sinks.k2.protocol = compact
+a1.sinks.k2.connect-timeout = 5000
+";
 
 #[test]
 fn what_is_not_carried_is_listed_exactly() {
@@ -221,6 +283,18 @@ fn what_is_not_carried_is_listed_exactly() {
     ] {
         assert!(i.ron.contains(part), "hdfs-sink: {part} in\n{}", i.ron);
     }
+    let i = import("failover-sink-processor", tmp.path());
+    assert!(
+        i.ron.contains(r#"priority: { "k1": 5, "k2": 10 }"#) && i.ron.contains(r#"max_penalty: "10s""#),
+        "{}",
+        i.ron
+    );
+    let i = import("fan-out-flow-optional", tmp.path());
+    assert_eq!(
+        notes(&i),
+        vec!["fan-out-flow-optional.properties:18: agent_foo.sources.avro-AppSrv-source1.selector.mapping.AZ: given again on line 21, whose value counts (as in Flume)"]
+    );
+    assert!(i.ron.contains(r#"optional: { "CA": ["mem-channel-1", "file-channel-2"] }"#), "{}", i.ron);
     let i = import("multiport-syslog-tcp-source", tmp.path());
     for port in [10001, 10002, 10003] {
         assert!(

@@ -168,7 +168,8 @@ struct SourceOut {
     kind: Kind,
     channels: Vec<String>,
     selector: Option<(String, String)>,
-    interceptors: Vec<Kind>,
+    /// Each interceptor and the comment naming where it came from.
+    interceptors: Vec<(Kind, String)>,
     batch_size: Option<(u64, String)>,
     linger: Option<(String, String)>,
 }
@@ -335,8 +336,8 @@ pub(super) fn convert(p: &Props, agent: &str, file: &str) -> String {
         }
         if !s.interceptors.is_empty() {
             let _ = writeln!(out, "            interceptors: [");
-            for i in &s.interceptors {
-                let _ = writeln!(out, "                {},", i.render(16));
+            for (i, from) in &s.interceptors {
+                let _ = writeln!(out, "                {}, // {from}", i.render(16));
             }
             let _ = writeln!(out, "            ],");
         }
@@ -723,7 +724,7 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
     let mut batch_props: Vec<&str> = vec!["batchSize"];
     let mut batch_default = None;
     let mut linger = None;
-    let mut extra_interceptors: Vec<Vec<Kind>> = Vec::new();
+    let mut extra_interceptors: Vec<Vec<(Kind, String)>> = Vec::new();
     let lower = ty.to_ascii_lowercase();
     let mut kinds: Vec<(String, Kind)> = Vec::new();
     let mut k;
@@ -979,7 +980,7 @@ fn source(c: &Comp, tx: &BTreeMap<String, u64>) -> Vec<SourceOut> {
                             s.set("key", q(h), "portHeader");
                             s.set("value", q(&n.to_string()), "the port");
                             s.set("preserve_existing", "false".into(), "");
-                            extra.push(s);
+                            extra.push((s, "portHeader".to_string()));
                         }
                         extra_interceptors.push(extra);
                     }
@@ -1418,7 +1419,7 @@ fn selector(c: &Comp, channels: &[String]) -> (Option<(String, String)>, Vec<Str
 }
 
 /// The interceptors of a source, in order.
-fn interceptors(c: &Comp) -> Vec<Kind> {
+fn interceptors(c: &Comp) -> Vec<(Kind, String)> {
     let names = c.get("interceptors").map(|(v, _)| words(&v)).unwrap_or_default();
     let mut out = Vec::new();
     for n in names {
@@ -1560,7 +1561,7 @@ fn interceptors(c: &Comp) -> Vec<Kind> {
                 continue;
             }
         }
-        out.push(k);
+        out.push((k, format!("{}interceptors.{n} ({ty})", c.base)));
     }
     out
 }
