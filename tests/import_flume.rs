@@ -414,11 +414,11 @@ fn round_trip(exclude: &str) -> (Vec<String>, Vec<String>) {
     }
     let conf = format!(
         "agent.sources = spool\n\
-         agent.channels = disk\n\
-         agent.sinks = files\n\
+         agent.channels = disk buckets\n\
+         agent.sinks = files hdfs\n\
          agent.sources.spool.type = spooldir\n\
          agent.sources.spool.spoolDir = {spool}\n\
-         agent.sources.spool.channels = disk\n\
+         agent.sources.spool.channels = disk buckets\n\
          agent.sources.spool.deserializer.maxLineLength = 65536\n\
          agent.sources.spool.interceptors = ts dc keep\n\
          agent.sources.spool.interceptors.ts.type = timestamp\n\
@@ -431,10 +431,19 @@ fn round_trip(exclude: &str) -> (Vec<String>, Vec<String>) {
          agent.channels.disk.type = file\n\
          agent.channels.disk.checkpointDir = {root}/checkpoint\n\
          agent.channels.disk.dataDirs = {root}/data\n\
+         agent.channels.buckets.type = file\n\
+         agent.channels.buckets.dataDirs = {root}/data-buckets\n\
          agent.sinks.files.type = file_roll\n\
          agent.sinks.files.channel = disk\n\
          agent.sinks.files.sink.directory = {root}/out\n\
-         agent.sinks.files.sink.rollInterval = 0\n",
+         agent.sinks.files.sink.rollInterval = 0\n\
+         agent.sinks.hdfs.type = hdfs\n\
+         agent.sinks.hdfs.channel = buckets\n\
+         agent.sinks.hdfs.hdfs.path = {root}/buckets/%{{datacenter}}/%Y\n\
+         agent.sinks.hdfs.hdfs.fileType = DataStream\n\
+         agent.sinks.hdfs.hdfs.timeZone = UTC\n\
+         agent.sinks.hdfs.hdfs.rollCount = 0\n\
+         agent.sinks.hdfs.hdfs.rollSize = 0\n",
         spool = spool.display(),
         root = root.display(),
     );
@@ -461,6 +470,21 @@ fn round_trip(exclude: &str) -> (Vec<String>, Vec<String>) {
     assert!(status.unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let (lines, partial) = support::output_lines(&root.join("out"));
     assert_eq!(partial, 0);
+    // The Hdfs sink's buckets come from the headers the Static and Timestamp interceptors set:
+    // every event is under buckets/NEW_YORK/<year>, none rejected.
+    let ny = root.join("buckets/NEW_YORK");
+    let years: Vec<String> = std::fs::read_dir(&ny)
+        .unwrap_or_else(|e| panic!("{}: {e}; buckets: {:?}", ny.display(), support::files_under(&root.join("buckets"))))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(years.len() == 1 && years[0].len() == 4 && years[0].starts_with("20"), "{years:?}");
+    let (bucketed, partial) = support::output_lines(&root.join("buckets"));
+    assert_eq!(partial, 0);
+    assert_eq!(
+        support::multiset(bucketed),
+        support::multiset(lines.clone()),
+        "the Hdfs buckets hold what the FileRoll sink got"
+    );
     (support::loghub_lines(), lines)
 }
 
