@@ -77,25 +77,54 @@ pub enum ImportError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A malformed `\uXXXX` escape.
     #[error("{file}:{line}: {message}")]
-    Syntax { file: String, line: usize, message: String },
+    Syntax {
+        /// The file as given.
+        file: String,
+        /// The line of the entry.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// No key of the form `AGENT.sources`, `AGENT.channels`, `AGENT.sinks` was found.
     #[error("{file}: no Flume agent found (no key like a1.sources, a1.channels or a1.sinks)")]
-    NoAgent { file: String },
+    NoAgent {
+        /// The file as given.
+        file: String,
+    },
     /// Several agents and no `--agent`.
     #[error("{file}: the file holds several agents ({}); choose one with --agent", agents.join(", "))]
-    AgentRequired { file: String, agents: Vec<String> },
+    AgentRequired {
+        /// The file as given.
+        file: String,
+        /// The agents it holds, in order of appearance.
+        agents: Vec<String>,
+    },
     /// `--agent` names an agent the file does not hold.
     #[error("{file}: no agent \"{agent}\" (the file holds: {})", agents.join(", "))]
-    UnknownAgent { file: String, agent: String, agents: Vec<String> },
+    UnknownAgent {
+        /// The file as given.
+        file: String,
+        /// The agent asked for.
+        agent: String,
+        /// The agents it holds.
+        agents: Vec<String>,
+    },
     /// The configuration is malformed: each problem as `FILE:LINE: key: message`.
     #[error("{}", problems.iter().map(|p| format!("{file}:{}: {}: {}", p.line, p.key, p.message)).collect::<Vec<_>>().join("\n"))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        /// The file as given.
+        file: String,
+        /// Every problem, in the order found.
+        problems: Vec<Problem>,
+    },
 }
 
 /// What became of a property.
