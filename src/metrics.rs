@@ -213,6 +213,10 @@ counter_set!(
         append_batch_received => Counter "AppendBatchReceivedCount",
         /// Batches committed to every required channel.
         append_batch_accepted => Counter "AppendBatchAcceptedCount",
+        /// Single-event calls received (`append` of the `Avro` and `Thrift` sources).
+        append_received => Counter "AppendReceivedCount",
+        /// Single-event calls whose event was committed to every required channel.
+        append_accepted => Counter "AppendAcceptedCount",
         /// Events an interceptor filtered out (`RegexFilter`).
         dropped_by_filter => Counter "EventDroppedByFilterCount",
         /// Input records that were malformed or cut (lines over `max_line_length`); kept, flagged.

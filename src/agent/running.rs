@@ -460,6 +460,7 @@ fn same_tcp_listener<'a>(old: &SourceKind, new: &'a SourceKind) -> Option<&'a st
         match k {
             SourceKind::Netcat(c) => Some(c.bind.as_str()),
             SourceKind::SyslogTcp(c) => Some(c.bind.as_str()),
+            SourceKind::Thrift(c) => Some(c.bind.as_str()),
             _ => None,
         }
     }

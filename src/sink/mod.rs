@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod logger;
 pub mod null;
 pub mod recovery;
+pub mod thrift;
 
 use std::future::Future;
 use std::path::Path;
@@ -69,6 +70,8 @@ pub enum SinkKind {
     Http(http::HttpSinkConfig),
     /// Produces each event as a Kafka record (idempotent, `acks=all`).
     Kafka(kafka::KafkaSinkConfig),
+    /// Sends each batch as one `appendBatch` call of Flume's Thrift RPC (a `Thrift` source, Flume's).
+    Thrift(thrift::ThriftSinkConfig),
 }
 
 impl SinkKind {
@@ -80,6 +83,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.validate(),
             SinkKind::Http(c) => c.validate(),
             SinkKind::Kafka(c) => c.validate(),
+            SinkKind::Thrift(c) => c.validate(),
         }
     }
 
@@ -90,6 +94,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.base = base.to_path_buf(),
             SinkKind::Http(c) => c.resolve_paths(base),
             SinkKind::Kafka(c) => c.resolve_paths(base),
+            SinkKind::Thrift(c) => c.resolve_paths(base),
             SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
@@ -108,6 +113,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => Box::new(hdfs::HdfsSink::new(c.clone(), counters)?),
             SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?.in_group(in_group)),
             SinkKind::Kafka(c) => Box::new(kafka::KafkaSink::new(name, c.clone(), counters)?),
+            SinkKind::Thrift(c) => Box::new(thrift::ThriftSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -120,6 +126,7 @@ impl SinkKind {
             SinkKind::Hdfs(c) => c.output(),
             SinkKind::Http(c) => c.shown_url(),
             SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),
+            SinkKind::Thrift(c) => c.output(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod sequence_generator;
 pub mod spool_dir;
 pub mod syslog;
 pub mod taildir;
+pub mod thrift;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -93,6 +94,8 @@ pub enum SourceKind {
     Http(http::HttpConfig),
     /// Records of Kafka topics, read as a member of a consumer group.
     Kafka(kafka::KafkaSourceConfig),
+    /// Flume's Thrift RPC (`ThriftSourceProtocol`), from Flume's Thrift sink or Thrift clients.
+    Thrift(thrift::ThriftSourceConfig),
 }
 
 impl SourceKind {
@@ -109,6 +112,7 @@ impl SourceKind {
             SourceKind::NetcatUdp(c) => c.validate(),
             SourceKind::Http(c) => c.validate(),
             SourceKind::Kafka(c) => c.validate(),
+            SourceKind::Thrift(c) => c.validate(),
         }
     }
 
@@ -120,6 +124,7 @@ impl SourceKind {
             SourceKind::Exec(c) => c.resolve_paths(base),
             SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Kafka(c) => c.resolve_paths(base),
+            SourceKind::Thrift(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
             | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
@@ -139,6 +144,7 @@ impl SourceKind {
             SourceKind::Netcat(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::SyslogTcp(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::Http(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::Thrift(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::SyslogUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::NetcatUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::SpoolDir(c) => vec![format!("path {}", c.dir.display())],
@@ -157,6 +163,7 @@ impl SourceKind {
                 | SourceKind::NetcatUdp(_)
                 | SourceKind::Http(_)
                 | SourceKind::Kafka(_)
+                | SourceKind::Thrift(_)
         )
     }
 
@@ -175,6 +182,7 @@ impl SourceKind {
             SourceKind::NetcatUdp(c) => netcat_udp::run(c, ctx).boxed_local(),
             SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
             SourceKind::Kafka(c) => kafka::run(c, ctx).boxed_local(),
+            SourceKind::Thrift(c) => thrift::run(c, ctx).boxed_local(),
         }
     }
 }
