@@ -1,6 +1,7 @@
 //! Channel benchmarks: put/take/commit throughput of both channels on batches of 1,000 Loghub
 //! lines, the RocksDb channel with and without fsync, with concurrent puts (group commit), and
-//! after long churn (deleted keys piling up must not slow takes down); plus the event codec.
+//! after long churn (deleted keys piling up must not slow takes down), the Spillable channel in
+//! memory and through its overflow; plus the event codec.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flumen::channel::memory::{MemoryChannel, MemoryConfig};
 use flumen::channel::rocksdb::{self, RocksDbConfig};
+use flumen::channel::spillable;
 use flumen::channel::{ChannelHandle, Close, Put};
 use flumen::event::Event;
 use flumen::metrics::Metrics;
@@ -82,6 +84,34 @@ fn channels(c: &mut Criterion) {
                     let ch = rocksdb::start("c1", rocks_config(dir.path(), sync), Metrics::new().channel("c1"), true)
                         .await
                         .unwrap();
+                    let took = cycle(&ch, &batch, iters, writers).await;
+                    ch.close.send(Close).await.unwrap();
+                    took
+                })
+            })
+        });
+    }
+    // The Spillable channel: all in memory, and all through its overflow (memory_capacity 0).
+    for (memory_capacity, sync, writers) in [(100_000, true, 1), (0, false, 1), (0, true, 1), (0, true, 4)] {
+        let id = BenchmarkId::new(
+            "spillable put+take+commit",
+            format!("memory_capacity={memory_capacity} sync={sync} concurrent_puts={writers}"),
+        );
+        group.throughput(Throughput::Elements((BATCH * writers) as u64));
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                actix_rt::System::new().block_on(async {
+                    let config = spillable::SpillableConfig {
+                        memory_capacity,
+                        overflow: spillable::OverflowConfig::RocksDb(rocks_config(dir.path(), sync)),
+                        ..spillable::SpillableConfig::new(dir.path())
+                    };
+                    let metrics = Metrics::new();
+                    let (ch, _) =
+                        spillable::start("c1", config, metrics.channel("c1"), metrics.channel("c1.overflow"), true)
+                            .await
+                            .unwrap();
                     let took = cycle(&ch, &batch, iters, writers).await;
                     ch.close.send(Close).await.unwrap();
                     took

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod flume_import;
 pub mod interceptor;
 pub mod kafka;
 pub mod logging;

@@ -68,6 +68,10 @@ enum Command {
     /// Show live events of a running agent (headers and body, one JSON object a line) leaving its
     /// sources or entering its sinks, read from its monitoring server.
     Tap(flumen::tap::TapArgs),
+    /// Turn an Apache Flume agent's properties into a topology (RON): every property that cannot be
+    /// carried over is listed on stderr as FILE:LINE: key: why. Exit 0; 2 when a component kind has
+    /// no counterpart (a stand-in is written, the rest converted); 1 for a malformed file.
+    ImportFlume(flumen::flume_import::ImportArgs),
     /// Inspect or mend a RocksDb channel's directory while no agent runs it.
     Channel {
         #[command(subcommand)]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         },
         Command::Test { files } => flumen::topology::unit::run(&files),
         Command::Tap(args) => flumen::tap::run(args),
+        Command::ImportFlume(args) => flumen::flume_import::run(&args),
         Command::Channel { command } => match channel_command(command) {
             Ok(code) => code,
             Err(e) => {

@@ -213,9 +213,9 @@ counter_set!(
         append_batch_received => Counter "AppendBatchReceivedCount",
         /// Batches committed to every required channel.
         append_batch_accepted => Counter "AppendBatchAcceptedCount",
-        /// Single-event calls received (`Avro`'s `append`).
+        /// Single-event calls received (`append` of the `Avro` and `Thrift` sources).
         append_received => Counter "AppendReceivedCount",
-        /// Single-event calls answered `OK` once committed (`Avro`'s `append`).
+        /// Single-event calls whose event was committed to every required channel.
         append_accepted => Counter "AppendAcceptedCount",
         /// Events an interceptor filtered out (`RegexFilter`).
         dropped_by_filter => Counter "EventDroppedByFilterCount",
@@ -295,6 +295,11 @@ counter_set!(
         open_failures => Counter "ChannelOpenFailureCount",
         /// 1 while the channel's storage is not open (failed, retrying), else 0; a gauge.
         failed => Gauge "ChannelFailed",
+        /// Events in memory, available plus taken and not yet committed (Spillable only); a gauge.
+        memory_size => Gauge "ChannelMemorySize",
+        /// Events in the overflow, available plus taken and not yet committed (Spillable only);
+        /// a gauge.
+        overflow_size => Gauge "ChannelOverflowSize",
     }
 );
 

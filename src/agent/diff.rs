@@ -5,7 +5,8 @@
 //! only change is its interceptors, selector or channel list keeps running and gets a new
 //! pipeline ([`Diff::rewired`]); a `Memory` channel whose options changed keeps its actor and what
 //! it holds ([`Diff::resized`]); a `RocksDb` channel whose options changed but not its `dir` is
-//! closed and reopened on the same directory ([`Diff::reopened`]). Sinks run in units (a sink in no
+//! closed and reopened on the same directory ([`Diff::reopened`]); a `Spillable` channel is resized
+//! when only its memory options changed, else reopened on the same overflow `dir`. Sinks run in units (a sink in no
 //! group, or a whole sink group, under one runner), so sinks are compared unit by unit.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,7 +103,8 @@ pub struct Diff {
     /// Channels by name; `changed` is split into [`Diff::resized`], [`Diff::reopened`] and
     /// [`Diff::replaced`].
     pub channels: Changes,
-    /// Changed `Memory` channels staying `Memory`: reconfigured in place, keeping what they hold,
+    /// Changed `Memory` channels staying `Memory`, and `Spillable` ones whose overflow options are
+    /// unchanged: reconfigured in place, keeping what they hold,
     /// their sources and sinks untouched.
     pub resized: BTreeSet<String>,
     /// Changed `RocksDb` channels with the same `dir`: their sinks finish their batch and stop, the
@@ -133,6 +135,14 @@ impl Diff {
             match (&old.channels[name], &new.channels[name]) {
                 (ChannelConfig::Memory(_), ChannelConfig::Memory(_)) => resized.insert(name.clone()),
                 (ChannelConfig::RocksDb(a), ChannelConfig::RocksDb(b)) if a.dir == b.dir => {
+                    reopened.insert(name.clone())
+                }
+                // Only memory options changed: in place; other overflow options: reopened (the
+                // events in memory are put into the overflow when it closes).
+                (ChannelConfig::Spillable(a), ChannelConfig::Spillable(b)) if a.overflow == b.overflow => {
+                    resized.insert(name.clone())
+                }
+                (ChannelConfig::Spillable(a), ChannelConfig::Spillable(b)) if a.rocksdb().dir == b.rocksdb().dir => {
                     reopened.insert(name.clone())
                 }
                 _ => replaced.insert(name.clone()),

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::diff::{sink_units, Diff, SinkUnit};
 use super::{AgentError, AgentOptions};
 use crate::channel::memory::{MemoryChannel, Reconfigure};
+use crate::channel::spillable::{self, SpillableChannel};
 use crate::channel::{ChannelHandle, Close, Size};
 use crate::interceptor::InterceptorChain;
 use crate::metrics::Metrics;
@@ -35,11 +36,12 @@ struct RunningSource {
     progress: Arc<SourceProgress>,
 }
 
-/// A running channel: the handle sources and sinks use, and (for `Memory`) the actor to
-/// reconfigure in place.
+/// A running channel: the handle sources and sinks use, and (for `Memory` and `Spillable`) the
+/// actor to reconfigure in place.
 struct RunningChannel {
     handle: ChannelHandle,
     memory: Option<Addr<MemoryChannel>>,
+    spillable: Option<Addr<SpillableChannel>>,
 }
 
 /// A running sink unit (a sink in no group, or a sink group): its runner and its own stop signal.
@@ -184,6 +186,12 @@ impl RunningAgent {
                 memory.do_send(Reconfigure(c.clone()));
                 self.topology.channels.insert(name.clone(), new.channels[name].clone());
             }
+            if let (Some(ChannelConfig::Spillable(c)), Some(addr)) =
+                (new.channels.get(name), self.channels.get(name).and_then(|c| c.spillable.as_ref()))
+            {
+                addr.do_send(spillable::Reconfigure(c.clone()));
+                self.topology.channels.insert(name.clone(), new.channels[name].clone());
+            }
         }
 
         for (name, mut guard) in held {
@@ -202,6 +210,7 @@ impl RunningAgent {
         }
         for name in &diff.channels.removed {
             self.metrics.remove(&format!("CHANNEL.{name}"));
+            self.metrics.remove(&format!("CHANNEL.{name}.overflow"));
         }
         for name in self.topology.sinks.keys().filter(|k| !new.sinks.contains_key(*k)) {
             self.metrics.remove(&format!("SINK.{name}"));
@@ -239,13 +248,20 @@ impl RunningAgent {
         Ok(match config {
             ChannelConfig::Memory(c) => {
                 let addr = MemoryChannel::new(c.clone(), counters).start();
-                RunningChannel { handle: ChannelHandle::new(name, addr.clone()), memory: Some(addr) }
+                RunningChannel { handle: ChannelHandle::new(name, addr.clone()), memory: Some(addr), spillable: None }
             }
             ChannelConfig::RocksDb(c) => {
                 let handle = crate::channel::rocksdb::start(name, c.clone(), counters, self.options.strict)
                     .await
                     .map_err(|source| AgentError::Channel { name: name.into(), source })?;
-                RunningChannel { handle, memory: None }
+                RunningChannel { handle, memory: None, spillable: None }
+            }
+            ChannelConfig::Spillable(c) => {
+                let overflow = self.metrics.channel(&format!("{name}.overflow"));
+                let (handle, addr) = spillable::start(name, c.clone(), counters, overflow, self.options.strict)
+                    .await
+                    .map_err(|source| AgentError::Channel { name: name.into(), source })?;
+                RunningChannel { handle, memory: None, spillable: Some(addr) }
             }
         })
     }
@@ -445,6 +461,7 @@ fn same_tcp_listener<'a>(old: &SourceKind, new: &'a SourceKind) -> Option<&'a st
             SourceKind::Netcat(c) => Some(c.bind.as_str()),
             SourceKind::SyslogTcp(c) => Some(c.bind.as_str()),
             SourceKind::Avro(c) => Some(c.bind.as_str()),
+            SourceKind::Thrift(c) => Some(c.bind.as_str()),
             _ => None,
         }
     }

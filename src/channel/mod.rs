@@ -5,10 +5,11 @@
 //! Sinks send [`Take`] and get a [`TakeTxn`] holding up to `max` events; the events stay in the
 //! channel until the sink sends [`Commit`], and a [`Rollback`] (or a transaction dropped without
 //! either, because its sink died) puts them back at the head of the channel. The implementations,
-//! [`memory`] and [`rocksdb`], are siblings beneath this module.
+//! [`memory`], [`rocksdb`] and [`spillable`] (memory in front of a `RocksDb` overflow), are siblings beneath this module.
 
 pub mod memory;
 pub mod rocksdb;
+pub mod spillable;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

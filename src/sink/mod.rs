@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod logger;
 pub mod null;
 pub mod recovery;
+pub mod thrift;
 
 use std::future::Future;
 use std::path::Path;
@@ -72,6 +73,8 @@ pub enum SinkKind {
     Kafka(kafka::KafkaSinkConfig),
     /// Sends each batch as one `appendBatch` call of Flume's Avro RPC, as Flume's `avro` sink.
     Avro(avro::AvroSinkConfig),
+    /// Sends each batch as one `appendBatch` call of Flume's Thrift RPC (a `Thrift` source, Flume's).
+    Thrift(thrift::ThriftSinkConfig),
 }
 
 impl SinkKind {
@@ -84,6 +87,7 @@ impl SinkKind {
             SinkKind::Http(c) => c.validate(),
             SinkKind::Kafka(c) => c.validate(),
             SinkKind::Avro(c) => c.validate(),
+            SinkKind::Thrift(c) => c.validate(),
         }
     }
 
@@ -95,6 +99,7 @@ impl SinkKind {
             SinkKind::Http(c) => c.resolve_paths(base),
             SinkKind::Kafka(c) => c.resolve_paths(base),
             SinkKind::Avro(c) => c.resolve_paths(base),
+            SinkKind::Thrift(c) => c.resolve_paths(base),
             SinkKind::Logger(_) | SinkKind::Null(_) => {}
         }
     }
@@ -114,6 +119,7 @@ impl SinkKind {
             SinkKind::Http(c) => Box::new(http::HttpSink::new(name, c.clone(), counters)?.in_group(in_group)),
             SinkKind::Kafka(c) => Box::new(kafka::KafkaSink::new(name, c.clone(), counters)?),
             SinkKind::Avro(c) => Box::new(avro::AvroSink::new(name, c.clone(), counters)?),
+            SinkKind::Thrift(c) => Box::new(thrift::ThriftSink::new(name, c.clone(), counters)?),
         })
     }
 
@@ -127,6 +133,7 @@ impl SinkKind {
             SinkKind::Http(c) => c.shown_url(),
             SinkKind::Kafka(c) => format!("Kafka topic {} at {}", c.topic, c.brokers),
             SinkKind::Avro(c) => c.address(),
+            SinkKind::Thrift(c) => c.output(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod sequence_generator;
 pub mod spool_dir;
 pub mod syslog;
 pub mod taildir;
+pub mod thrift;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -96,6 +97,8 @@ pub enum SourceKind {
     Kafka(kafka::KafkaSourceConfig),
     /// Flume's Avro RPC (`append`, `appendBatch`), as Flume's `avro` source.
     Avro(avro::AvroSourceConfig),
+    /// Flume's Thrift RPC (`ThriftSourceProtocol`), from Flume's Thrift sink or Thrift clients.
+    Thrift(thrift::ThriftSourceConfig),
 }
 
 impl SourceKind {
@@ -113,6 +116,7 @@ impl SourceKind {
             SourceKind::Http(c) => c.validate(),
             SourceKind::Kafka(c) => c.validate(),
             SourceKind::Avro(c) => c.validate(),
+            SourceKind::Thrift(c) => c.validate(),
         }
     }
 
@@ -124,6 +128,7 @@ impl SourceKind {
             SourceKind::Exec(c) => c.resolve_paths(base),
             SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Kafka(c) => c.resolve_paths(base),
+            SourceKind::Thrift(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
             | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. })
             | SourceKind::Avro(avro::AvroSourceConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
@@ -146,6 +151,7 @@ impl SourceKind {
             SourceKind::SyslogTcp(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::Http(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::Avro(c) => vec![format!("tcp {}", c.bind)],
+            SourceKind::Thrift(c) => vec![format!("tcp {}", c.bind)],
             SourceKind::SyslogUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::NetcatUdp(c) => vec![format!("udp {}", c.bind)],
             SourceKind::SpoolDir(c) => vec![format!("path {}", c.dir.display())],
@@ -165,6 +171,7 @@ impl SourceKind {
                 | SourceKind::Http(_)
                 | SourceKind::Kafka(_)
                 | SourceKind::Avro(_)
+                | SourceKind::Thrift(_)
         )
     }
 
@@ -184,6 +191,7 @@ impl SourceKind {
             SourceKind::Http(c) => http::run(c, ctx).boxed_local(),
             SourceKind::Kafka(c) => kafka::run(c, ctx).boxed_local(),
             SourceKind::Avro(c) => avro::run(c, ctx).boxed_local(),
+            SourceKind::Thrift(c) => thrift::run(c, ctx).boxed_local(),
         }
     }
 }

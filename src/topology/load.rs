@@ -227,6 +227,7 @@ pub(super) fn describe(code: &ron::Error) -> String {
                 Some("SourceKind") => "source kind",
                 Some("SinkKind") => "sink kind",
                 Some("ChannelConfig") => "channel kind",
+                Some("OverflowConfig") => "overflow kind",
                 Some("InterceptorConfig") => "interceptor",
                 Some("SelectorConfig") => "channel selector",
                 Some("SinkProcessorConfig") => "sink processor",
@@ -251,6 +252,13 @@ fn resolve_paths(topology: &mut Topology, base: &Path) {
     }
     for channel in topology.channels.values_mut() {
         if let ChannelConfig::RocksDb(c) = channel {
+            c.dir = crate::config::resolve(base, &c.dir);
+            if let Some(e) = &mut c.encryption {
+                e.resolve_paths(base);
+            }
+        }
+        if let ChannelConfig::Spillable(c) = channel {
+            let c = c.rocksdb_mut();
             c.dir = crate::config::resolve(base, &c.dir);
             if let Some(e) = &mut c.encryption {
                 e.resolve_paths(base);

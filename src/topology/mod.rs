@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::channel::memory::MemoryConfig;
 use crate::channel::rocksdb::RocksDbConfig;
+use crate::channel::spillable::SpillableConfig;
 use crate::sink::group::SinkProcessorConfig;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
@@ -63,6 +64,8 @@ pub enum ChannelConfig {
     Memory(MemoryConfig),
     /// A durable queue in its own RocksDB instance.
     RocksDb(RocksDbConfig),
+    /// An in-memory queue that spills to a `RocksDb` overflow when its sinks fall behind.
+    Spillable(SpillableConfig),
 }
 
 /// A sink group: several sinks draining one channel under a sink processor.

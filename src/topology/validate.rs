@@ -123,6 +123,10 @@ fn resources(t: &Topology, p: &mut Problems) {
 
 fn channels(t: &Topology, p: &mut Problems) {
     for (name, ch) in &t.channels {
+        if let ChannelConfig::Spillable(c) = ch {
+            spillable(name, c, p);
+            continue;
+        }
         let (capacity, txn) = channel_limits(ch);
         if capacity == 0 {
             p.add("channel", name, vec![Step::Field("capacity")], "capacity must be positive");
@@ -157,15 +161,20 @@ fn channels(t: &Topology, p: &mut Problems) {
     }
     let mut dirs: BTreeMap<PathBuf, &str> = BTreeMap::new();
     for (name, ch) in &t.channels {
-        if let ChannelConfig::RocksDb(c) = ch {
+        let (c, at) = match ch {
+            ChannelConfig::RocksDb(c) => (Some(c), vec![Step::Field("dir")]),
+            ChannelConfig::Spillable(s) => (Some(s.rocksdb()), vec![Step::Field("overflow"), Step::Field("dir")]),
+            ChannelConfig::Memory(_) => (None, vec![]),
+        };
+        if let Some(c) = c {
             let dir = lexically_normal(&c.dir);
             if let Some(other) = dirs.get(&dir) {
                 p.add(
                     "channel",
                     name,
-                    vec![Step::Field("dir")],
+                    at,
                     format!(
-                        "dir {} is already the dir of channel \"{other}\": each RocksDb channel needs its own",
+                        "dir {} is already the dir of channel \"{other}\": each RocksDb channel and Spillable overflow needs its own",
                         dir.display()
                     ),
                 );
@@ -387,11 +396,58 @@ pub(super) fn lexically_normal(path: &Path) -> PathBuf {
     out
 }
 
-/// `(capacity, transaction_capacity)` of a channel, in events.
+/// `(capacity, transaction_capacity)` of a channel, in events (a `Spillable` channel's: memory
+/// plus overflow capacity, and the overflow's transaction capacity).
 pub(crate) fn channel_limits(c: &ChannelConfig) -> (u64, u64) {
     match c {
         ChannelConfig::Memory(m) => (m.capacity, m.transaction_capacity),
         ChannelConfig::RocksDb(r) => (r.capacity, r.transaction_capacity),
+        ChannelConfig::Spillable(s) => (s.capacity(), s.transaction_capacity()),
+    }
+}
+
+/// The checks of a `Spillable` channel: its memory options and its overflow's, as a `RocksDb`
+/// channel's (the overflow's `dir` is checked with the other channels' dirs).
+fn spillable(name: &str, c: &crate::channel::spillable::SpillableConfig, p: &mut Problems) {
+    if c.byte_capacity == 0 {
+        p.add("channel", name, vec![Step::Field("byte_capacity")], "byte_capacity must be positive");
+    }
+    if c.overflow_deactivation_threshold > 100 {
+        p.add(
+            "channel",
+            name,
+            vec![Step::Field("overflow_deactivation_threshold")],
+            "overflow_deactivation_threshold is a percentage: 0 to 100",
+        );
+    }
+    let o = c.rocksdb();
+    let at = |field: &'static str| vec![Step::Field("overflow"), Step::Field(field)];
+    if o.capacity == 0 {
+        p.add("channel", name, at("capacity"), "the overflow's capacity must be positive");
+    }
+    if o.transaction_capacity == 0 {
+        p.add("channel", name, at("transaction_capacity"), "transaction_capacity must be positive");
+    } else if o.capacity > 0 && o.transaction_capacity > o.capacity {
+        p.add(
+            "channel",
+            name,
+            at("transaction_capacity"),
+            format!(
+                "transaction_capacity ({}) exceeds the overflow's capacity ({})",
+                o.transaction_capacity, o.capacity
+            ),
+        );
+    }
+    if o.cache_events == 0 {
+        p.add("channel", name, at("cache_events"), "cache_events must be positive");
+    }
+    for (key_id, message) in o.encryption.iter().flat_map(|e| e.problems()) {
+        let mut path = at("encryption");
+        match key_id {
+            Some(id) => path.extend([Step::Field("keys"), Step::Key(id)]),
+            None => path.push(Step::Field("active")),
+        }
+        p.add("channel", name, path, message);
     }
 }
 

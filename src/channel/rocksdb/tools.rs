@@ -196,7 +196,8 @@ impl KeysArgs {
     /// The channel's `dir` and keys from the topology; `None` without `--topology`.
     ///
     /// # Errors
-    /// [`ToolError::Topology`] when the topology does not load or has no such `RocksDb` channel;
+    /// [`ToolError::Topology`] when the topology does not load or has no such `RocksDb` channel
+    /// (or `Spillable` channel, whose overflow's `dir` and keys are used);
     /// [`ToolError::Channel`] when a key file cannot be read.
     pub fn load(&self) -> Result<Option<(PathBuf, Keys)>, ToolError> {
         let (Some(path), Some(name)) = (&self.topology, &self.channel) else { return Ok(None) };
@@ -205,7 +206,12 @@ impl KeysArgs {
             Some(crate::topology::ChannelConfig::RocksDb(c)) => {
                 Ok(Some((c.dir.clone(), Keys::load(name, c.encryption.as_ref())?)))
             }
-            _ => Err(ToolError::Topology(format!("{}: no RocksDb channel \"{name}\"", path.display()))),
+            // A Spillable channel's overflow is a RocksDb channel's directory.
+            Some(crate::topology::ChannelConfig::Spillable(s)) => {
+                let c = s.rocksdb();
+                Ok(Some((c.dir.clone(), Keys::load(name, c.encryption.as_ref())?)))
+            }
+            _ => Err(ToolError::Topology(format!("{}: no RocksDb or Spillable channel \"{name}\"", path.display()))),
         }
     }
 
