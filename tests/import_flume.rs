@@ -28,22 +28,6 @@ fn fixtures() -> Vec<String> {
     names
 }
 
-/// Fixtures whose output uses the `Avro`, `Thrift` and `Spillable` kinds: they validate once those
-/// kinds are in flumen (`pending_kinds_validate`).
-const PENDING: &[&str] = &[
-    "adding-multiple-flows-in-an-agent",
-    "avro-sink",
-    "avro-source",
-    "configuring-a-multi-agent-flow-hdfs",
-    "configuring-a-multi-agent-flow-weblog",
-    "configuring-individual-components",
-    "fan-out-flow-multiplexing",
-    "fan-out-flow-optional",
-    "spillable-memory-channel",
-    "thrift-sink",
-    "thrift-source",
-];
-
 /// Fixtures with a component kind flumen has not: they exit 2.
 const NO_COUNTERPART: &[&str] = &[
     "custom-channel",
@@ -130,9 +114,6 @@ fn every_user_guide_example_converts_and_validates() {
         }
         carried += c;
         not_carried += n;
-        if PENDING.contains(&name.as_str()) {
-            continue;
-        }
         if let Err(e) = validate(&i, tmp.path()) {
             failures.push(format!("{name}: the output does not validate:\n{e}\n{}", i.ron));
         }
@@ -144,18 +125,12 @@ fn every_user_guide_example_converts_and_validates() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Waits for the merge of the `Avro`, `Thrift` and `Spillable` kinds: fails until then.
+/// Every option of the Avro and Thrift sources and sinks and of the spillable channel carries over
+/// and validates.
 #[test]
-fn pending_kinds_validate() {
+fn rpc_and_spillable_options_carry_over() {
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for name in PENDING {
-        let i = import(name, tmp.path());
-        assert_eq!(i.code, 0, "{name}: {}", i.stderr.join("\n"));
-        if let Err(e) = validate(&i, tmp.path()) {
-            failures.push(format!("{name}: {e}"));
-        }
-    }
     // Every option of the Avro and Thrift sources and sinks and of the spillable channel.
     let d = tmp.path();
     let (code, _, err) = import_text(d, "rpc.properties", RPC, &["-o", "rpc.ron"]);
