@@ -107,19 +107,6 @@ impl Drop for Responder {
     }
 }
 
-/// Compares `got` with `sent` as multisets: (lines missing, extra copies); panics on a line never
-/// sent.
-fn compare(got: &[String], sent: &[String], what: &str) -> (usize, usize) {
-    let got = multiset(got.iter().cloned());
-    let want = multiset(sent.iter().cloned());
-    if let Some(stray) = got.keys().find(|l| !want.contains_key(*l)) {
-        panic!("{what} holds a line never sent: {stray:?}");
-    }
-    let missing = want.iter().map(|(l, n)| n.saturating_sub(got.get(l).copied().unwrap_or(0))).sum();
-    let extra = got.iter().map(|(l, n)| n.saturating_sub(want[l])).sum();
-    (missing, extra)
-}
-
 /// Avro source (`compression`) → Memory → FileRoll `out`, with monitoring on `metrics`.
 fn collector_to_file(port: u16, metrics: u16, compression: &str, out: &Path) -> String {
     format!(

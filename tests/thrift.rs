@@ -167,19 +167,6 @@ impl Drop for PythonServer {
     }
 }
 
-/// How many lines `sent` (a multiset) lacks in `got`, and how many extra copies `got` has;
-/// panics on a line never sent.
-fn compare(got: &[String], sent: &[String], what: &str) -> (usize, usize) {
-    let got = multiset(got.iter().cloned());
-    let want = multiset(sent.iter().cloned());
-    if let Some(stray) = got.keys().find(|l| !want.contains_key(*l)) {
-        panic!("{what} holds a line that was never sent: {stray:?}");
-    }
-    let missing = want.iter().map(|(l, n)| n.saturating_sub(got.get(l).copied().unwrap_or(0))).sum();
-    let duplicates = got.iter().map(|(l, n)| n.saturating_sub(want.get(l).copied().unwrap_or(0))).sum();
-    (missing, duplicates)
-}
-
 /// The agent: `Thrift` source in `protocol` on `port` → Memory → FileRoll `out`.
 fn source_topology(port: u16, metrics: u16, protocol: &str, batch_size: usize, out: &Path) -> String {
     format!(

@@ -77,19 +77,6 @@ fn wait_slowly(mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
     }
 }
 
-/// Compares `output` with `sent` as multisets: answers how many lines sent are missing from it and
-/// how many extra copies it holds; panics if it holds a line that was never sent.
-fn compare(output: &[String], sent: &[String], what: &str) -> (usize, usize) {
-    let got = multiset(output.iter().cloned());
-    let want = multiset(sent.iter().cloned());
-    let missing = want.iter().map(|(l, n)| n.saturating_sub(got.get(l).copied().unwrap_or(0))).sum();
-    if let Some(stray) = got.keys().find(|l| !want.contains_key(*l)) {
-        panic!("{what} holds a line that was never sent there: {stray:?}");
-    }
-    let duplicates = got.iter().map(|(l, n)| n.saturating_sub(want.get(l).copied().unwrap_or(0))).sum();
-    (missing, duplicates)
-}
-
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
 }

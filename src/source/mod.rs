@@ -128,16 +128,17 @@ impl SourceKind {
             SourceKind::Exec(c) => c.resolve_paths(base),
             SourceKind::Http(c) => c.resolve_paths(base),
             SourceKind::Kafka(c) => c.resolve_paths(base),
-            SourceKind::Thrift(c) => c.resolve_paths(base),
             SourceKind::Netcat(netcat::NetcatConfig { tls: Some(tls), .. })
             | SourceKind::SyslogTcp(syslog::tcp::SyslogTcpConfig { tls: Some(tls), .. })
-            | SourceKind::Avro(avro::AvroSourceConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
+            | SourceKind::Avro(avro::AvroSourceConfig { tls: Some(tls), .. })
+            | SourceKind::Thrift(thrift::ThriftSourceConfig { tls: Some(tls), .. }) => tls.resolve_paths(base),
             SourceKind::Netcat(_)
             | SourceKind::SequenceGenerator(_)
             | SourceKind::SyslogTcp(_)
             | SourceKind::SyslogUdp(_)
             | SourceKind::NetcatUdp(_)
-            | SourceKind::Avro(_) => {}
+            | SourceKind::Avro(_)
+            | SourceKind::Thrift(_) => {}
         }
     }
 

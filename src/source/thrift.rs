@@ -98,13 +98,6 @@ impl ThriftSourceConfig {
         problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
         problems
     }
-
-    /// Resolves the `tls` files against `base` (the topology file's folder).
-    pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        if let Some(tls) = self.tls.as_mut() {
-            tls.resolve_paths(base);
-        }
-    }
 }
 
 /// Accepts connections until the agent stops; each connection is served on its own task.

@@ -550,6 +550,19 @@ pub fn ranges(indexes: impl IntoIterator<Item = usize>, max: usize) -> String {
     format!("[{}]{}", shown.join(", "), if more > 0 { format!(" and {more} more ranges") } else { String::new() })
 }
 
+/// Compares the lines `got` with the lines `sent`, both as multisets: (lines of `sent` missing
+/// from `got`, extra copies in `got`). Panics, naming `what`, on a line never sent.
+pub fn compare(got: &[String], sent: &[String], what: &str) -> (usize, usize) {
+    let got = multiset(got.iter().cloned());
+    let want = multiset(sent.iter().cloned());
+    if let Some(stray) = got.keys().find(|l| !want.contains_key(*l)) {
+        panic!("{what} holds a line that was never sent: {stray:?}");
+    }
+    let missing = want.iter().map(|(l, n)| n.saturating_sub(got.get(l).copied().unwrap_or(0))).sum();
+    let duplicates = got.iter().map(|(l, n)| n.saturating_sub(want.get(l).copied().unwrap_or(0))).sum();
+    (missing, duplicates)
+}
+
 /// The Python of the virtual environment holding the Python peers (Apache Avro's and Apache
 /// Thrift's libraries), made by `make pyenv`: `$FLUMEN_PYENV/bin/python`, else under
 /// `$CARGO_TARGET_DIR/pyenv`, else `~/.cache/flumen-target/pyenv`.
