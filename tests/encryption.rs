@@ -436,7 +436,7 @@ fn removing_a_key_that_values_remain_under_or_a_wrong_key_file_is_a_clear_error(
 fn tamper(dir: &Path) {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(false);
-    let db = rocksdb::DB::open_cf(&opts, dir, ["default", "dead_letter"]).unwrap();
+    let db = rocksdb::DB::open_cf(&opts, dir, ["default", "dead_letter", "index"]).unwrap();
     let key = |s: u64| s.to_be_bytes();
     let mut v500 = db.get(key(500)).unwrap().unwrap();
     let at = v500.len() - 20;
