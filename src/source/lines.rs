@@ -348,7 +348,10 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
             return Ok((lines, ReadEnd::More));
         }
         if !lines.is_empty() && due.is_none() {
-            due = Some(tokio::time::Instant::now() + linger);
+            // A `linger` too long to add (`"1000000 years"`) never expires, as tokio's own
+            // far-future deadline (about 30 years).
+            let now = tokio::time::Instant::now();
+            due = Some(now.checked_add(linger).unwrap_or(now + std::time::Duration::from_secs(86400 * 365 * 30)));
         }
         let n = if lines.is_empty() {
             match reader.read_buf(lb.buffer_mut()).now_or_never() {
