@@ -302,7 +302,7 @@ impl Framing for LineBuffer {
 /// Why [`read_batch`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
-    /// The batch is full, or the input paused for `linger` with a partial batch.
+    /// The batch is full, or `linger` passed since its first line.
     More,
     /// The reader reached its end (the final unterminated line, if any, is in the batch).
     Eof,
@@ -314,9 +314,12 @@ pub enum ReadEnd {
 ///
 /// Waits as long as needed for a first line (but at most `ctx.idle_timeout` for a byte: then
 /// what is buffered is the final line, the idle close is counted, and it answers
-/// [`ReadEnd::Eof`]); once it has one, waits at most `linger` for more before returning a partial
-/// batch (a source does not hold events back while its input pauses). The bodies of the batch
-/// are copied into one allocation of their size ([`compact`]).
+/// [`ReadEnd::Eof`]); once it has one, the batch is returned when it is full or `linger` after
+/// its first line was read, whichever comes first: `linger` is a deadline counted from the
+/// batch's first event, not an idle time between reads, so no event waits in a partial batch
+/// longer than `linger` however steadily the input trickles (Kafka's `linger.ms`, Vector's batch
+/// `timeout_secs`). Bytes already readable when the deadline has passed are left for the next
+/// batch. The bodies of the batch are copied into one allocation of their size ([`compact`]).
 ///
 /// # Errors
 /// The reader's I/O error.
@@ -331,6 +334,8 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
     use tokio::io::AsyncReadExt;
     // Grown as lines come: a connection waiting for its first line holds no room for a batch.
     let mut lines = Vec::new();
+    // When the batch is due: `linger` after its first line was read.
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
         while lines.len() < max {
             match lb.next_line() {
@@ -341,6 +346,12 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
         if lines.len() >= max {
             compact(&mut lines);
             return Ok((lines, ReadEnd::More));
+        }
+        if !lines.is_empty() && due.is_none() {
+            // A `linger` too long to add (`"1000000 years"`) never expires, as tokio's own
+            // far-future deadline (about 30 years).
+            let now = tokio::time::Instant::now();
+            due = Some(now.checked_add(linger).unwrap_or(now + std::time::Duration::from_secs(86400 * 365 * 30)));
         }
         let n = if lines.is_empty() {
             match reader.read_buf(lb.buffer_mut()).now_or_never() {
@@ -363,7 +374,12 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
                 }
             }
         } else {
-            match tokio::time::timeout(linger, reader.read_buf(lb.buffer_mut())).await {
+            let due = due.expect("set with the batch's first line");
+            if tokio::time::Instant::now() >= due {
+                compact(&mut lines);
+                return Ok((lines, ReadEnd::More));
+            }
+            match tokio::time::timeout_at(due, reader.read_buf(lb.buffer_mut())).await {
                 Ok(r) => r?,
                 Err(_) => {
                     compact(&mut lines);

@@ -1,7 +1,7 @@
 //! Sources: what reads the outside world into batches of events.
 //!
 //! Each source runs as a supervised [`SourceActor`]: it reads its input, builds batches (at most
-//! `batch_size` events; when the input pauses it puts what it has after `linger`), and hands each
+//! `batch_size` events, put when full or `linger` after the batch's first event), and hands each
 //! batch to [`SourceContext::put`], which runs the interceptors and routes the batch through the
 //! channel selector. `put` returns only when every required channel committed; only then does the
 //! source acknowledge its input (an "OK" line, a position file, a completed spool file). A source
@@ -60,7 +60,10 @@ pub struct SourceConfig {
     /// Most events per put transaction. Default 1000; at most each channel's transaction capacity.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How long a source with a partial batch waits for more input before putting it. Default `"5ms"`.
+    /// How long a batch may gather events: a source puts a batch when it holds `batch_size` events
+    /// or `linger` after its first event was read, whichever comes first (a deadline from the
+    /// batch's first event, as Kafka's `linger.ms` and Vector's batch `timeout_secs`; not an idle
+    /// time between reads). The longest an event waits in a source's partial batch. Default `"5ms"`.
     #[serde(default = "default_linger", with = "duration")]
     pub linger: Duration,
 }
@@ -280,7 +283,7 @@ pub struct SourceContext {
     pub name: String,
     /// Most events per put.
     pub batch_size: usize,
-    /// How long to wait for more input before putting a partial batch.
+    /// How long after its first event a partial batch is put ([`SourceConfig::linger`]).
     pub linger: Duration,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
