@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The e2e harness (../shared/bench/e2e.py) with fan-out output, count-only checks and the sender's CPU.
 
-    e2e-plus.py [--copies K] [--count-only LABEL]... [e2e.py options and routers ...]
+    e2e-plus.py [--copies K] [--count-only LABEL]... [--prestart] [e2e.py options and routers ...]
 
 Loads e2e.py (from $E2E_HARNESS, else ../../../shared/bench/e2e.py from this file) and runs its own
 main() with the rest of the command line: same sender, interleaving, clock, process-tree CPU and
-RSS accounting and verification, with three changes:
+RSS accounting and verification, with these changes:
 
 - `--copies K` (default 1: unchanged): the router writes K copies of the input, one per
   subdirectory of `{outdir}` (a fan-out: flumen's `fanout-mem.ron` writes `k1/` ... `k4/`, the peer
@@ -26,6 +26,11 @@ RSS accounting and verification, with three changes:
   With C connections the sender is one process with C threads each in `sendfile()`; on loopback
   the sender's CPU includes the kernel's TCP work of both ends of the transfer, part of it done in
   the sender's context.
+- `--prestart`: the sender (this file run as `--sender-prestart`, otherwise e2e.py's own sender
+  line for line) creates and starts its 2 × C threads (one sending, one reading back per
+  connection) *before* it reports ready; "go" releases them all at once. e2e.py's sender starts
+  them after "go", inside the clock: with 1,000 connections that is 2,000 thread starts timed as
+  the router's. Same connections, same `sendfile()` per connection, same half-close and drain.
 """
 
 from __future__ import annotations
@@ -108,12 +113,21 @@ class StdinProxy:
         return getattr(self._inner, name)
 
 
+PRESTART = {"on": False}
+
+
 class Popen(subprocess.Popen):
-    """subprocess.Popen that watches the e2e sender child."""
+    """subprocess.Popen that watches the e2e sender child (and, with --prestart, runs this file's
+    sender instead of e2e.py's)."""
 
     def __init__(self, args, *rest, **kw):
+        sender = isinstance(args, (list, tuple)) and "--sender" in [str(a) for a in args]
+        if sender and PRESTART["on"]:
+            args = list(args)
+            i = [str(a) for a in args].index("--sender")
+            args[i - 1:i + 1] = [str(Path(__file__).resolve()), "--sender-prestart"]
         super().__init__(args, *rest, **kw)
-        if isinstance(args, (list, tuple)) and "--sender" in [str(a) for a in args]:
+        if sender:
             watch = SenderWatch(self.pid)
             SenderWatch.current = watch
             if self.stdin is not None:
@@ -127,6 +141,67 @@ class SubprocessProxy:
 
     def __getattr__(self, name):
         return getattr(subprocess, name)
+
+
+def sender_prestart(port: int, files: list[str]) -> int:
+    """e2e.py's sender_main with every thread started before `ready` (see --prestart)."""
+    import json
+    import socket
+    host = "127.0.0.1"
+    socks = []
+    try:
+        for _ in files:
+            socks.append(socket.create_connection((host, port), timeout=30))
+    except OSError as e:
+        print(json.dumps({"error": f"connect {host}:{port}: {e}"}), flush=True)
+        return 2
+    for s in socks:
+        s.settimeout(None)
+    results: list[dict] = [{} for _ in files]
+    received = [0] * len(files)
+    go = threading.Event()
+
+    def drain(i: int) -> None:
+        try:
+            while data := socks[i].recv(1 << 16):
+                received[i] += len(data)
+        except OSError:
+            pass
+
+    def send(i: int) -> None:
+        go.wait()
+        try:
+            with open(files[i], "rb") as fh:
+                sent = socks[i].sendfile(fh)
+            socks[i].shutdown(socket.SHUT_WR)
+            results[i] = {"bytes": sent, "t_done": time.monotonic()}
+        except OSError as e:
+            results[i] = {"error": str(e), "t_done": time.monotonic()}
+
+    readers = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(files))]
+    senders = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
+    for t in readers + senders:
+        t.start()
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        go.set()
+        return 3
+    go.set()
+    for t in senders:
+        t.join()
+    errors = [r["error"] for r in results if "error" in r]
+    summary = {"bytes": sum(r.get("bytes", 0) for r in results),
+               "t_done": max(r["t_done"] for r in results)}
+    print(json.dumps(summary), flush=True)
+    for t in readers:
+        t.join()
+    for s in socks:
+        s.close()
+    summary["received_bytes"] = sum(received)
+    if errors:
+        summary["error"] = "; ".join(errors)
+    print(json.dumps(summary), flush=True)
+    return 1 if errors else 0
 
 
 def subdirs(outdir: Path) -> tuple[list[Path], list[Path]]:
@@ -230,6 +305,7 @@ def install(e2e, copies: int, count_only: set[str]) -> None:
             rec["sender_cpu_s"] = watch.used()
         if copies > 1:
             rec["copies"] = copies
+        rec["sender"] = "prestart" if PRESTART["on"] else "e2e.py"
         return rec
 
     def summarize(routers, runs):
@@ -262,6 +338,10 @@ def split_own(argv: list[str]) -> tuple[int, set[str], list[str]]:
     i = 0
     while i < len(argv):
         a = argv[i]
+        if a == "--prestart":
+            PRESTART["on"] = True
+            i += 1
+            continue
         if a in ("--copies", "--count-only") and i + 1 < len(argv):
             if a == "--copies":
                 copies = int(argv[i + 1])
@@ -282,9 +362,9 @@ def split_own(argv: list[str]) -> tuple[int, set[str], list[str]]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sender-prestart"]:
+        sys.exit(sender_prestart(int(sys.argv[2]), sys.argv[3:]))
     harness = load_harness()
-    if sys.argv[1:2] == ["--sender"]:  # never: e2e.py runs its own file as the sender
-        sys.exit(harness.main(sys.argv[1:]))
     k, only, rest = split_own(sys.argv[1:])
     install(harness, k, only)
     sys.exit(harness.main(rest))
