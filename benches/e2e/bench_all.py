@@ -11,7 +11,7 @@ and named in the output), from the repository's root:
 | `peaks`       | e2e-plus.py: flumen-mem, flumen-disk, rsyslog-mem, syslog-ng-mem, syslog-ng-disk, socat |
 | `latency`     | latency.py at 10/50/90 % of each router's peak measured by `peaks` in this run           |
 | `backlog`     | backlog-open.py: open time and first batch of a RocksDb channel holding a backlog        |
-| `connections` | e2e-plus.py at 1 and at BENCH_CONNS connections (flumen-mem, the peers, linecopy, socat), and connections.py (KiB per connection) |
+| `connections` | e2e-plus.py at 1 and at BENCH_CONNS connections (flumen-mem, the peers, linecopy, socat), the latter with e2e.py's sender and with `--prestart`; connections.py (KiB per connection) |
 | `sizes`       | e2e-plus.py with every event BENCH_LINE_BYTES long (1 KiB, 16 KiB): MB/s and RSS        |
 | `fanout`      | e2e-plus.py --copies 4: one source replicated to four file outputs                        |
 
@@ -55,7 +55,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +63,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-BENCH = Path(os.environ.get("E2E_BENCH_DIR", ROOT.parent / "shared" / "bench"))
 BEGIN, END = "<!-- bench-e2e:begin -->", "<!-- bench-e2e:end -->"
 
 FULL = {
@@ -89,10 +87,6 @@ RSYSLOG_FANOUT = "{rsyslogd} -n -f {render:benches/e2e/peers/rsyslog-fanout.conf
 SYSLOG_NG_FANOUT = ("{syslog_ng} -F --stderr -f {render:benches/e2e/peers/syslog-ng-fanout.conf} "
                     "--persist-file={data}/syslog-ng.persist --pidfile={workdir}/syslog-ng.pid "
                     "--control={workdir}/syslog-ng.ctl")
-
-
-class SetupError(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,8 +582,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except SetupError as e:
-        print(f"bench_all.py: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(sys.argv[1:]))
