@@ -37,6 +37,7 @@ fn rocks_config(dir: &Path, sync: bool) -> RocksDbConfig {
         max_bytes: None,
         min_free_bytes: 0,
         encryption: None,
+        ..RocksDbConfig::new(dir)
     }
 }
 

@@ -174,6 +174,7 @@ proptest! {
                 max_bytes: None,
                 min_free_bytes: 0,
                 encryption: None,
+                ..RocksDbConfig::new(&path)
             };
             Box::pin(async move { rocksdb::start("c1", config, Metrics::new().channel("c1"), true).await.unwrap() })
         }));

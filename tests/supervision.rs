@@ -143,6 +143,7 @@ fn failing_and_panicking_sink_over_rocksdb_channel_loses_nothing() {
             max_bytes: None,
             min_free_bytes: 0,
             encryption: None,
+            ..RocksDbConfig::new(tmp.path().join("c1"))
         };
         let channel = rocksdb::start("c1", config, metrics.channel("c1"), true).await.unwrap();
         run(channel, tmp.path().join("out"), metrics).await;

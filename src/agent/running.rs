@@ -77,6 +77,7 @@ pub async fn start(topology: Topology, options: AgentOptions) -> Result<RunningA
     let empty = Topology {
         agent: topology.agent.clone(),
         monitoring: None,
+        rocksdb_memory: topology.rocksdb_memory,
         sources: BTreeMap::new(),
         channels: BTreeMap::new(),
         sinks: BTreeMap::new(),
@@ -130,6 +131,9 @@ impl RunningAgent {
     /// applying the previous topology).
     pub async fn apply(&mut self, new: Topology) -> Result<Diff, AgentError> {
         let diff = Diff::between(&self.topology, &new);
+        // Resized in place: open RocksDb channels use the new budget at once.
+        crate::channel::rocksdb::budget::apply(&new.rocksdb_memory);
+        self.topology.rocksdb_memory = new.rocksdb_memory;
         for (resource, from, to) in &diff.moved {
             tracing::info!(%resource, from = %from, to = %to, "passes from one source to another: the old one stops first");
         }

@@ -26,6 +26,8 @@ struct RawTopology<'a> {
     #[serde(default, borrow)]
     monitoring: Option<&'a RawValue>,
     #[serde(default, borrow)]
+    rocksdb_memory: Option<&'a RawValue>,
+    #[serde(default, borrow)]
     sources: BTreeMap<String, &'a RawValue>,
     #[serde(default, borrow)]
     channels: BTreeMap<String, &'a RawValue>,
@@ -109,6 +111,16 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<Topology, Topolo
             .map_err(|e| report.push_decode(&root, start, sub, &e, "monitoring".into()))
             .ok()
     });
+    let rocksdb_memory = raw
+        .rocksdb_memory
+        .and_then(|raw| {
+            let (start, sub) = raw_start(text, raw);
+            options()
+                .from_str::<crate::channel::rocksdb::RocksDbMemory>(sub)
+                .map_err(|e| report.push_decode(&root, start, sub, &e, "rocksdb_memory".into()))
+                .ok()
+        })
+        .unwrap_or_default();
     let mut broken = Broken::default();
     let sources = decode_all::<SourceConfig>(&root, "source", &raw.sources, &mut broken.sources, &mut report);
     let channels = decode_all::<ChannelConfig>(&root, "channel", &raw.channels, &mut broken.channels, &mut report);
@@ -116,8 +128,16 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<Topology, Topolo
     let sink_groups =
         decode_all::<SinkGroupConfig>(&root, "sink group", &raw.sink_groups, &mut broken.sink_groups, &mut report);
 
-    let mut topology =
-        Topology { agent: raw.agent, monitoring, sources, channels, sinks, sink_groups, file: file.to_path_buf() };
+    let mut topology = Topology {
+        agent: raw.agent,
+        monitoring,
+        rocksdb_memory,
+        sources,
+        channels,
+        sinks,
+        sink_groups,
+        file: file.to_path_buf(),
+    };
     resolve_paths(&mut topology, base);
     for problem in validate::validate(&topology, &broken) {
         let (prefix, component) = component_path(problem.kind, &problem.name);

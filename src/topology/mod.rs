@@ -32,6 +32,8 @@ pub struct Topology {
     pub agent: String,
     /// Where metrics are served, if anywhere.
     pub monitoring: Option<Monitoring>,
+    /// The memory all `RocksDb` channels of the agent share (memtables, block cache).
+    pub rocksdb_memory: crate::channel::rocksdb::RocksDbMemory,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Channels by name.

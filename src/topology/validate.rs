@@ -147,8 +147,8 @@ fn channels(t: &Topology, p: &mut Problems) {
             }
         }
         if let ChannelConfig::RocksDb(c) = ch {
-            if c.cache_events == 0 {
-                p.add("channel", name, vec![Step::Field("cache_events")], "cache_events must be positive");
+            for (option, message) in c.memory_problems() {
+                p.add("channel", name, vec![Step::Field(option)], message);
             }
             for (key_id, message) in c.encryption.iter().flat_map(|e| e.problems()) {
                 let path = match key_id {
@@ -438,8 +438,8 @@ fn spillable(name: &str, c: &crate::channel::spillable::SpillableConfig, p: &mut
             ),
         );
     }
-    if o.cache_events == 0 {
-        p.add("channel", name, at("cache_events"), "cache_events must be positive");
+    for (option, message) in o.memory_problems() {
+        p.add("channel", name, at(option), message);
     }
     for (key_id, message) in o.encryption.iter().flat_map(|e| e.problems()) {
         let mut path = at("encryption");

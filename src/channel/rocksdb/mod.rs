@@ -5,12 +5,20 @@
 //! is fsynced before the put is acknowledged, and concurrent puts share one fsync (group commit).
 //! A take marks sequence numbers in flight; a commit deletes them with range deletions; a rollback,
 //! a dropped transaction or a restart makes them available again. The queue's state (next
-//! sequence number, available and in-flight ranges) lives in memory ([`queue`]) and is rebuilt by
-//! one scan when the channel opens, so takes never iterate over tombstones; recently put events
-//! stay in a bounded cache, so a sink that keeps up never reads the disk. No RocksDB call runs on
-//! the actor's event loop ([`store`]).
+//! sequence number, available and in-flight ranges) lives in memory ([`queue`]) and is read from
+//! the key index when the channel opens ([`index`]: a few records, no stored event), so takes
+//! never iterate over tombstones and a backlog of any size opens at once; recently put events
+//! stay in a cache bounded in events and bytes, so a sink that keeps up never reads the disk. No
+//! RocksDB call runs on the actor's event loop ([`store`]).
+//!
+//! Memory is bounded in bytes: the event cache (`cache_bytes`), the puts waiting for the writer
+//! thread (`writer_queue_bytes`), the memtables (`write_buffer_bytes` times `write_buffers` per
+//! channel, and all channels of the agent together under `rocksdb_memory`'s
+//! `write_buffer_bytes`), and the block cache the agent's channels share ([`budget`]).
 
+pub mod budget;
 pub mod crypt;
+mod index;
 mod queue;
 pub mod salvage;
 mod store;
@@ -26,12 +34,14 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+pub use self::budget::RocksDbMemory;
 use self::crypt::Keys;
 pub use self::crypt::{Aes256GcmConfig, EncryptionConfig};
 use self::queue::{Cache, QueueState};
 pub use self::salvage::SalvageReport;
 pub use self::store::{dead_letters, DeadLetter};
-use self::store::{Opened, WriteOp, Writer, Written};
+use self::store::{Opened, Tuning, WriteOp, Writer, Written};
+use super::memory::event_bytes;
 use super::{
     await_parked, ChannelError, ChannelHandle, Close, Commit, ParkedQueue, Put, Rollback, Size, StorageErrorKind, Take,
     TakeTxn, TxnId, PARK_TICK,
@@ -61,6 +71,22 @@ pub struct RocksDbConfig {
     /// Default 100000 events.
     #[serde(default = "default_cache_events")]
     pub cache_events: usize,
+    /// Most bytes (bodies plus header names and values) of the events kept in that cache; the
+    /// oldest leave first. Default 4194304 (4 MiB).
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// Bytes of one RocksDB memtable: puts are gathered in it before they are flushed to a table
+    /// file (most events are taken and deleted before). Default 4194304 (4 MiB).
+    #[serde(default = "default_write_buffer_bytes")]
+    pub write_buffer_bytes: u64,
+    /// Most memtables of the channel: the one written and those being flushed (RocksDB's
+    /// `max_write_buffer_number`). Default 2; at least 2.
+    #[serde(default = "default_write_buffers")]
+    pub write_buffers: u32,
+    /// Most bytes of puts handed to the writer thread and not yet written; more puts wait (and
+    /// are refused as full after `keep_alive`). Default 4194304 (4 MiB).
+    #[serde(default = "default_writer_queue_bytes")]
+    pub writer_queue_bytes: u64,
     /// How long a put waits for room before it is refused. Default `"3s"`.
     #[serde(default = "default_keep_alive", with = "duration")]
     pub keep_alive: Duration,
@@ -80,6 +106,38 @@ pub struct RocksDbConfig {
 }
 
 impl RocksDbConfig {
+    /// The channel's own memtable options.
+    pub(crate) fn tuning(&self) -> Tuning {
+        Tuning { write_buffer_bytes: self.write_buffer_bytes, write_buffers: self.write_buffers }
+    }
+
+    /// What is wrong with the memory options, as `(option, why)`, for validation.
+    pub fn memory_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.cache_events == 0 {
+            out.push(("cache_events", "cache_events must be positive".to_string()));
+        }
+        if self.write_buffer_bytes < 64 << 10 {
+            out.push((
+                "write_buffer_bytes",
+                format!("write_buffer_bytes ({}) must be at least 65536 (64 KiB)", self.write_buffer_bytes),
+            ));
+        }
+        if self.write_buffers < 2 {
+            out.push((
+                "write_buffers",
+                format!(
+                    "write_buffers ({}) must be at least 2: one written while another is flushed",
+                    self.write_buffers
+                ),
+            ));
+        }
+        if self.writer_queue_bytes == 0 {
+            out.push(("writer_queue_bytes", "writer_queue_bytes must be positive".to_string()));
+        }
+        out
+    }
+
     /// The defaults for a channel in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RocksDbConfig {
@@ -88,6 +146,10 @@ impl RocksDbConfig {
             transaction_capacity: default_transaction_capacity(),
             sync: default_sync(),
             cache_events: default_cache_events(),
+            cache_bytes: default_cache_bytes(),
+            write_buffer_bytes: default_write_buffer_bytes(),
+            write_buffers: default_write_buffers(),
+            writer_queue_bytes: default_writer_queue_bytes(),
             keep_alive: default_keep_alive(),
             max_bytes: None,
             min_free_bytes: default_min_free_bytes(),
@@ -107,6 +169,18 @@ fn default_sync() -> bool {
 }
 fn default_cache_events() -> usize {
     100_000
+}
+fn default_cache_bytes() -> u64 {
+    4 << 20
+}
+fn default_write_buffer_bytes() -> u64 {
+    4 << 20
+}
+fn default_write_buffers() -> u32 {
+    2
+}
+fn default_writer_queue_bytes() -> u64 {
+    4 << 20
 }
 fn default_keep_alive() -> Duration {
     Duration::from_secs(3)
@@ -159,11 +233,15 @@ pub async fn start_actor(
         channel.opened = Some(opened);
         channel.keys = keys;
     } else {
-        let (dir, owner, encryption) =
-            (channel.config.dir.clone(), channel.name.clone(), channel.config.encryption.clone());
+        let (dir, owner, encryption, tuning) = (
+            channel.config.dir.clone(),
+            channel.name.clone(),
+            channel.config.encryption.clone(),
+            channel.config.tuning(),
+        );
         let checked = actix_rt::task::spawn_blocking(move || {
             let keys = Keys::load(&owner, encryption.as_ref())?;
-            store::open_checked(&dir, &keys).map(|opened| (opened, keys))
+            store::open_checked(&dir, &keys, &tuning).map(|opened| (opened, keys))
         })
         .await;
         match checked {
@@ -189,11 +267,12 @@ pub async fn start_actor(
 /// Reads the key files (at every attempt, so a key file put right is found) and runs
 /// [`store::open`] on the blocking pool.
 async fn open_off_loop(name: &str, config: &RocksDbConfig) -> Result<(Opened, Keys), ChannelError> {
-    let (dir, name, encryption) = (config.dir.clone(), name.to_string(), config.encryption.clone());
+    let (dir, name, encryption, tuning) =
+        (config.dir.clone(), name.to_string(), config.encryption.clone(), config.tuning());
     let path = dir.clone();
     actix_rt::task::spawn_blocking(move || {
         let keys = Keys::load(&name, encryption.as_ref())?;
-        store::open(&dir, &keys).map(|opened| (opened, keys))
+        store::open(&dir, &keys, &tuning).map(|opened| (opened, keys))
     })
     .await
     .unwrap_or_else(|e| Err(ChannelError::storage(StorageErrorKind::Io, &path, format!("the open task failed: {e}"))))
@@ -214,7 +293,7 @@ pub fn salvage_dir(dir: &std::path::Path, keys: &Keys) -> Result<Option<(Salvage
     if !dir.is_dir() {
         return Err(ChannelError::storage(StorageErrorKind::Io, dir, "not a directory"));
     }
-    let opened = store::open(dir, keys)?;
+    let opened = store::open(dir, keys, &Tuning::default())?;
     Ok(opened.salvage.map(|r| (r, opened.queue.held())))
 }
 
@@ -229,6 +308,8 @@ pub struct Restart;
 struct PendingPut {
     first: u64,
     n: u64,
+    /// Bytes of its events ([`event_bytes`]).
+    bytes: u64,
     reply: oneshot::Sender<Result<(), ChannelError>>,
 }
 
@@ -256,6 +337,8 @@ pub struct RocksDbChannel {
     epoch: u64,
     pending: VecDeque<PendingPut>,
     pending_len: u64,
+    /// Bytes of the puts handed to the writer and not yet answered.
+    pending_bytes: u64,
     puts: ParkedQueue<Vec<Event>, ()>,
     takes: ParkedQueue<usize, TakeTxn>,
     next_txn: TxnId,
@@ -288,7 +371,7 @@ impl RocksDbChannel {
         RocksDbChannel {
             name: name.into(),
             keys: Keys::plain(name),
-            cache: Cache::new(config.cache_events),
+            cache: Cache::new(config.cache_events, config.cache_bytes),
             config,
             counters,
             store: None,
@@ -301,6 +384,7 @@ impl RocksDbChannel {
             epoch: 0,
             pending: VecDeque::new(),
             pending_len: 0,
+            pending_bytes: 0,
             puts: ParkedQueue::default(),
             takes: ParkedQueue::default(),
             next_txn: 1,
@@ -388,7 +472,7 @@ impl RocksDbChannel {
         self.open_failures = 0;
         self.counters.failed.set(0);
         self.counters.state.set_unless_stopping(ComponentState::Running);
-        let Opened { db, queue, next_seq, salvage, disk_bytes } = opened;
+        let Opened { db, queue, next_seq, index, salvage, disk_bytes } = opened;
         self.counters.disk_bytes.set(disk_bytes);
         if let Some(report) = salvage {
             self.counters.damaged.inc();
@@ -409,7 +493,7 @@ impl RocksDbChannel {
         tracing::info!(channel = %self.name, dir = %self.config.dir.display(), events = queue.held(), "RocksDb channel opened");
         self.queue = queue;
         self.next_seq = next_seq;
-        self.cache = Cache::new(self.config.cache_events);
+        self.cache = Cache::new(self.config.cache_events, self.config.cache_bytes);
         let writer = Writer::start(
             &self.name,
             db.clone(),
@@ -418,6 +502,7 @@ impl RocksDbChannel {
             ctx.address().recipient(),
             self.epoch,
             self.keys.clone(),
+            index,
         );
         self.store = Some((db, writer));
         self.update_size();
@@ -428,8 +513,12 @@ impl RocksDbChannel {
         self.counters.size.set(self.queue.held());
     }
 
-    fn fits(&self, n: usize) -> bool {
-        self.space.is_none() && self.queue.held() + self.pending_len + n as u64 <= self.config.capacity
+    /// Whether a put of `n` events of `bytes` bytes can go to the writer now: there is room for
+    /// them and the writer's queue is under `writer_queue_bytes` (an empty queue takes any put).
+    fn fits(&self, n: usize, bytes: u64) -> bool {
+        self.space.is_none()
+            && self.queue.held() + self.pending_len + n as u64 <= self.config.capacity
+            && (self.pending_bytes == 0 || self.pending_bytes + bytes <= self.config.writer_queue_bytes)
     }
 
     /// Decides from a space check whether puts are refused; compacts a drained channel.
@@ -508,6 +597,7 @@ impl RocksDbChannel {
             return;
         };
         let (first, n) = (self.next_seq, events.len() as u64);
+        let bytes = events.iter().map(event_bytes).sum();
         if !writer.send(WriteOp::Put { first, events }) {
             let _ = reply.send(Err(ChannelError::storage(
                 StorageErrorKind::Io,
@@ -518,7 +608,8 @@ impl RocksDbChannel {
         }
         self.next_seq += n;
         self.pending_len += n;
-        self.pending.push_back(PendingPut { first, n, reply });
+        self.pending_bytes += bytes;
+        self.pending.push_back(PendingPut { first, n, bytes, reply });
     }
 
     /// Starts a take of up to `max` events: from the cache, or from the disk for what it lacks.
@@ -563,17 +654,21 @@ impl RocksDbChannel {
                 actix_rt::task::spawn_blocking(move || store::read(&db, &path, &missing, &keys)).await.map_err(
                     |e| ChannelError::storage(StorageErrorKind::Io, &dir, format!("the read task failed: {e}")),
                 )??;
-            if !read.dead.is_empty() {
+            if !read.dead.is_empty() || !read.gone.is_empty() {
                 for (seq, reason) in &read.dead {
                     tracing::error!(channel = %name, seq, reason = %reason, "event moved to the dead-letter store");
                 }
-                let dead: Vec<u64> = read.dead.iter().map(|(s, _)| *s).collect();
-                counters.dead_letter.add(dead.len() as u64);
+                if !read.gone.is_empty() {
+                    tracing::warn!(channel = %name, events = read.gone.len(), "passed over events the index still listed that were dead-lettered before");
+                }
+                let dead: Vec<u64> = read.dead.iter().map(|(s, _)| *s).chain(read.gone.iter().copied()).collect();
+                counters.dead_letter.add(read.dead.len() as u64);
                 counters.take_success.sub(dead.len() as u64);
                 // Before the answer reaches the taker, so before its commit or rollback.
                 me.do_send(Forget { txn: id, seqs: dead });
             }
-            let dead: std::collections::HashSet<u64> = read.dead.iter().map(|(s, _)| *s).collect();
+            let dead: std::collections::HashSet<u64> =
+                read.dead.iter().map(|(s, _)| *s).chain(read.gone.iter().copied()).collect();
             let mut read = read.events.into_iter();
             let mut out = Vec::with_capacity(events.len());
             for (seq, e) in seqs.iter().flat_map(Clone::clone).zip(events) {
@@ -607,7 +702,7 @@ impl RocksDbChannel {
                 self.puts.0.pop_front();
                 continue;
             }
-            if !self.fits(p.request.len()) {
+            if !self.fits(p.request.len(), p.request.iter().map(event_bytes).sum()) {
                 break;
             }
             let p = self.puts.0.pop_front().expect("front exists");
@@ -636,6 +731,7 @@ impl RocksDbChannel {
             let _ = p.reply.send(Err(error()));
         }
         self.pending_len = 0;
+        self.pending_bytes = 0;
         self.puts.fail_all(&error);
         self.takes.fail_all(&error);
     }
@@ -701,6 +797,10 @@ impl Handler<Forget> for RocksDbChannel {
 
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
         self.queue.forget(msg.txn, &msg.seqs);
+        if let Some((_, writer)) = &self.store {
+            // Out of the key index too (their values left the queue already).
+            writer.send(WriteOp::Delete(msg.seqs.iter().map(|&s| s..s + 1).collect()));
+        }
         self.update_size();
     }
 }
@@ -723,7 +823,7 @@ impl Supervised for RocksDbChannel {
         // the reopening rebuilds the queue, and transactions taken before are forgotten.
         self.closing = self.store.take();
         self.queue = QueueState::default();
-        self.cache = Cache::new(self.config.cache_events);
+        self.cache = Cache::new(self.config.cache_events, self.config.cache_bytes);
         self.update_size();
     }
 }
@@ -739,6 +839,7 @@ impl Handler<Written> for RocksDbChannel {
             let Some(p) = self.pending.pop_front() else { break };
             debug_assert_eq!(p.first, first, "the writer answers puts in order");
             self.pending_len -= p.n;
+            self.pending_bytes -= p.bytes;
             match &msg.result {
                 Ok(()) => {
                     self.queue.append(first..first + p.n);
@@ -808,7 +909,10 @@ impl Handler<Put> for RocksDbChannel {
             Err(ChannelError::TooLarge { max: self.config.transaction_capacity, requested: n as u64 })
         } else if n == 0 {
             Ok(())
-        } else if self.puts.0.is_empty() && self.fits(n) && self.store.is_some() {
+        } else if self.puts.0.is_empty()
+            && self.fits(n, msg.events.iter().map(event_bytes).sum())
+            && self.store.is_some()
+        {
             let (reply, rx) = oneshot::channel();
             self.submit(msg.events, reply);
             return Box::pin(await_parked(rx));

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
+use crate::channel::memory::event_bytes;
 use crate::channel::TxnId;
 use crate::event::Event;
 
@@ -32,10 +33,20 @@ fn len(r: &Range<u64>) -> u64 {
 
 impl QueueState {
     /// The state of a queue holding exactly `keys` (ascending), none of them taken.
+    #[cfg(test)]
     pub fn from_keys(keys: impl IntoIterator<Item = u64>) -> Self {
         let mut state = QueueState::default();
         for k in keys {
             state.append(k..k + 1);
+        }
+        state
+    }
+
+    /// The state of a queue holding exactly `ranges` (ascending, not overlapping), none taken.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = Range<u64>>) -> Self {
+        let mut state = QueueState::default();
+        for r in ranges {
+            state.append(r);
         }
         state
     }
@@ -130,22 +141,31 @@ impl QueueState {
     }
 }
 
-/// The most recently put events, by sequence number, at most `max` of them.
+/// The most recently put events, by sequence number, at most `max` of them and at most
+/// `max_bytes` of their bodies and headers ([`event_bytes`]).
 ///
-/// Puts append at the back; takes remove from (near) the front; when the cache is over `max`,
-/// its oldest events are dropped, and a take reads them from the disk instead.
+/// Puts append at the back; takes remove from (near) the front; when the cache is over either
+/// bound, its oldest events are dropped, and a take reads them from the disk instead.
 #[derive(Debug)]
 pub(super) struct Cache {
     base: u64,
     slots: VecDeque<Option<Event>>,
     held: usize,
+    held_bytes: u64,
     max: usize,
+    max_bytes: u64,
 }
 
 impl Cache {
-    /// An empty cache of at most `max` events.
-    pub fn new(max: usize) -> Self {
-        Cache { base: 0, slots: VecDeque::new(), held: 0, max }
+    /// An empty cache of at most `max` events and `max_bytes` bytes.
+    pub fn new(max: usize, max_bytes: u64) -> Self {
+        Cache { base: 0, slots: VecDeque::new(), held: 0, held_bytes: 0, max, max_bytes }
+    }
+
+    /// Bytes of the events cached.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.held_bytes
     }
 
     /// Caches `events`, numbered from `first` on.
@@ -154,13 +174,16 @@ impl Cache {
             // Not contiguous with what is cached (only after a failed write): start afresh.
             self.slots.clear();
             self.held = 0;
+            self.held_bytes = 0;
             self.base = first;
         }
         self.held += events.len();
+        self.held_bytes += events.iter().map(event_bytes).sum::<u64>();
         self.slots.extend(events.into_iter().map(Some));
-        while self.held > self.max {
-            if let Some(Some(_)) = self.slots.pop_front() {
+        while self.held > self.max || self.held_bytes > self.max_bytes {
+            if let Some(Some(e)) = self.slots.pop_front() {
                 self.held -= 1;
+                self.held_bytes -= event_bytes(&e);
             }
             self.base += 1;
         }
@@ -171,8 +194,9 @@ impl Cache {
     pub fn take(&mut self, seq: u64) -> Option<Event> {
         let index = seq.checked_sub(self.base)?;
         let event = self.slots.get_mut(usize::try_from(index).ok()?)?.take();
-        if event.is_some() {
+        if let Some(e) = &event {
             self.held -= 1;
+            self.held_bytes -= event_bytes(e);
             self.trim();
         }
         event
@@ -191,6 +215,7 @@ impl Cache {
         }
         if self.slots.is_empty() {
             self.held = 0;
+            self.held_bytes = 0;
         }
     }
 }
@@ -228,7 +253,7 @@ mod tests {
     #[test]
     fn cache_evicts_oldest_and_serves_takes() {
         let event = |i: u64| Event::new(format!("081109 203615 148 INFO dfs.DataNode: block blk_{i}"));
-        let mut c = Cache::new(3);
+        let mut c = Cache::new(3, u64::MAX);
         c.insert(10, (10..12).map(event).collect());
         assert_eq!(c.take(10), Some(event(10)));
         c.insert(12, (12..15).map(event).collect());
@@ -241,5 +266,20 @@ mod tests {
         assert_eq!(c.len(), 0);
         c.insert(20, vec![event(20)]);
         assert_eq!(c.take(20), Some(event(20)));
+    }
+
+    #[test]
+    fn cache_is_bounded_in_bytes_too() {
+        let event =
+            |i: u64| Event::new(format!("{i:03} 081109 203615 148 INFO dfs.DataNode: ok")).with_header("h", "v");
+        let each = event_bytes(&event(0));
+        let mut c = Cache::new(100, 3 * each);
+        c.insert(0, (0..5).map(event).collect());
+        assert_eq!((c.len(), c.bytes()), (3, 3 * each), "the two oldest left");
+        assert_eq!(c.take(1), None);
+        assert_eq!(c.take(2), Some(event(2)));
+        assert_eq!(c.bytes(), 2 * each);
+        c.insert(5, vec![event(5)]);
+        assert_eq!((c.len(), c.bytes()), (3, 3 * each));
     }
 }

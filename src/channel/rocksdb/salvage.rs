@@ -135,7 +135,7 @@ fn salvage_copy(
     keys: &Keys,
 ) -> Result<SalvageReport, ChannelError> {
     let (src, repaired) = open_lenient(work)?;
-    let dst = store::open_db(fresh)?;
+    let dst = store::open_db(fresh, &store::Tuning::default())?;
     let mut report = SalvageReport {
         dir: dir.to_path_buf(),
         damaged_copy: PathBuf::new(),

@@ -14,9 +14,14 @@ use std::thread::JoinHandle;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
 
+use super::budget;
 use super::crypt::{self, Family, Keys, Sealing};
+use super::index::{Index, INDEX_CF};
 use super::queue::{QueueState, Seqs};
 use super::salvage::{self, SalvageReport};
 use crate::channel::{ChannelError, StorageErrorKind};
@@ -37,6 +42,22 @@ fn storage<'a>(dir: &'a Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + '
     move |e| ChannelError::rocksdb(dir, &e)
 }
 
+/// A channel's own memory options for its database (from its `RocksDb` options): the size of
+/// one memtable and how many there may be (the one written and those being flushed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tuning {
+    /// Bytes of one memtable (RocksDB's `write_buffer_size`).
+    pub write_buffer_bytes: u64,
+    /// Most memtables (RocksDB's `max_write_buffer_number`), at least 2.
+    pub write_buffers: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { write_buffer_bytes: 4 << 20, write_buffers: 2 }
+    }
+}
+
 /// The options every channel database is opened with.
 ///
 /// Damage is never tolerated silently: `paranoid_checks` makes RocksDB verify what it opens and
@@ -44,27 +65,40 @@ fn storage<'a>(dir: &'a Path) -> impl FnOnce(rocksdb::Error) -> ChannelError + '
 /// a torn record anywhere in it fails the open (RocksDB's default, `PointInTime`, would drop every
 /// record after the damage without a word); reads verify block checksums (the default of
 /// `ReadOptions`). A failed open is then salvaged ([`salvage`]).
-pub(crate) fn db_options() -> Options {
+///
+/// Memory: memtables of `tuning`'s size and number, all of them also bounded by the agent's
+/// shared `WriteBufferManager`; table blocks, index and filter blocks in the agent's one block
+/// cache ([`budget`]).
+pub(crate) fn db_options(tuning: &Tuning) -> Options {
+    let shared = budget::shared();
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_paranoid_checks(true);
     opts.set_wal_recovery_mode(DBRecoveryMode::AbsoluteConsistency);
     opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(64 << 20);
-    opts.set_max_write_buffer_number(4);
+    opts.set_write_buffer_size(tuning.write_buffer_bytes as usize);
+    opts.set_max_write_buffer_number(tuning.write_buffers.max(2) as i32);
+    opts.set_write_buffer_manager(&shared.write_buffers);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&shared.block_cache);
+    table.set_cache_index_and_filter_blocks(true);
+    opts.set_block_based_table_factory(&table);
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(3);
     opts
 }
 
-/// Opens `dir` with the channel's options and both column families.
-pub(crate) fn open_db(dir: &Path) -> Result<DB, ChannelError> {
+/// Opens `dir` with the channel's options and its three column families (the queue, dead
+/// letters, the key index).
+pub(crate) fn open_db(dir: &Path, tuning: &Tuning) -> Result<DB, ChannelError> {
+    let small = Tuning { write_buffer_bytes: tuning.write_buffer_bytes.min(1 << 20), write_buffers: 2 };
     let cfs = [
-        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, db_options()),
-        ColumnFamilyDescriptor::new(DEAD_LETTER_CF, db_options()),
+        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, db_options(tuning)),
+        ColumnFamilyDescriptor::new(DEAD_LETTER_CF, db_options(&small)),
+        ColumnFamilyDescriptor::new(INDEX_CF, db_options(&small)),
     ];
-    DB::open_cf_descriptors(&db_options(), dir, cfs).map_err(storage(dir))
+    DB::open_cf_descriptors(&db_options(tuning), dir, cfs).map_err(storage(dir))
 }
 
 /// An open database and the queue state read from it.
@@ -73,28 +107,30 @@ pub(super) struct Opened {
     pub db: Arc<DB>,
     /// Every key in the database, available.
     pub queue: QueueState,
-    /// The sequence number of the next put (one past the last key).
+    /// The sequence number of the next put (one past the highest ever written).
     pub next_seq: u64,
+    /// The key index, as the writer thread goes on keeping it.
+    pub index: Index,
     /// What a salvage of a damaged directory did before this opening, if there was one.
     pub salvage: Option<SalvageReport>,
     /// The directory's size on disk when opened.
     pub disk_bytes: u64,
 }
 
-/// Opens (creating if missing) the database in `dir` and scans its keys once; a damaged database
+/// Opens (creating if missing) the database in `dir` and reads its key index; a damaged database
 /// is set aside and salvaged first ([`salvage::salvage`]).
 ///
 /// # Errors
 /// [`ChannelError::Storage`] when the database cannot be opened: its kind says why (`Lock`: in use
 /// by another process; `PermissionDenied`; `Corruption`: damaged beyond salvage; `Io`);
 /// [`ChannelError::Key`] as [`open_checked`].
-pub(super) fn open(dir: &Path, keys: &Keys) -> Result<Opened, ChannelError> {
+pub(super) fn open(dir: &Path, keys: &Keys, tuning: &Tuning) -> Result<Opened, ChannelError> {
     salvage::finish_interrupted(dir)?;
-    match open_checked(dir, keys) {
+    match open_checked(dir, keys, tuning) {
         Err(e) if e.storage_kind() == Some(StorageErrorKind::Corruption) => {
             tracing::error!(dir = %dir.display(), error = %e, "RocksDb channel directory is damaged; salvaging it");
             let report = salvage::salvage(dir, &e, keys)?;
-            let mut opened = open_checked(dir, keys)?;
+            let mut opened = open_checked(dir, keys, tuning)?;
             opened.salvage = Some(report);
             Ok(opened)
         }
@@ -117,15 +153,17 @@ pub(crate) fn missing_current(dir: &Path) -> bool {
     })
 }
 
-/// Opens `dir` and scans it, without salvaging. The scan also notes under which key id each
-/// value is sealed and tries up to three values of each key id, so that a missing or wrong key
-/// fails the open (naming the key id and the channel) instead of dead-lettering every value.
+/// Opens `dir` and reads its queue from the key index ([`Index`]), without salvaging: no stored
+/// event is read, apart from up to three values of each encryption key id in use, which are tried
+/// so that a missing or wrong key fails the open (naming the key id and the channel) instead of
+/// dead-lettering every value. A directory without a complete index (written by an older flumen,
+/// or salvaged) is scanned once, key by key, and its index written.
 ///
 /// # Errors
 /// As [`open`]; `Corruption` for any damage found; [`ChannelError::Key`] when values are sealed
 /// under a key id that `keys` lacks (`Unknown`; `NoEncryption` without `encryption`), or when none
 /// of the values tried of a key id authenticates under it (`Authentication`: the wrong key file).
-pub(crate) fn open_checked(dir: &Path, keys: &Keys) -> Result<Opened, ChannelError> {
+pub(crate) fn open_checked(dir: &Path, keys: &Keys, tuning: &Tuning) -> Result<Opened, ChannelError> {
     create_dir_durably(dir).map_err(|e| ChannelError::io(dir, &e))?;
     if missing_current(dir) {
         return Err(ChannelError::storage(
@@ -134,36 +172,121 @@ pub(crate) fn open_checked(dir: &Path, keys: &Keys) -> Result<Opened, ChannelErr
             "CURRENT is missing beside data files",
         ));
     }
-    let db = open_db(dir)?;
-    let mut seqs = Vec::new();
-    let mut census = Census::default();
-    {
-        let mut it = db.raw_iterator();
-        it.seek_to_first();
-        while it.valid() {
-            let k = it.key().expect("a valid iterator has a key");
-            let seq: [u8; 8] = k.try_into().map_err(|_| {
-                ChannelError::storage(
-                    StorageErrorKind::Corruption,
-                    dir,
-                    format!("key of {} bytes is not a sequence number", k.len()),
-                )
-            })?;
-            seqs.push(u64::from_be_bytes(seq));
-            census.add(k, it.value().unwrap_or_default());
-            it.next();
+    let db = open_db(dir, tuning)?;
+    let indexed = match Index::read(&db, dir)? {
+        Some(index) if keys_from(&db, index.next()).map_err(storage(dir))? => {
+            tracing::warn!(dir = %dir.display(), next = index.next(), "the key index is behind the stored keys; scanning the keys once");
+            None
         }
-        it.status().map_err(storage(dir))?;
-    }
+        other => other,
+    };
+    let (index, census) = match indexed {
+        Some(index) => {
+            let census = census_of(&db, &index).map_err(storage(dir))?;
+            (index, census)
+        }
+        None => {
+            let (index, census) = scan_keys(&db, dir)?;
+            let mut batch = WriteBatch::default();
+            index.write_all(&db, &mut batch);
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.write_opt(batch, &wo).map_err(storage(dir))?;
+            (index, census)
+        }
+    };
     census.check(keys)?;
-    let next_seq = seqs.last().map_or(0, |k| k + 1);
     Ok(Opened {
         db: Arc::new(db),
-        queue: QueueState::from_keys(seqs),
-        next_seq,
+        queue: QueueState::from_ranges(index.ranges()),
+        next_seq: index.next(),
+        index,
         salvage: None,
         disk_bytes: dir_bytes(dir),
     })
+}
+
+/// Whether the queue holds any key at or past `next` (an index that is behind the keys).
+fn keys_from(db: &DB, next: u64) -> Result<bool, rocksdb::Error> {
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_lower_bound(key(next).to_vec());
+    let mut it = db.raw_iterator_opt(ro);
+    it.seek_to_first();
+    it.status()?;
+    Ok(it.valid())
+}
+
+/// The census of an indexed queue: the live values under each sealing key id, counted from the
+/// index, with up to three of them read to try.
+fn census_of(db: &DB, index: &Index) -> Result<Census, rocksdb::Error> {
+    let mut census = Census::default();
+    for r in index.ranges() {
+        for (part, id) in index.sealed_parts(r) {
+            let n = part.end - part.start;
+            if id.is_empty() {
+                census.plain += n;
+                continue;
+            }
+            let entry = census.sealed.entry(id.to_string()).or_default();
+            entry.0 += n;
+            if entry.1.len() >= 3 {
+                continue;
+            }
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(key(part.end).to_vec());
+            let mut it = db.raw_iterator_opt(ro);
+            it.seek(key(part.start));
+            while it.valid() && entry.1.len() < 3 {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    entry.1.push((k.to_vec(), v.to_vec()));
+                }
+                it.next();
+            }
+            it.status()?;
+        }
+    }
+    Ok(census)
+}
+
+/// Scans every key and value of the queue once: its live ranges, where the sealing key id
+/// changes, and the census of its values (for a directory without a complete index).
+fn scan_keys(db: &DB, dir: &Path) -> Result<(Index, Census), ChannelError> {
+    let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut sealing = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut census = Census::default();
+    let mut it = db.raw_iterator();
+    it.seek_to_first();
+    while it.valid() {
+        let k = it.key().expect("a valid iterator has a key");
+        let seq: [u8; 8] = k.try_into().map_err(|_| {
+            ChannelError::storage(
+                StorageErrorKind::Corruption,
+                dir,
+                format!("key of {} bytes is not a sequence number", k.len()),
+            )
+        })?;
+        let seq = u64::from_be_bytes(seq);
+        match ranges.last_mut() {
+            Some(r) if r.end == seq => r.end += 1,
+            _ => ranges.push(seq..seq + 1),
+        }
+        let v = it.value().unwrap_or_default();
+        let id = match crypt::sealing(v) {
+            Sealing::Plain => Some(String::new()),
+            Sealing::Sealed(id) => Some(id.to_string()),
+            Sealing::Malformed => None,
+        };
+        if let Some(id) = id.filter(|id| current.as_ref() != Some(id)) {
+            sealing.insert(seq, id.clone());
+            current = Some(id);
+        }
+        census.add(k, v);
+        it.next();
+    }
+    it.status().map_err(storage(dir))?;
+    let next = ranges.last().map_or(0, |r| r.end);
+    Ok((Index::new(ranges, sealing, next), census))
 }
 
 /// `(key, value)` pairs as stored.
@@ -245,6 +368,9 @@ pub(super) struct ReadOutcome {
     pub events: Vec<(u64, Event)>,
     /// Sequence numbers dead-lettered by this read, with the reason.
     pub dead: Vec<(u64, String)>,
+    /// Sequence numbers the key index listed that were dead-lettered before (by a read whose
+    /// index update a crash then lost): passed over.
+    pub gone: Vec<u64>,
 }
 
 /// Creates `dir` and its missing parents, and fsyncs the directory holding each one it created:
@@ -267,7 +393,8 @@ fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 /// value never blocks the queue behind it.
 ///
 /// A sealed value that does not open (it fails authentication, or names an unknown key id) is
-/// corruption and is dead-lettered the same way, its sealed bytes kept.
+/// corruption and is dead-lettered the same way, its sealed bytes kept. A missing value that the
+/// dead-letter family holds is passed over ([`ReadOutcome::gone`]).
 ///
 /// # Errors
 /// [`ChannelError::Storage`] on a RocksDB error other than corruption, or a missing key.
@@ -281,11 +408,9 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>], keys: &Keys) -> R
             match entry {
                 salvage::Entry::Value(k, v) => {
                     if k != key(expected) {
-                        return Err(ChannelError::storage(
-                            StorageErrorKind::Corruption,
-                            dir,
-                            format!("event {expected} is missing from the queue"),
-                        ));
+                        let found = <[u8; 8]>::try_from(k).map_or(r.end, u64::from_be_bytes).min(r.end);
+                        pass_over_gone(db, dir, expected..found, &mut out.gone)?;
+                        expected = found;
                     }
                     let decoded =
                         keys.open(Family::Queue, k, v).map_err(|e| format!("does not open: {e}")).and_then(|plain| {
@@ -314,13 +439,7 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>], keys: &Keys) -> R
             }
             Ok(())
         })?;
-        if expected != r.end {
-            return Err(ChannelError::storage(
-                StorageErrorKind::Corruption,
-                dir,
-                format!("events {expected}..{} are missing from the queue", r.end),
-            ));
-        }
+        pass_over_gone(db, dir, expected..r.end, &mut out.gone)?;
     }
     if !out.dead.is_empty() {
         for (seq, _) in &out.dead {
@@ -329,6 +448,29 @@ pub(super) fn read(db: &DB, dir: &Path, ranges: &[Range<u64>], keys: &Keys) -> R
         db.write(dead).map_err(storage(dir))?;
     }
     Ok(out)
+}
+
+/// Notes the missing `seqs` in `gone` when each of them is a dead letter already.
+///
+/// # Errors
+/// `Corruption` naming the first that is not: an event lost from the queue.
+fn pass_over_gone(db: &DB, dir: &Path, seqs: Range<u64>, gone: &mut Vec<u64>) -> Result<(), ChannelError> {
+    let cf = db.cf_handle(DEAD_LETTER_CF);
+    for seq in seqs {
+        let dead = match cf {
+            Some(cf) => db.get_pinned_cf(cf, key(seq)).map_err(storage(dir))?.is_some(),
+            None => false,
+        };
+        if !dead {
+            return Err(ChannelError::storage(
+                StorageErrorKind::Corruption,
+                dir,
+                format!("event {seq} is missing from the queue"),
+            ));
+        }
+        gone.push(seq);
+    }
+    Ok(())
 }
 
 /// Adds a dead letter for `key` to `batch`, sealed (reason and value) when `keys` has a cipher.
@@ -489,7 +631,9 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread for `db`; it answers puts to `notify`, tagged with `epoch`.
-    /// Values are sealed with `keys`.
+    /// Values are sealed with `keys`; `index` is the database's key index, which the thread
+    /// keeps from now on.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         name: &str,
         db: Arc<DB>,
@@ -498,7 +642,9 @@ impl Writer {
         notify: Recipient<Written>,
         epoch: u64,
         keys: Keys,
+        index: Index,
     ) -> Self {
+        let sealing = keys.cipher.as_ref().map_or_else(String::new, |c| c.active().to_string());
         let (ops, rx) = mpsc::channel();
         // With a cipher, a second thread encodes and seals each put while the writer writes (and
         // fsyncs) the group before it: sealing stays off the writer's path.
@@ -515,7 +661,7 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name(format!("rocksdb-{name}"))
-            .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch))
+            .spawn(move || write_loop(&db, &dir, &rx, sync, &notify, epoch, index, &sealing))
             .expect("the OS can start a thread");
         Writer { ops, thread, sealer }
     }
@@ -565,8 +711,19 @@ fn seal_loop(rx: &mpsc::Receiver<WriteOp>, to_writer: &mpsc::Sender<WriteOp>, ci
 
 /// Gathers every queued request into one `WriteBatch` and writes it with one fsync (`sync`):
 /// concurrent puts share the fsync (group commit). Committed ranges become range deletions.
-/// Sealed puts come from [`seal_loop`].
-fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, notify: &Recipient<Written>, epoch: u64) {
+/// Sealed puts come from [`seal_loop`]. The same batch carries the key index's change, so the
+/// index is always what was written; puts are recorded as sealed under `sealing`.
+#[allow(clippy::too_many_arguments)]
+fn write_loop(
+    db: &DB,
+    dir: &Path,
+    rx: &mpsc::Receiver<WriteOp>,
+    sync: bool,
+    notify: &Recipient<Written>,
+    epoch: u64,
+    mut index: Index,
+    sealing: &str,
+) {
     let mut value = BytesMut::with_capacity(64 * 1024);
     let mut failing = 0u64;
     while let Ok(op) = rx.recv() {
@@ -575,6 +732,8 @@ fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, not
         let mut deletes = Seqs::new();
         let mut next = Some(op);
         let mut gathered = 0;
+        // The index after this group, kept only if the group is written.
+        let mut after = index.clone();
         while let Some(op) = next {
             match op {
                 WriteOp::Put { first, events } => {
@@ -583,6 +742,7 @@ fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, not
                         e.encode(&mut value);
                         batch.put(key(first + i as u64), &value);
                     }
+                    after.append(db, &mut batch, first..first + events.len() as u64, sealing);
                     puts.push((first, events));
                 }
                 WriteOp::Sealed { first, events, values, ends } => {
@@ -591,6 +751,7 @@ fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, not
                         batch.put(key(first + i as u64), &values[start..end]);
                         start = end;
                     }
+                    after.append(db, &mut batch, first..first + events.len() as u64, sealing);
                     puts.push((first, events));
                 }
                 WriteOp::Delete(seqs) => deletes.extend(seqs),
@@ -600,10 +761,14 @@ fn write_loop(db: &DB, dir: &Path, rx: &mpsc::Receiver<WriteOp>, sync: bool, not
         }
         for r in coalesce(deletes) {
             batch.delete_range(key(r.start), key(r.end));
+            after.remove(db, &mut batch, r);
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync && !puts.is_empty());
         let result = db.write_opt(batch, &wo).map_err(|e| ChannelError::rocksdb(dir, &e));
+        if result.is_ok() {
+            index = after;
+        }
         // One line when writes start failing, one when they work again (with the count between).
         match &result {
             Err(e) if failing == 0 => {
@@ -649,7 +814,7 @@ mod tests {
     #[test]
     fn reopening_finds_the_keys_and_reads_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1"), &Tuning::default()).unwrap();
         assert_eq!((opened.next_seq, opened.queue.held()), (0, 0));
         let mut batch = WriteBatch::default();
         let line = |i: u64| Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[{i}]: check pass; user unknown"));
@@ -659,11 +824,99 @@ mod tests {
         batch.delete_range(key(2), key(5));
         opened.db.write(batch).unwrap();
         drop(opened);
-        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1"), &Tuning::default()).unwrap();
         assert_eq!((opened.next_seq, opened.queue.held()), (10, 7));
         let read_back = read(&opened.db, dir.path(), &[0..2, 6..8], &Keys::plain("c1")).unwrap();
         assert_eq!(read_back.events, vec![(0, line(0)), (1, line(1)), (6, line(6)), (7, line(7))]);
         assert!(read(&opened.db, dir.path(), &[1..4], &Keys::plain("c1")).is_err(), "2..5 were deleted");
+    }
+
+    /// Flips 8 bytes a third into the queue's (default column family's) table file.
+    fn damage_the_queue_table(dir: &Path) {
+        let db = open_db(dir, &Tuning::default()).unwrap();
+        let files = db.live_files().unwrap();
+        drop(db);
+        let sst = files.iter().find(|f| f.column_family_name == "default").expect("the queue was flushed");
+        let path = dir.join(sst.name.trim_start_matches('/'));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 3;
+        for b in &mut bytes[at..at + 8] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn an_indexed_open_reads_no_event_and_an_unindexed_one_reads_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, tuning) = (Keys::plain("c1"), Tuning::default());
+        let line = |i: u64| {
+            Event::new(format!("081109 203615 148 INFO dfs.DataNode$PacketResponder: block blk_{i} terminating"))
+        };
+        let n = 30_000u64;
+        {
+            let opened = open(dir.path(), &keys, &tuning).unwrap();
+            let mut index = opened.index.clone();
+            let mut batch = WriteBatch::default();
+            for i in 0..n {
+                batch.put(key(i), line(i).to_bytes());
+            }
+            index.append(&opened.db, &mut batch, 0..n, "");
+            batch.delete_range(key(0), key(1000));
+            index.remove(&opened.db, &mut batch, 0..1000);
+            opened.db.write(batch).unwrap();
+            opened.db.flush().unwrap();
+        }
+        damage_the_queue_table(dir.path());
+        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        assert!(opened.salvage.is_none(), "the open read none of the damaged values");
+        assert_eq!((opened.queue.held(), opened.next_seq), (n - 1000, n));
+        let first = read(&opened.db, dir.path(), &[1000..n], &keys).unwrap();
+        assert!(!first.dead.is_empty() && first.dead.len() < 200, "taking finds the damage: {}", first.dead.len());
+        assert_eq!(first.events.len() + first.dead.len(), (n - 1000) as usize);
+        drop(opened);
+
+        // Control: without a complete index the open reads every value, and meets the damaged
+        // block (still in the table file: the dead letters only shadow its values).
+        {
+            let db = open_db(dir.path(), &tuning).unwrap();
+            let mut b = WriteBatch::default();
+            Index::invalidate(&db, &mut b);
+            db.write(b).unwrap();
+        }
+        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        assert!(opened.salvage.is_some(), "a scan of every value meets the damage");
+    }
+
+    #[test]
+    fn a_value_dead_lettered_before_a_crash_that_lost_the_index_update_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, tuning) = (Keys::plain("c1"), Tuning::default());
+        let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
+        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        let mut index = opened.index.clone();
+        let mut batch = WriteBatch::default();
+        for i in 0..10u64 {
+            if i == 4 {
+                batch.put(key(i), b"\xff\xff\xff\x7f not an event");
+            } else {
+                batch.put(key(i), line(i).to_bytes());
+            }
+        }
+        index.append(&opened.db, &mut batch, 0..10, "");
+        opened.db.write(batch).unwrap();
+        let first = read(&opened.db, dir.path(), &[0..10], &keys).unwrap();
+        assert_eq!((first.dead.len(), first.gone.len(), first.events.len()), (1, 0, 9));
+        drop(opened);
+        // The writer never removed 4 from the index (as after a crash).
+        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        assert_eq!(opened.queue.held(), 10);
+        let again = read(&opened.db, dir.path(), &[0..10], &keys).unwrap();
+        assert_eq!((again.gone, again.dead.len(), again.events.len()), (vec![4], 0, 9));
+        // Control: a value missing without a dead letter is a lost event, not passed over.
+        opened.db.delete(key(7)).unwrap();
+        let lost = read(&opened.db, dir.path(), &[0..10], &keys).unwrap_err();
+        assert!(lost.to_string().contains("event 7 is missing"), "{lost}");
     }
 
     #[test]
@@ -672,7 +925,7 @@ mod tests {
         let line = |i: u64| Event::new(format!("Jun 15 04:06:18 combo su(pam_unix)[21416]: session opened {i}"));
         let n = 3000u64;
         {
-            let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
+            let opened = open(dir.path(), &Keys::plain("c1"), &Tuning::default()).unwrap();
             let mut batch = WriteBatch::default();
             for i in 0..n {
                 batch.put(key(i), line(i).to_bytes());
@@ -693,7 +946,7 @@ mod tests {
         }
         std::fs::write(&sst, bytes).unwrap();
         // Opened without the scan, as a running channel holds it when the damage appears.
-        let db = open_db(dir.path()).unwrap();
+        let db = open_db(dir.path(), &Tuning::default()).unwrap();
         let outcome = read(&db, dir.path(), &[0..n], &Keys::plain("c1")).unwrap();
         let dead: Vec<u64> = outcome.dead.iter().map(|(s, _)| *s).collect();
         assert!(!dead.is_empty() && dead.len() < 100, "one block's events: {dead:?}");
@@ -711,7 +964,7 @@ mod tests {
         };
         let old = crypt::cipher_of("c1", &[("a", [1; 32])], "a");
         {
-            let db = open_db(dir.path()).unwrap();
+            let db = open_db(dir.path(), &Tuning::default()).unwrap();
             let mut batch = WriteBatch::default();
             for i in 0..100u64 {
                 let plain = line(i).to_bytes();
@@ -734,7 +987,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
         let rotated = crypt::cipher_of("c1", &[("a", [1; 32]), ("b", [2; 32])], "b");
         let keys = Keys { channel: "c1".into(), cipher: Some(rotated) };
-        let opened = open(dir.path(), &keys).unwrap();
+        let opened = open(dir.path(), &keys, &Tuning::default()).unwrap();
         let report = opened.salvage.clone().expect("salvaged");
         assert_eq!((report.salvaged, report.dead_lettered), (99, 1), "{report}");
         let mut census = Census::default();
@@ -769,7 +1022,7 @@ mod tests {
     #[test]
     fn an_undecodable_value_is_dead_lettered_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        let opened = open(dir.path(), &Keys::plain("c1")).unwrap();
+        let opened = open(dir.path(), &Keys::plain("c1"), &Tuning::default()).unwrap();
         let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
         let mut batch = WriteBatch::default();
         for i in 0..5u64 {

@@ -163,9 +163,9 @@ fn open_read_only(dir: &Path) -> Result<ReadOnly, ToolError> {
         return Err(ToolError::NotAChannel(dir.to_path_buf()));
     }
     let lock = lock(dir)?;
-    let opts = store::db_options();
+    let opts = store::db_options(&store::Tuning::default());
     let names = DB::list_cf(&opts, dir).map_err(|e| ChannelError::rocksdb(dir, &e))?;
-    let cfs = names.iter().map(|n| ColumnFamilyDescriptor::new(n, store::db_options()));
+    let cfs = names.iter().map(|n| ColumnFamilyDescriptor::new(n, store::db_options(&store::Tuning::default())));
     let db = DB::open_cf_descriptors_read_only(&opts, dir, cfs, false).map_err(|e| ChannelError::rocksdb(dir, &e))?;
     Ok(ReadOnly { db, _lock: lock })
 }
@@ -714,7 +714,7 @@ fn parse_line(line: &[u8]) -> Result<Event, String> {
 /// [`ToolError::Channel`]: `Lock` while an agent runs the channel, `Corruption` when the channel
 /// is damaged (salvage it first), `NoSpace`, ...
 pub fn import(dir: &Path, keys: &Keys, input: impl BufRead) -> Result<ImportReport, ToolError> {
-    let opened = match store::open_checked(dir, keys) {
+    let opened = match store::open_checked(dir, keys, &store::Tuning::default()) {
         Err(ChannelError::Storage { kind: StorageErrorKind::Lock, status, .. }) => {
             return Err(lock_held(&dir.join("LOCK"), &status).into())
         }
@@ -738,6 +738,9 @@ pub fn import(dir: &Path, keys: &Keys, input: impl BufRead) -> Result<ImportRepo
         n += 1;
     }
     if n > 0 {
+        // The key index in the same batch: the next open reads no event either.
+        let sealing = keys.cipher.as_ref().map_or("", |c| c.active());
+        opened.index.clone().append(&opened.db, &mut batch, first..first + n, sealing);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         opened.db.write_opt(batch, &wo).map_err(|e| ChannelError::rocksdb(dir, &e))?;
@@ -922,7 +925,7 @@ mod tests {
         let mut again = Vec::new();
         export(&b, &Keys::default(), false, &mut again).unwrap();
         assert_eq!(again, exported, "export, import, export: the same lines");
-        let db = store::open_checked(&b, &Keys::default()).unwrap();
+        let db = store::open_checked(&b, &Keys::default(), &store::Tuning::default()).unwrap();
         let read = store::read(&db.db, &b, &[0..6], &Keys::default()).unwrap();
         let want: Vec<Event> = events().into_iter().chain(events()).collect();
         assert_eq!(read.events.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), want);
