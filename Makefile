@@ -5,6 +5,12 @@
 #   make soak   the SIGKILL battery with 100 kills instead of 10
 #   make fuzz   the cargo-fuzz targets of fuzz/, FUZZ_SECONDS (default 60) each; not part of make test
 #   make deb    the Debian package (cargo-deb) in $(CARGO_TARGET_DIR)/debian/: binary, flumen@.service
+#   make bench-e2e  the README's performance tables: benches/e2e/bench_all.py runs the end-to-end
+#               comparisons (peaks, latency, a backlog opening, many connections, big events, fan-out)
+#               against the peers that are installed (rsyslog, syslog-ng, socat), writes the raw runs
+#               to benches/e2e/results/ and the tables into README.md; about 30 minutes on 2 cores.
+#               `make bench-e2e BENCH_QUICK=1` tries it in about 5 (small sizes, README untouched);
+#               BENCH_N, BENCH_REPEAT, BENCH_SECTIONS, ... set each section's size (see bench_all.py)
 # Both first install, on Debian/Ubuntu, the system packages the build and the tests need.
 
 CARGO_TARGET_DIR ?= $(HOME)/.cache/flumen-target
@@ -20,10 +26,11 @@ export CARGO_TARGET_DIR
 # tmux: the terminal `flumen top` runs in for tests/top.rs; libssl-dev, libsasl2-dev, pkg-config: librdkafka
 # with SSL and SASL; openssl: `openssl s_client` in the TLS tests; rsyslog-gnutls, rsyslog-openssl:
 # rsyslog sending RFC 5425 syslog over TLS; thrift-compiler: Flume's Thrift IDL compiled for the Python
-# Thrift peer of tests/thrift.rs; python3-venv: the virtual environment of the Python peers (PYENV).
+# Thrift peer of tests/thrift.rs; python3-venv: the virtual environment of the Python peers (PYENV);
+# socat: the plain socket-to-file copy `make bench-e2e` measures as the ceiling of the memory path.
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
   dpkg-dev systemd adduser python3-prometheus-client tmux libssl-dev libsasl2-dev pkg-config openssl \
-  rsyslog rsyslog-gnutls rsyslog-openssl thrift-compiler python3-venv
+  rsyslog rsyslog-gnutls rsyslog-openssl thrift-compiler python3-venv socat
 
 # The Python peers of the Avro and Thrift tests (Apache Avro's and Apache Thrift's Python libraries from
 # PyPI), in a virtual environment under the target dir; the tests find it through FLUMEN_PYENV.
@@ -35,7 +42,7 @@ pyenv: deps
 	@[ -x $(PYENV)/bin/python ] || python3 -m venv $(PYENV)
 	@$(PYENV)/bin/python -c 'import avro.ipc, thrift' 2>/dev/null || $(PYENV)/bin/pip install -q $(PY_PACKAGES)
 
-.PHONY: pyenv deps build run test topology-tests soak bench fuzz deb cargo-deb
+.PHONY: pyenv deps build run test topology-tests soak bench bench-e2e fuzz deb cargo-deb
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -79,6 +86,13 @@ soak: deps
 
 bench: deps
 	cargo bench --bench channel --bench syslog
+
+# The end-to-end tables, with the release binary `build` made; the harness is ../shared/bench/e2e.py
+# (E2E_HARNESS), syslog-ng is $E2E_SYSLOG_NG, else on PATH, in ~/.cache/e2e-peers/bin (the harness's
+# setup-peers.sh) or the copy `make test` unpacks under the target dir. BENCH_* variables given to
+# make reach bench_all.py through the environment.
+bench-e2e: build
+	python3 benches/e2e/bench_all.py --flumen $(CARGO_TARGET_DIR)/release/flumen
 
 # The fuzz build has its own target dir (other RUSTFLAGS: it compiles RocksDB and librdkafka again)
 # and needs a nightly toolchain. Seeds are written by fuzz/seeds.py from the Loghub samples and the
