@@ -375,8 +375,14 @@ fn flipped_bytes_in_a_table_file_lose_only_the_damaged_block() {
     wait_for(
         Duration::from_secs(60),
         || run.delivered1().len() as u64 + run.metric("EventDeadLetterCount") >= total,
-        || format!("{} of {total} events delivered or dead-lettered; log:
-{}", run.delivered1().len(), run.log()),
+        || {
+            format!(
+                "{} of {total} events delivered or dead-lettered; log:
+{}",
+                run.delivered1().len(),
+                run.log()
+            )
+        },
     );
     let dead = run.metric("EventDeadLetterCount");
     let delivered = run.delivered1();

@@ -288,7 +288,7 @@ mod tests {
     fn an_index_without_its_completion_mark_is_not_used() {
         let (dir, db) = db();
         assert_eq!(Index::read(&db, dir.path()).unwrap(), None);
-        let index = Index::new([5..10], BTreeMap::new(), 10);
+        let index = Index::new(std::iter::once(5..10), BTreeMap::new(), 10);
         let mut b = WriteBatch::default();
         index.write_all(&db, &mut b);
         db.write(b).unwrap();
