@@ -27,10 +27,11 @@ export CARGO_TARGET_DIR
 # with SSL and SASL; openssl: `openssl s_client` in the TLS tests; rsyslog-gnutls, rsyslog-openssl:
 # rsyslog sending RFC 5425 syslog over TLS; thrift-compiler: Flume's Thrift IDL compiled for the Python
 # Thrift peer of tests/thrift.rs; python3-venv: the virtual environment of the Python peers (PYENV);
-# socat: the plain socket-to-file copy `make bench-e2e` measures as the ceiling of the memory path.
+# socat: the plain socket-to-file copy `make bench-e2e` measures as the ceiling of the memory path;
+# valgrind, linux-perf: the profiles of benches/e2e/profile/.
 APT_PACKAGES := clang libclang-dev cmake g++ make bsdutils curl procps kcat python3 logrotate fiu-utils fuse3 mount \
   dpkg-dev systemd adduser python3-prometheus-client tmux libssl-dev libsasl2-dev pkg-config openssl \
-  rsyslog rsyslog-gnutls rsyslog-openssl thrift-compiler python3-venv socat
+  rsyslog rsyslog-gnutls rsyslog-openssl thrift-compiler python3-venv socat valgrind linux-perf
 
 # The Python peers of the Avro and Thrift tests (Apache Avro's and Apache Thrift's Python libraries from
 # PyPI), in a virtual environment under the target dir; the tests find it through FLUMEN_PYENV.

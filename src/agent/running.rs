@@ -252,7 +252,8 @@ impl RunningAgent {
         Ok(match config {
             ChannelConfig::Memory(c) => {
                 let addr = MemoryChannel::new(c.clone(), counters).start();
-                RunningChannel { handle: ChannelHandle::new(name, addr.clone()), memory: Some(addr), spillable: None }
+                let handle = ChannelHandle::new(name, addr.clone()).with_put_returning(addr.clone().recipient());
+                RunningChannel { handle, memory: Some(addr), spillable: None }
             }
             ChannelConfig::RocksDb(c) => {
                 let handle = crate::channel::rocksdb::start(name, c.clone(), counters, self.options.strict)

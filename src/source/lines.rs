@@ -1,13 +1,16 @@
 //! Splitting a byte stream into line events: LF or CRLF ends a line and is not part of the body.
 //!
 //! Lines longer than a limit are cut to the limit and flagged (the caller counts them); the rest
-//! of such a line is skipped up to its end. Line bodies are zero-copy slices of the read buffer;
-//! [`read_batch`] (the stream readers: `Netcat`, `SyslogTcp`, `Exec`) copies each batch's bodies
-//! into one allocation of their size, so that an event held in a channel keeps its own bytes,
-//! not the connection's read buffer, alive. Stream read buffers start at [`MIN_READ`] bytes,
-//! grow while reads fill them (up to [`READ_CHUNK`]) and shrink back when the stream pauses.
+//! of such a line is skipped up to its end. [`LineBuffer`] copies each line body, as it hands it
+//! out, into a body buffer sized to the bytes buffered (at most [`BODY_CHUNK`]), the bodies back
+//! to back; so an event held in a channel keeps its own bytes, not the connection's read buffer,
+//! alive, and the read buffer, never shared, is reused in place. Framings that cut bodies out of
+//! their read buffer ([`Framing`]) get them copied by [`read_batch`] (`SyslogTcp`'s octet
+//! counting), into one allocation of their size ([`compact`]). Stream read buffers start at
+//! [`MIN_READ`] bytes, grow while reads fill them (up to [`READ_CHUNK`]) and shrink back when the
+//! stream pauses.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// One line read from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub struct Line {
 #[derive(Debug)]
 pub struct LineBuffer {
     buf: BytesMut,
+    /// Bytes at the start of `buf` already handed out (dropped from `buf` before the next read).
+    read: usize,
+    /// Where bodies are copied as they are handed out; its spare room is for the next bodies.
+    bodies: BytesMut,
     room: ReadRoom,
     max_line: usize,
     skipping: bool,
@@ -30,6 +37,11 @@ pub struct LineBuffer {
 
 /// The most room a read gets in a buffer, in bytes.
 pub const READ_CHUNK: usize = 256 * 1024;
+
+/// The largest body buffer of a [`LineBuffer`], in bytes (a single longer body gets one of its
+/// own size): the most one event may keep alive beyond its own body, when the bytes buffered
+/// with it turn out not to be lines (the skipped rest of an overlong line).
+pub const BODY_CHUNK: usize = 32 * 1024;
 
 /// The room a stream read gets at first and after the stream paused, in bytes.
 pub const MIN_READ: usize = 4 * 1024;
@@ -84,6 +96,8 @@ impl LineBuffer {
     pub fn new(max_line: usize) -> Self {
         LineBuffer {
             buf: BytesMut::new(),
+            read: 0,
+            bodies: BytesMut::new(),
             room: ReadRoom::default(),
             max_line: max_line.max(1),
             skipping: false,
@@ -93,7 +107,21 @@ impl LineBuffer {
 
     /// The buffer to read more bytes into (with room for a read; see [`ReadRoom`]).
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        self.settle();
         self.room.prepare(&mut self.buf)
+    }
+
+    /// Drops the bytes handed out from the read buffer.
+    fn settle(&mut self) {
+        if self.read > 0 {
+            self.buf.advance(self.read);
+            self.read = 0;
+        }
+    }
+
+    /// The buffered bytes not handed out yet.
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.read..]
     }
 
     /// Stream bytes used by the lines handed out so far, skipped remainders of cut lines included.
@@ -105,73 +133,100 @@ impl LineBuffer {
 
     /// Bytes buffered that are not yet part of a line handed out.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.read
     }
 
     /// Whether the buffer holds nothing: no buffered bytes, and not inside the skipped rest of a
     /// cut line. Such a buffer may be dropped and a new one started at [`LineBuffer::consumed`].
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty() && !self.skipping
+        self.pending() == 0 && !self.skipping
     }
 
     /// The next complete line, if the buffer holds one (or a cut one when it is over the limit).
     pub fn next_line(&mut self) -> Option<Line> {
         if self.skipping {
-            match memchr::memchr(b'\n', &self.buf) {
+            match memchr::memchr(b'\n', self.rest()) {
                 Some(pos) => {
-                    let _ = self.buf.split_to(pos + 1);
+                    self.read += pos + 1;
                     self.consumed += pos as u64 + 1;
                     self.skipping = false;
                 }
                 None => {
-                    self.consumed += self.buf.len() as u64;
+                    self.consumed += self.pending() as u64;
                     self.buf.clear();
+                    self.read = 0;
+                    self.release_bodies();
                     return None;
                 }
             }
         }
-        let limit = self.buf.len().min(self.max_line + 2);
-        match memchr::memchr(b'\n', &self.buf[..limit]) {
+        let rest = self.rest();
+        let limit = rest.len().min(self.max_line + 2);
+        match memchr::memchr(b'\n', &rest[..limit]) {
             Some(pos) => {
-                let mut line = self.buf.split_to(pos + 1);
-                self.consumed += pos as u64 + 1;
                 let mut end = pos;
-                if end > 0 && line[end - 1] == b'\r' {
+                if end > 0 && rest[end - 1] == b'\r' {
                     end -= 1;
                 }
                 let truncated = end > self.max_line;
-                line.truncate(end.min(self.max_line));
-                Some(Line { body: line.freeze(), truncated })
+                let body = self.take_body(end.min(self.max_line), pos + 1);
+                self.consumed += pos as u64 + 1;
+                Some(Line { body, truncated })
             }
-            None if self.buf.len() > self.max_line + 1 => {
-                let body = self.buf.split_to(self.max_line).freeze();
+            None if rest.len() > self.max_line + 1 => {
+                let body = self.take_body(self.max_line, self.max_line);
                 self.consumed += self.max_line as u64;
                 self.skipping = true;
                 Some(Line { body, truncated: true })
             }
-            None => None,
+            None => {
+                self.release_bodies();
+                None
+            }
+        }
+    }
+
+    /// Copies the first `len` bytes not handed out yet into the body buffer, and hands out the
+    /// first `used` (`len` plus the line end). A body buffer without room for `len` is replaced
+    /// by one sized to the bytes buffered (those that may become bodies), at most [`BODY_CHUNK`]
+    /// unless `len` is larger.
+    fn take_body(&mut self, len: usize, used: usize) -> Bytes {
+        let rest = &self.buf[self.read..];
+        if self.bodies.capacity() < len {
+            self.bodies = BytesMut::with_capacity(rest.len().min(BODY_CHUNK).max(len));
+        }
+        self.bodies.extend_from_slice(&rest[..len]);
+        self.read += used;
+        self.bodies.split().freeze()
+    }
+
+    /// Lets go of the body buffer's spare room (the buffer holds no complete line: the next
+    /// bodies come from a later read), so that a paused stream keeps no body buffer alive.
+    fn release_bodies(&mut self) {
+        if self.bodies.capacity() > 0 {
+            self.bodies = BytesMut::new();
         }
     }
 
     /// At the end of the stream: the final line if it has no line ending (it is still an event).
     pub fn finish(&mut self) -> Option<Line> {
         if self.skipping {
-            self.consumed += self.buf.len() as u64;
+            self.consumed += self.pending() as u64;
             self.buf.clear();
+            self.read = 0;
             self.skipping = false;
             return None;
         }
-        if self.buf.is_empty() {
+        if self.pending() == 0 {
             return None;
         }
-        let mut line = self.buf.split();
-        self.consumed += line.len() as u64;
-        if line.ends_with(b"\r") {
-            line.truncate(line.len() - 1);
-        }
-        let truncated = line.len() > self.max_line;
-        line.truncate(line.len().min(self.max_line));
-        Some(Line { body: line.freeze(), truncated })
+        let used = self.pending();
+        let end = if self.rest().ends_with(b"\r") { used - 1 } else { used };
+        let truncated = end > self.max_line;
+        let body = self.take_body(end.min(self.max_line), used);
+        self.consumed += used as u64;
+        self.release_bodies();
+        Some(Line { body, truncated })
     }
 }
 
@@ -215,23 +270,51 @@ mod tests {
     }
 
     #[test]
-    fn compacted_bodies_do_not_keep_the_read_buffer() {
+    fn line_bodies_do_not_keep_the_read_buffer() {
         let mut lb = LineBuffer::new(100);
         let start = lb.buffer_mut().as_ptr() as usize;
         let end = start + lb.buffer_mut().capacity();
-        feed(&mut lb, b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown\nshort\n");
-        let mut lines = vec![lb.next_line().unwrap(), lb.next_line().unwrap()];
+        feed(&mut lb, b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown\nshort\nlast\npart");
+        let mut lines = vec![lb.next_line().unwrap(), lb.next_line().unwrap(), lb.next_line().unwrap()];
         let inside = |l: &Line| (start..end).contains(&(l.body.as_ptr() as usize));
-        assert!(lines.iter().all(inside), "cut from the read buffer");
+        assert!(!lines.iter().any(inside), "copied out of the read buffer");
+        let at = |l: &Line| l.body.as_ptr() as usize;
+        assert_eq!(at(&lines[1]), at(&lines[0]) + lines[0].body.len(), "one allocation, back to back");
+        assert_eq!(at(&lines[2]), at(&lines[1]) + lines[1].body.len(), "one allocation, back to back");
+        let before: Vec<usize> = lines.iter().map(at).collect();
         compact(&mut lines);
+        assert_eq!(lines.iter().map(at).collect::<Vec<_>>(), before, "not copied again");
         assert_eq!(lines[0].body, &b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown"[..]);
         assert_eq!(lines[1].body, &b"short"[..]);
+        assert_eq!(lines[2].body, &b"last"[..]);
+        // The read buffer is not shared: the partial line stays where it was read.
+        assert_eq!(lb.buffer_mut().as_ptr() as usize, start + 81);
+        assert_eq!(lb.finish().unwrap().body, &b"part"[..]);
+    }
+
+    #[test]
+    fn compacted_bodies_cut_from_a_read_buffer_do_not_keep_it() {
+        let mut read = BytesMut::from(&b"12 first frame9 second!x\n"[..]);
+        let (start, end) = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
+        let _ = read.split_to(3);
+        let first = read.split_to(11).freeze();
+        let _ = read.split_to(2);
+        let second = read.split_to(7).freeze();
+        let mut lines = vec![
+            Line { body: first, truncated: false },
+            Line { body: second, truncated: false },
+            Line { body: Bytes::from_static(b"static"), truncated: false },
+        ];
+        compact(&mut lines);
+        let inside = |l: &Line| (start..end).contains(&(l.body.as_ptr() as usize));
         assert!(!lines.iter().any(inside), "copied out of the read buffer");
         assert_eq!(
-            lines[1].body.as_ptr() as usize,
-            lines[0].body.as_ptr() as usize + lines[0].body.len(),
-            "one allocation"
+            lines.iter().map(|l| l.body.as_ref()).collect::<Vec<_>>(),
+            [&b"first frame"[..], b"second!", b"static"]
         );
+        let at = |l: &Line| l.body.as_ptr() as usize;
+        assert_eq!(at(&lines[1]), at(&lines[0]) + 11, "one allocation");
+        assert_eq!(at(&lines[2]), at(&lines[1]) + 7, "one allocation");
     }
 
     #[test]
@@ -289,6 +372,7 @@ impl Framing for LineBuffer {
         self.room.filled(n);
     }
     fn idle(&mut self) {
+        self.settle();
         self.room.idle(&mut self.buf);
     }
     fn next_line(&mut self) -> Option<Line> {
@@ -396,16 +480,32 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-/// Copies the bodies of `lines` into one allocation of their total size, each body a slice of
-/// it: the batch no longer keeps the read buffer it was cut from alive (a 512-byte event held in
-/// a channel would otherwise pin a read buffer of up to [`READ_CHUNK`]), and the read buffer,
-/// no longer shared, is reused for the next reads. One allocation and one copy per batch.
+/// Copies the bodies of `lines` that a framing cut out of its read buffer into one allocation of
+/// their total size, each body a slice of it: the batch no longer keeps the read buffer it was
+/// cut from alive (a 512-byte event held in a channel would otherwise pin a read buffer of up to
+/// [`READ_CHUNK`]), and the read buffer, no longer shared, is reused for the next reads. One
+/// allocation and one copy per batch.
+///
+/// Bodies lying back to back with a neighbour are left as they are: they were copied already
+/// ([`LineBuffer`]'s body buffer), as bodies cut out of a read buffer never lie back to back (a
+/// line end or a length prefix lies between them).
 pub fn compact(lines: &mut [Line]) {
-    let total: usize = lines.iter().map(|l| l.body.len()).sum();
+    let joined = |a: &Bytes, b: &Bytes| a.as_ptr().wrapping_add(a.len()) == b.as_ptr();
+    let copied = |lines: &[Line], i: usize| {
+        (i > 0 && joined(&lines[i - 1].body, &lines[i].body))
+            || (i + 1 < lines.len() && joined(&lines[i].body, &lines[i + 1].body))
+    };
+    if (0..lines.len()).all(|i| copied(lines, i)) {
+        return;
+    }
+    let keep: Vec<bool> = (0..lines.len()).map(|i| copied(lines, i)).collect();
+    let total: usize = lines.iter().zip(&keep).filter(|(_, k)| !**k).map(|(l, _)| l.body.len()).sum();
     let mut arena = BytesMut::with_capacity(total);
-    for line in lines {
-        arena.extend_from_slice(&line.body);
-        line.body = arena.split().freeze();
+    for (line, keep) in lines.iter_mut().zip(keep) {
+        if !keep {
+            arena.extend_from_slice(&line.body);
+            line.body = arena.split().freeze();
+        }
     }
 }
 
