@@ -252,8 +252,7 @@ impl RunningAgent {
         Ok(match config {
             ChannelConfig::Memory(c) => {
                 let addr = MemoryChannel::new(c.clone(), counters).start();
-                let handle = ChannelHandle::new(name, addr.clone()).with_put_returning(addr.clone().recipient());
-                RunningChannel { handle, memory: Some(addr), spillable: None }
+                RunningChannel { handle: ChannelHandle::new(name, addr.clone()), memory: Some(addr), spillable: None }
             }
             ChannelConfig::RocksDb(c) => {
                 let handle = crate::channel::rocksdb::start(name, c.clone(), counters, self.options.strict)

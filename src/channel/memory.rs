@@ -13,8 +13,7 @@ use actix::prelude::*;
 use serde::Deserialize;
 
 use super::{
-    await_parked, ChannelError, Close, Commit, ParkedQueue, Put, PutReturning, Refused, Rollback, Size, Take, TakeTxn,
-    TxnId, PARK_TICK,
+    await_parked, ChannelError, Close, Commit, ParkedQueue, Put, Rollback, Size, Take, TakeTxn, TxnId, PARK_TICK,
 };
 use crate::config::duration;
 use crate::event::Event;
@@ -73,9 +72,6 @@ pub fn default_byte_capacity() -> u64 {
 
 /// The bytes of an event that `byte_capacity` counts: its body and its header keys and values.
 pub fn event_bytes(e: &Event) -> u64 {
-    if e.headers.is_empty() {
-        return e.body.len() as u64;
-    }
     (e.body.len() + e.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64
 }
 
@@ -83,25 +79,17 @@ fn batch_bytes(events: &[Event]) -> u64 {
     events.iter().map(event_bytes).sum()
 }
 
-/// A put waiting for room: its batch, and where a refused [`PutReturning`] sends it back.
-struct ParkedPut {
-    events: Vec<Event>,
-    back: Option<tokio::sync::oneshot::Sender<Vec<Event>>>,
-}
-
 /// The memory channel actor.
 pub struct MemoryChannel {
     config: MemoryConfig,
     counters: Arc<ChannelCounters>,
     queue: VecDeque<Event>,
-    /// Take transactions not settled yet: their event count and [`event_bytes`]. Their events
-    /// are lent to the taker ([`TakeTxn::lent`]), who hands them back on a rollback.
-    in_flight: HashMap<TxnId, (u64, u64)>,
+    in_flight: HashMap<TxnId, (Vec<Event>, u64)>,
     held_in_flight: u64,
     /// [`event_bytes`] of the events held (queued and in flight).
     held_bytes: u64,
     next_txn: TxnId,
-    puts: ParkedQueue<ParkedPut, ()>,
+    puts: ParkedQueue<Vec<Event>, ()>,
     takes: ParkedQueue<usize, TakeTxn>,
     closed: bool,
 }
@@ -154,10 +142,10 @@ impl MemoryChannel {
         let events: Vec<Event> = self.queue.drain(..n).collect();
         let id = self.next_txn;
         self.next_txn += 1;
-        self.in_flight.insert(id, (n as u64, batch_bytes(&events)));
+        self.in_flight.insert(id, (events.clone(), batch_bytes(&events)));
         self.held_in_flight += n as u64;
         self.counters.take_success.add(n as u64);
-        TakeTxn::lent(id, events, ctx.address().recipient())
+        TakeTxn::new(id, events, ctx.address().recipient())
     }
 
     /// Serves parked puts (in order, while they fit) and parked takes (while events are available).
@@ -167,11 +155,11 @@ impl MemoryChannel {
                 self.puts.0.pop_front();
                 continue;
             }
-            if !self.fits(&p.request.events) {
+            if !self.fits(&p.request) {
                 break;
             }
             let p = self.puts.0.pop_front().expect("front exists");
-            self.commit_put(p.request.events);
+            self.commit_put(p.request);
             let _ = p.reply.send(Ok(()));
         }
         while !self.queue.is_empty() {
@@ -182,31 +170,18 @@ impl MemoryChannel {
             let txn = self.take_now(p.request, ctx);
             if let Err(Ok(mut txn)) = p.reply.send(Ok(txn)) {
                 // The taker left between our check and the send: put the events back.
-                if let Some(Rollback { txn, events }) = txn.rollback_message() {
-                    self.rollback(txn, events);
+                if let Some(id) = txn.disarm() {
+                    self.rollback(id);
                 }
             }
         }
     }
 
-    /// Puts the lent `events` of transaction `id` back at the head of the queue.
-    fn rollback(&mut self, id: TxnId, events: Vec<Event>) -> bool {
+    fn rollback(&mut self, id: TxnId) -> bool {
         match self.in_flight.remove(&id) {
-            Some((n, bytes)) => {
-                self.held_in_flight -= n;
-                self.counters.rollback.add(n);
-                if events.len() as u64 != n {
-                    // Only a taker that took the lent events out of its transaction does this.
-                    let back = batch_bytes(&events);
-                    self.held_bytes -= bytes - back.min(bytes);
-                    tracing::error!(
-                        txn = id,
-                        taken = n,
-                        returned = events.len(),
-                        "a rollback returned fewer events than were taken"
-                    );
-                    self.show_size();
-                }
+            Some((events, _)) => {
+                self.held_in_flight -= events.len() as u64;
+                self.counters.rollback.add(events.len() as u64);
                 for e in events.into_iter().rev() {
                     self.queue.push_front(e);
                 }
@@ -226,45 +201,9 @@ impl Actor for MemoryChannel {
         ctx.run_interval(PARK_TICK, |act, _| {
             let now = Instant::now();
             let capacity = act.config.capacity;
-            act.puts.expire(now, |put| {
-                if let Some(back) = put.back {
-                    let _ = back.send(put.events);
-                }
-                Err(ChannelError::Full { capacity })
-            });
+            act.puts.expire(now, |_| Err(ChannelError::Full { capacity }));
             act.takes.expire(now, |_| Ok(TakeTxn::empty()));
         });
-    }
-}
-
-/// What became of a put: committed or refused at once (the batch given back), or parked.
-enum PutOutcome {
-    Now(Result<(), (ChannelError, Vec<Event>)>),
-    Parked(tokio::sync::oneshot::Receiver<Result<(), ChannelError>>),
-}
-
-impl MemoryChannel {
-    /// A put of `events`; with `back`, a refused parked batch is sent there.
-    fn put(
-        &mut self,
-        events: Vec<Event>,
-        back: Option<tokio::sync::oneshot::Sender<Vec<Event>>>,
-        ctx: &mut Context<Self>,
-    ) -> PutOutcome {
-        let n = events.len();
-        self.counters.put_attempt.add(n as u64);
-        if self.closed {
-            PutOutcome::Now(Err((ChannelError::Closed, events)))
-        } else if n as u64 > self.config.transaction_capacity {
-            let error = ChannelError::TooLarge { max: self.config.transaction_capacity, requested: n as u64 };
-            PutOutcome::Now(Err((error, events)))
-        } else if self.puts.0.is_empty() && self.fits(&events) {
-            self.commit_put(events);
-            self.serve_parked(ctx);
-            PutOutcome::Now(Ok(()))
-        } else {
-            PutOutcome::Parked(self.puts.park(ParkedPut { events, back }, self.config.keep_alive))
-        }
     }
 }
 
@@ -272,29 +211,21 @@ impl Handler<Put> for MemoryChannel {
     type Result = ResponseFuture<Result<(), ChannelError>>;
 
     fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) -> Self::Result {
-        match self.put(msg.events, None, ctx) {
-            PutOutcome::Now(answer) => Box::pin(async move { answer.map_err(|(e, _)| e) }),
-            PutOutcome::Parked(rx) => Box::pin(await_parked(rx)),
-        }
-    }
-}
-
-impl Handler<PutReturning> for MemoryChannel {
-    type Result = ResponseFuture<Result<(), Refused>>;
-
-    fn handle(&mut self, msg: PutReturning, ctx: &mut Context<Self>) -> Self::Result {
-        let (back, returned) = tokio::sync::oneshot::channel();
-        match self.put(msg.events, Some(back), ctx) {
-            PutOutcome::Now(answer) => {
-                Box::pin(async move { answer.map_err(|(error, events)| Refused { error, events }) })
-            }
-            PutOutcome::Parked(rx) => Box::pin(async move {
-                match await_parked(rx).await {
-                    Ok(()) => Ok(()),
-                    Err(error) => Err(Refused { error, events: returned.await.unwrap_or_default() }),
-                }
-            }),
-        }
+        let n = msg.events.len();
+        self.counters.put_attempt.add(n as u64);
+        let answer = if self.closed {
+            Err(ChannelError::Closed)
+        } else if n as u64 > self.config.transaction_capacity {
+            Err(ChannelError::TooLarge { max: self.config.transaction_capacity, requested: n as u64 })
+        } else if self.puts.0.is_empty() && self.fits(&msg.events) {
+            self.commit_put(msg.events);
+            self.serve_parked(ctx);
+            Ok(())
+        } else {
+            let rx = self.puts.park(msg.events, self.config.keep_alive);
+            return Box::pin(await_parked(rx));
+        };
+        Box::pin(async move { answer })
     }
 }
 
@@ -321,8 +252,8 @@ impl Handler<Commit> for MemoryChannel {
     type Result = Result<(), ChannelError>;
 
     fn handle(&mut self, msg: Commit, ctx: &mut Context<Self>) -> Self::Result {
-        let (n, bytes) = self.in_flight.remove(&msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
-        self.held_in_flight -= n;
+        let (events, bytes) = self.in_flight.remove(&msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
+        self.held_in_flight -= events.len() as u64;
         self.held_bytes -= bytes;
         self.show_size();
         self.serve_parked(ctx);
@@ -334,7 +265,7 @@ impl Handler<Rollback> for MemoryChannel {
     type Result = Result<(), ChannelError>;
 
     fn handle(&mut self, msg: Rollback, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.rollback(msg.txn, msg.events) {
+        if !self.rollback(msg.txn) {
             return Err(ChannelError::UnknownTxn(msg.txn));
         }
         self.serve_parked(ctx);
@@ -435,36 +366,6 @@ mod tests {
         ch.commit(txn).await.unwrap();
         parked.await.unwrap().unwrap();
         assert_eq!(addr.send(Size).await.unwrap(), 5);
-    }
-
-    #[actix_rt::test]
-    async fn a_refused_put_returning_gives_the_batch_back() {
-        let addr = MemoryChannel::new(config(6, 6), Metrics::new().channel("c1")).start();
-        addr.send(PutReturning { events: lines(6) }).await.unwrap().unwrap();
-        let refused = addr.send(PutReturning { events: lines(2) }).await.unwrap().unwrap_err();
-        assert_eq!((refused.error, refused.events), (ChannelError::Full { capacity: 6 }, lines(2)), "after keep_alive");
-        let refused = addr.send(PutReturning { events: lines(7) }).await.unwrap().unwrap_err();
-        assert_eq!(refused.error, ChannelError::TooLarge { max: 6, requested: 7 });
-        assert_eq!(refused.events, lines(7), "at once");
-        assert_eq!(addr.send(Size).await.unwrap(), 6);
-    }
-
-    #[actix_rt::test]
-    async fn lent_events_come_back_with_a_rollback_and_commit_frees_their_room() {
-        let metrics = Metrics::new();
-        let counters = metrics.channel("c1");
-        let addr = MemoryChannel::new(config(100, 10), counters.clone()).start();
-        let ch = ChannelHandle::new("c1", addr.clone());
-        addr.send(Put { events: lines(5) }).await.unwrap().unwrap();
-        let bytes = counters.size_bytes.get();
-        let txn = ch.take(5, Duration::ZERO).await.unwrap();
-        assert_eq!((counters.size.get(), counters.size_bytes.get()), (5, bytes), "taken, still held");
-        ch.rollback(txn).await.unwrap();
-        assert_eq!((counters.size.get(), counters.size_bytes.get(), counters.rollback.get()), (5, bytes, 5));
-        let txn = ch.take(5, Duration::ZERO).await.unwrap();
-        assert_eq!(txn.events, lines(5), "the same events, in order");
-        ch.commit(txn).await.unwrap();
-        assert_eq!((counters.size.get(), counters.size_bytes.get()), (0, 0));
     }
 
     #[actix_rt::test]

@@ -226,26 +226,6 @@ pub struct Put {
     pub events: Vec<Event>,
 }
 
-/// As [`Put`], but a refused batch comes back with the refusal ([`Refused`]), so that a putter
-/// that retries a full channel (the channel selector) need not keep a copy of the batch (a clone
-/// of every event per put). Answered by the `Memory` channel ([`ChannelHandle::put_returning`]).
-#[derive(Message, Debug)]
-#[rtype(result = "Result<(), Refused>")]
-pub struct PutReturning {
-    /// The batch; the channel holds all of it or none of it.
-    pub events: Vec<Event>,
-}
-
-/// A refused [`PutReturning`]: why, and the batch (empty when the channel cannot give it back:
-/// its actor is gone).
-#[derive(Debug)]
-pub struct Refused {
-    /// Why the put was refused.
-    pub error: ChannelError,
-    /// The batch, as it was sent.
-    pub events: Vec<Event>,
-}
-
 /// Takes up to `max` events in a new transaction.
 ///
 /// If the channel is empty, waits up to `wait` for events, then answers an empty transaction.
@@ -272,9 +252,6 @@ pub struct Commit {
 pub struct Rollback {
     /// The transaction to roll back.
     pub txn: TxnId,
-    /// The transaction's events, oldest first, when the channel lent them ([`TakeTxn::lent`]: it
-    /// kept no copy and gets them back here); empty otherwise.
-    pub events: Vec<Event>,
 }
 
 /// Asks how many events the channel holds, available plus taken but not committed.
@@ -291,10 +268,6 @@ pub struct Close;
 ///
 /// Dropping a `TakeTxn` that was neither committed nor rolled back rolls it back, so a sink that
 /// dies (or panics) mid-delivery loses nothing: its events return to the head of the channel.
-/// A channel either keeps its own copy of the events it hands out ([`TakeTxn::new`]) or lends
-/// them ([`TakeTxn::lent`]): then a rollback, sent by [`ChannelHandle::rollback`] or by the drop,
-/// carries [`TakeTxn::events`] back to it, so a holder of a lent transaction must leave them in it
-/// until it is settled.
 #[derive(Debug)]
 pub struct TakeTxn {
     /// The events taken, oldest first (empty when the channel had nothing).
@@ -306,15 +279,11 @@ pub struct TakeTxn {
 struct TxnGuard {
     id: TxnId,
     rollback: Recipient<Rollback>,
-    /// The channel kept no copy: a rollback carries the events back.
-    lent: bool,
 }
 
-impl Drop for TakeTxn {
+impl Drop for TxnGuard {
     fn drop(&mut self) {
-        if let Some((to, rollback)) = self.settle() {
-            to.do_send(rollback);
-        }
+        self.rollback.do_send(Rollback { txn: self.id });
     }
 }
 
@@ -325,15 +294,8 @@ impl TakeTxn {
     }
 
     /// A transaction `id` holding `events`, rolled back through `rollback` if dropped unsettled.
-    /// The channel keeps its own copy of the events.
     pub fn new(id: TxnId, events: Vec<Event>, rollback: Recipient<Rollback>) -> Self {
-        TakeTxn { events, guard: Some(TxnGuard { id, rollback, lent: false }) }
-    }
-
-    /// As [`TakeTxn::new`], but the channel kept no copy of `events` (no per-event clone on a
-    /// take): a rollback hands them back in [`Rollback::events`].
-    pub fn lent(id: TxnId, events: Vec<Event>, rollback: Recipient<Rollback>) -> Self {
-        TakeTxn { events, guard: Some(TxnGuard { id, rollback, lent: true }) }
+        TakeTxn { events, guard: Some(TxnGuard { id, rollback }) }
     }
 
     /// The transaction id (`None` for an empty take).
@@ -341,25 +303,15 @@ impl TakeTxn {
         self.guard.as_ref().map(|g| g.id)
     }
 
-    /// Settles the transaction: the caller will send [`Commit`] for `id` itself, or a
-    /// [`Rollback`] (for a lent transaction, use [`TakeTxn::rollback_message`] instead: it carries
-    /// the events back).
+    /// Settles the transaction: the caller will send [`Commit`] or [`Rollback`] for `id` itself.
     ///
     /// Returns the id, or `None` for an empty take (nothing to settle).
     pub fn disarm(&mut self) -> Option<TxnId> {
-        self.guard.take().map(|g| g.id)
-    }
-
-    /// Settles the transaction into its [`Rollback`] (holding the events when they are lent, which
-    /// leaves [`TakeTxn::events`] empty); `None` for an empty or already settled take.
-    pub fn rollback_message(&mut self) -> Option<Rollback> {
-        self.settle().map(|(_, rollback)| rollback)
-    }
-
-    fn settle(&mut self) -> Option<(Recipient<Rollback>, Rollback)> {
-        let g = self.guard.take()?;
-        let events = if g.lent { std::mem::take(&mut self.events) } else { Vec::new() };
-        Some((g.rollback, Rollback { txn: g.id, events }))
+        self.guard.take().map(|g| {
+            let id = g.id;
+            std::mem::forget(g);
+            id
+        })
     }
 }
 
@@ -370,9 +322,6 @@ pub struct ChannelHandle {
     pub name: String,
     /// Where puts go.
     pub put: Recipient<Put>,
-    /// Where puts that get a refused batch back go, if the channel answers them
-    /// ([`PutReturning`]; set with [`ChannelHandle::with_put_returning`]).
-    pub put_returning: Option<Recipient<PutReturning>>,
     /// Where takes go.
     pub take: Recipient<Take>,
     /// Where commits go.
@@ -400,19 +349,12 @@ impl ChannelHandle {
         ChannelHandle {
             name: name.to_string(),
             put: addr.clone().recipient(),
-            put_returning: None,
             take: addr.clone().recipient(),
             commit: addr.clone().recipient(),
             rollback: addr.clone().recipient(),
             size: addr.clone().recipient(),
             close: addr.recipient(),
         }
-    }
-
-    /// The same handle, with puts that get a refused batch back ([`PutReturning`]) going to `to`.
-    pub fn with_put_returning(mut self, to: Recipient<PutReturning>) -> Self {
-        self.put_returning = Some(to);
-        self
     }
 
     /// Takes up to `max` events, waiting up to `wait` when the channel is empty.
@@ -439,8 +381,8 @@ impl ChannelHandle {
     /// # Errors
     /// The channel's error.
     pub async fn rollback(&self, mut txn: TakeTxn) -> Result<(), ChannelError> {
-        match txn.rollback_message() {
-            Some(msg) => self.rollback.send(msg).await?,
+        match txn.disarm() {
+            Some(id) => self.rollback.send(Rollback { txn: id }).await?,
             None => Ok(()),
         }
     }
@@ -470,16 +412,15 @@ impl<R, T> ParkedQueue<R, T> {
         rx
     }
 
-    /// Answers every request whose deadline has passed (or whose asker is gone) with `timeout()`,
-    /// which gets the request.
-    pub fn expire(&mut self, now: Instant, mut timeout: impl FnMut(R) -> Result<T, ChannelError>) {
+    /// Answers every request whose deadline has passed (or whose asker is gone) with `timeout()`.
+    pub fn expire(&mut self, now: Instant, timeout: impl Fn(&R) -> Result<T, ChannelError>) {
         let mut kept = VecDeque::with_capacity(self.0.len());
         for p in self.0.drain(..) {
             if p.reply.is_closed() {
                 continue;
             }
             if p.deadline <= now {
-                let answer = timeout(p.request);
+                let answer = timeout(&p.request);
                 let _ = p.reply.send(answer);
             } else {
                 kept.push_back(p);

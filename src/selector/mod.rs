@@ -15,7 +15,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use serde::Deserialize;
 
-use crate::channel::{ChannelError, ChannelHandle, Put, PutReturning, Refused};
+use crate::channel::{ChannelError, ChannelHandle, Put};
 use crate::event::Event;
 use crate::metrics::SourceCounters;
 
@@ -240,27 +240,16 @@ async fn route(
 /// Puts one part. A required part is retried while its channel is full (back-pressure), until
 /// `deadline` if there is one; an optional part gets one attempt.
 async fn put_part(part: Part, deadline: Option<Instant>) -> (bool, String, Result<(), ChannelError>) {
-    let Part { channel, mut events, required } = part;
+    let Part { channel, events, required } = part;
     if events.is_empty() {
         return (required, channel.name, Ok(()));
     }
     let mut backoff = Duration::from_millis(1);
     let mut warned = false;
     loop {
-        // A channel that gives a refused batch back gets the batch itself; another one a copy.
-        let result = match &channel.put_returning {
-            Some(to) => match to.send(PutReturning { events: std::mem::take(&mut events) }).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(Refused { error, events: back })) => {
-                    events = back;
-                    Err(error)
-                }
-                Err(e) => Err(e.into()),
-            },
-            None => match channel.put.send(Put { events: events.clone() }).await {
-                Ok(r) => r,
-                Err(e) => Err(e.into()),
-            },
+        let result = match channel.put.send(Put { events: events.clone() }).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
         };
         match result {
             Err(ChannelError::Full { capacity })
@@ -313,8 +302,7 @@ mod tests {
             keep_alive: Duration::from_millis(20),
             ..MemoryConfig::default()
         };
-        let addr = MemoryChannel::new(config, metrics.channel(name)).start();
-        ChannelHandle::new(name, addr.clone()).with_put_returning(addr.recipient())
+        ChannelHandle::new(name, MemoryChannel::new(config, metrics.channel(name)).start())
     }
 
     async fn bodies(ch: &ChannelHandle) -> Vec<String> {
@@ -419,22 +407,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_full_required_channel_makes_the_put_wait_until_there_is_room() {
-        full_required_channel_waits(true).await;
-    }
-
-    #[actix_rt::test]
-    async fn a_full_required_channel_makes_a_copied_put_wait_until_there_is_room() {
-        full_required_channel_waits(false).await;
-    }
-
-    /// A full required channel, answering [`PutReturning`] (the batch comes back to be retried)
-    /// or only [`Put`] (a copy is put each time): the second batch waits and gets in whole.
-    async fn full_required_channel_waits(returning: bool) {
         let metrics = Metrics::new();
-        let mut main = channel("main", 4, &metrics);
-        if !returning {
-            main.put_returning = None;
-        }
+        let main = channel("main", 4, &metrics);
         let channels = BTreeMap::from([("main".to_string(), main.clone())]);
         let selector =
             Selector::new(SelectorConfig::Replicating { optional: vec![] }, channels, metrics.source("r1")).start();
