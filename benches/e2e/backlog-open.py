@@ -56,6 +56,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstatus import status_kib  # noqa: E402  (shared with the other bench scripts)
+
 HERE = Path(__file__).resolve().parent
 BENCH = Path(os.environ.get("E2E_BENCH_DIR", HERE.parents[2] / "shared" / "bench"))
 sys.path.insert(0, str(BENCH))
@@ -126,17 +129,6 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> N
             if time.monotonic() > t_end:
                 raise e2e.HarnessError(f"{what} does not listen on {port} after {timeout:g} s")
             time.sleep(0.05)
-
-
-def status_kib(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def dir_bytes(d: Path) -> int:

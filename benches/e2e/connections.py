@@ -42,6 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstatus import status_kib  # noqa: E402  (shared with the other bench scripts)
+
 BENCH = Path(os.environ.get("E2E_BENCH_DIR", Path(__file__).resolve().parents[3] / "shared" / "bench"))
 sys.path.insert(0, str(BENCH))
 import e2e  # noqa: E402  (the harness: routers, templates, process handling)
@@ -51,17 +54,6 @@ WARMUP = 10_000
 
 def tree_pids(root: int) -> list[int]:
     return e2e.descendants(root, e2e.all_stats())
-
-
-def status_kib(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def tree_rss_kib(root: int) -> int:
