@@ -591,13 +591,13 @@ impl RocksDbChannel {
     }
 
     /// Hands a put to the writer thread; `reply` is answered when it is on disk.
-    fn submit(&mut self, events: Vec<Event>, reply: oneshot::Sender<Result<(), ChannelError>>) {
+    /// `bytes`: of `events` ([`event_bytes`]), counted once by the caller.
+    fn submit(&mut self, events: Vec<Event>, bytes: u64, reply: oneshot::Sender<Result<(), ChannelError>>) {
         let Some((_, writer)) = &self.store else {
             let _ = reply.send(Err(ChannelError::Closed));
             return;
         };
         let (first, n) = (self.next_seq, events.len() as u64);
-        let bytes = events.iter().map(event_bytes).sum();
         if !writer.send(WriteOp::Put { first, events }) {
             let _ = reply.send(Err(ChannelError::storage(
                 StorageErrorKind::Io,
@@ -702,11 +702,12 @@ impl RocksDbChannel {
                 self.puts.0.pop_front();
                 continue;
             }
-            if !self.fits(p.request.len(), p.request.iter().map(event_bytes).sum()) {
+            let bytes = p.request.iter().map(event_bytes).sum();
+            if !self.fits(p.request.len(), bytes) {
                 break;
             }
             let p = self.puts.0.pop_front().expect("front exists");
-            self.submit(p.request, p.reply);
+            self.submit(p.request, bytes, p.reply);
         }
         while self.queue.available() > 0 {
             let Some(p) = self.takes.0.pop_front() else { break };
@@ -903,18 +904,16 @@ impl Handler<Put> for RocksDbChannel {
     fn handle(&mut self, msg: Put, _: &mut Context<Self>) -> Self::Result {
         let n = msg.events.len();
         self.counters.put_attempt.add(n as u64);
+        let bytes: u64 = msg.events.iter().map(event_bytes).sum();
         let answer = if self.closed {
             Err(ChannelError::Closed)
         } else if n as u64 > self.config.transaction_capacity {
             Err(ChannelError::TooLarge { max: self.config.transaction_capacity, requested: n as u64 })
         } else if n == 0 {
             Ok(())
-        } else if self.puts.0.is_empty()
-            && self.fits(n, msg.events.iter().map(event_bytes).sum())
-            && self.store.is_some()
-        {
+        } else if self.puts.0.is_empty() && self.fits(n, bytes) && self.store.is_some() {
             let (reply, rx) = oneshot::channel();
-            self.submit(msg.events, reply);
+            self.submit(msg.events, bytes, reply);
             return Box::pin(await_parked(rx));
         } else {
             return Box::pin(await_parked(self.puts.park(msg.events, self.config.keep_alive)));
