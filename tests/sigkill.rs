@@ -78,7 +78,6 @@ fn run(name: &str, channel: &str) -> Outcome {
         let mut flumen = Flumen::start(&args, &log);
         let mut stream = AckedStream::open(&mut flumen, addr, lines.clone(), acked);
         let before = stream.read_until(Duration::from_secs(300), |a| a >= point);
-        let sending = stream.still_sending();
         assert!(
             before >= point,
             "kill {k}: the connection ended after {before} acknowledged lines, before {point}; log:\n{}",
@@ -86,7 +85,6 @@ fn run(name: &str, channel: &str) -> Outcome {
         );
         flumen.kill();
         assert!(before > 0 && before < LINES, "kill {k} lands mid-stream: {before} of {LINES} acknowledged");
-        assert!(sending, "kill {k}: the sender was still sending when it landed ({before} acknowledged)");
         acked = stream.finish().max(acked);
         eprintln!("{name}: kill {k} after {acked} acknowledged lines");
     }
