@@ -684,3 +684,88 @@ fn byte_capacity_slows_the_source_and_a_reload_raises_it() {
     assert_eq!(counter(addr(mon), "CHANNEL.c1", "ChannelSizeBytes"), 2000 * 500);
     drop(stream);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A TCP source's read budget (max_in_flight_bytes).
+
+/// 200 connections each flood 2,000 Loghub lines of 500 bytes (200 MB in all) into a `Netcat`
+/// source whose channel is full (capacity 1,000, a sink that cannot deliver): with
+/// `max_in_flight_bytes: 1048576` the source stops reading at about 1 MiB held by puts waiting
+/// for room (the senders wait in TCP flow control) and the agent's memory stays near where it
+/// was. Negative control: with a budget of 1 GB the flood is read on (half of it, 100 MB, at
+/// least), every connection's batches waiting in puts, and the agent holds it.
+#[test]
+fn connections_flooding_a_full_channel_hold_at_most_max_in_flight_bytes() {
+    let bounded = flood_a_full_channel(1 << 20);
+    let control = flood_a_full_channel(1_000_000_000);
+    println!("read budget 1 MiB: {bounded:?}; 1 GB: {control:?}");
+    let (events, grown_kib) = bounded;
+    // 1 MiB of 500-byte lines is 2,097 lines; a read past the limit may land per connection.
+    assert!(events < 20_000, "with a 1 MiB budget the source read {events} of 400,000 lines");
+    assert!(grown_kib < 64 * 1024, "with a 1 MiB budget the agent grew by {grown_kib} KiB");
+    // The control waited until half the flood (100 MB) was read.
+    let (_, grown_kib) = control;
+    assert!(grown_kib > 75 * 1024, "without the bound the agent holds the flood: grew by {grown_kib} KiB");
+}
+
+/// Runs the flood with `max_in_flight_bytes: budget`; answers the events the source read
+/// (`EventReceivedCount`: puts begun, waiting for room) and how much the agent's RSS grew (KiB).
+fn flood_a_full_channel(budget: usize) -> (u64, u64) {
+    const CONNS: usize = 200;
+    const LINES: usize = 2000;
+    raise_fd_limit(1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mon) = (free_port(), free_port());
+    let topology = format!(
+        r#"Topology(
+    agent: "budget",
+    monitoring: Some(Http(bind: "127.0.0.1:{mon}")),
+    sources: {{ "r1": (kind: Netcat(bind: "127.0.0.1:{port}", max_line_length: 1024, ack_every_event: false,
+                                    max_in_flight_bytes: {budget}), channels: ["c1"]) }},
+    channels: {{ "c1": Memory(capacity: 1000, transaction_capacity: 1000) }},
+    sinks: {{ "k1": (kind: FileRoll(dir: "/proc/no/such/dir"), channel: "c1") }},
+)"#
+    );
+    let flumen = start(tmp.path(), "budget", &topology, addr(port));
+    let before = rss_kib(flumen.child.id());
+    let base = loghub_lines();
+    let payload = |c: usize| {
+        let mut out = Vec::with_capacity(LINES * 500);
+        for i in 0..LINES {
+            let mut l = format!("{c}-{i} {}", base[(c * LINES + i) % base.len()]);
+            while l.len() < 499 {
+                l.push_str(" .");
+            }
+            l.truncate(499);
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    };
+    let conns: Vec<TcpStream> = (0..CONNS).map(|_| TcpStream::connect(addr(port)).expect("connect")).collect();
+    let senders: Vec<_> = conns
+        .iter()
+        .enumerate()
+        .map(|(c, s)| {
+            let (mut s, data) = (s.try_clone().unwrap(), payload(c));
+            // Blocks in TCP flow control while the agent does not read; ends when the test
+            // drops the connections (the write then fails).
+            std::thread::spawn(move || s.write_all(&data).is_ok())
+        })
+        .collect();
+    let received = || counter(addr(mon), "SOURCE.r1", "EventReceivedCount");
+    if budget >= CONNS * LINES * 500 {
+        wait_for(DEADLINE, || received() >= (CONNS * LINES / 2) as u64, || format!("{} lines read", received()));
+    } else {
+        wait_for(DEADLINE, || received() * 500 >= budget as u64, || format!("{} lines read", received()));
+        // Held at the budget: an observation window for reads that should not come.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (events, after) = (received(), rss_kib(flumen.child.id()));
+    drop(conns);
+    drop(flumen);
+    for s in senders {
+        let _ = s.join();
+    }
+    (events, after.saturating_sub(before))
+}

@@ -2,8 +2,9 @@
 //! line every millisecond into a TCP source (`batch_size: 1000`, `linger: "200ms"`) sees its first
 //! lines in the sink's file while it has sent far fewer than `batch_size` lines. (Read as an idle
 //! time between reads, as it once was, `linger` never expired under such a trickle: nothing
-//! reached the channel before 1000 lines were sent.) The controls show that the observation can
-//! see the opposite: with a `linger` far longer than the run, the file stays empty until exactly
+//! reached the channel before 1000 lines were sent.) With the default `linger` of zero the first
+//! line is in the file after a few were sent. The controls show that the observation can see the
+//! opposite: with a `linger` far longer than the run, the file stays empty until exactly
 //! `batch_size` lines were sent.
 
 mod support;
@@ -33,7 +34,8 @@ fn name(kind: &str) -> &str {
     kind.split('(').next().unwrap_or(kind)
 }
 
-/// Starts an agent whose source `r1` is `kind` (`{port}` replaced) with `batch_size` and `linger`,
+/// Starts an agent whose source `r1` is `kind` (`{port}` replaced) with `batch_size` and `linger`
+/// (`""`: the default),
 /// into a `Memory` channel and a `FileRoll` sink writing under `dir/out`; sends `total` numbered
 /// Loghub lines over one connection, one every millisecond (the client's pace), until the files
 /// under `dir/out` hold a line. Answers how many lines had been sent when they first did (`None`:
@@ -48,11 +50,12 @@ fn sent_at_first_output(kind: &str, batch_size: usize, linger: &str, total: usiz
         &format!(
             r#"Topology(
     agent: "linger",
-    sources: {{ "r1": (kind: {source}, channels: ["c1"], batch_size: {batch_size}, linger: "{linger}") }},
+    sources: {{ "r1": (kind: {source}, channels: ["c1"], batch_size: {batch_size}{linger}) }},
     channels: {{ "c1": Memory(capacity: 10000, transaction_capacity: 1000) }},
     sinks: {{ "k1": (kind: FileRoll(dir: "out", roll_interval: "0s"), channel: "c1", batch_size: 1000) }},
 )"#,
-            source = kind.replace("{port}", &port.to_string())
+            source = kind.replace("{port}", &port.to_string()),
+            linger = if linger.is_empty() { String::new() } else { format!(r#", linger: "{linger}""#) },
         ),
     );
     let mut flumen = Flumen::start(&["run", "--quiet", topology.to_str().unwrap()], &tmp.path().join("flumen.log"));
@@ -100,6 +103,25 @@ fn long_linger_waits_for_a_full_batch(kind: &str) {
     println!("{}, linger 1h: the first lines were in the file after {sent:?} lines sent", name(kind));
     let sent = sent.expect("a full batch is put without waiting for linger");
     assert!(sent >= 100, "lines arrived after only {sent} lines were sent (batch_size 100, linger 1h)");
+}
+
+/// The default `linger` (`"0s"`), `batch_size: 1000`: nothing waits for more lines while the
+/// source has nothing else to put, so the first line is in the file after a few were sent.
+fn default_linger_puts_a_trickle_at_once(kind: &str) {
+    let sent = sent_at_first_output(kind, 1000, "", 1500);
+    println!("{}, default linger: the first lines were in the file after {sent:?} lines sent", name(kind));
+    let sent = sent.expect("lines arrived before all 1500 were sent");
+    assert!(sent < 20, "the first line arrived only after {sent} lines were sent (default linger)");
+}
+
+#[test]
+fn netcat_with_the_default_linger_puts_a_trickle_at_once() {
+    default_linger_puts_a_trickle_at_once(NETCAT);
+}
+
+#[test]
+fn syslog_tcp_with_the_default_linger_puts_a_trickle_at_once() {
+    default_linger_puts_a_trickle_at_once(SYSLOG_TCP);
 }
 
 #[test]

@@ -88,7 +88,7 @@ impl AvroSourceConfig {
             problems.push(format!("max_frame_bytes must be between 1024 and {} bytes", i32::MAX));
         }
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
-        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout, usize::MAX));
         problems
     }
 }
@@ -100,7 +100,12 @@ impl AvroSourceConfig {
 pub async fn run(config: AvroSourceConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
-    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    // Its reading is bounded by its own frame limits, not by a read budget.
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        max_in_flight_bytes: usize::MAX,
+    };
     let known = KnownClients::default();
     accept(&bind, &ctx, limits, "listening for Avro RPC", move |stream, ctx| {
         let (config, tls, session) = (config.clone(), tls.clone(), ServerSession::new(known.clone()));

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
+use super::conn_limits::Held;
+use super::lines::{read_batch, to_events, LineBuffer, PutsItself, ReadEnd};
 use super::{SourceContext, SourceError};
 use crate::config::duration;
 
@@ -119,7 +120,8 @@ pub async fn run(config: ExecConfig, ctx: SourceContext) -> Result<(), SourceErr
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut lb = LineBuffer::new(config.max_line_length);
         loop {
-            let (lines, end) = read_batch(&mut lb, &mut stdout, ctx.batch_size, ctx.linger, &ctx)
+            let mut held = Held::new(None);
+            let (lines, end) = read_batch(&mut lb, &mut stdout, ctx.batch_size, &PutsItself, &mut held, &ctx)
                 .await
                 .map_err(SourceError::io("read the command's output"))?;
             if !lines.is_empty() {

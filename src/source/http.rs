@@ -124,7 +124,7 @@ impl HttpConfig {
         if self.request_header_timeout.is_zero() {
             problems.push("request_header_timeout must be positive".into());
         }
-        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout, usize::MAX));
         match self.bearer_token.as_ref().map(Secret::reveal) {
             Some(Err(e)) => problems.push(format!("bearer_token: {e} (write None for no authentication)")),
             Some(Ok(t)) if t.expose().trim().is_empty() => {

@@ -386,7 +386,8 @@ impl Framing for LineBuffer {
 /// Why [`read_batch`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
-    /// The batch is full, or `linger` passed since its first line.
+    /// The batch is full, `linger` passed since its first line, or (with a `linger` of zero)
+    /// nothing more was readable and the batch could be handed on at once.
     More,
     /// The reader reached its end (the final unterminated line, if any, is in the batch).
     Eof,
@@ -394,7 +395,43 @@ pub enum ReadEnd {
     Stopping,
 }
 
-/// Reads up to `max` lines (frames) from `reader` through `lb`.
+/// Where a reader hands its batches: whether one could be taken at once, and when that is so
+/// again. A batch read with a `linger` of zero is handed on as soon as nothing more is readable
+/// while there is room; while there is none (earlier batches are still waiting to be put), it
+/// goes on gathering what arrives, so batches grow with the load (as a Kafka producer's with
+/// `linger.ms` 0 grow while its requests are in flight).
+pub trait Room {
+    /// Whether a batch handed on now would be taken at once.
+    fn is_free(&self) -> bool;
+    /// Returns once a batch handed on would be taken at once (or never can be: it is closed).
+    fn freed(&self) -> impl std::future::Future<Output = ()>;
+}
+
+/// The queue of a connection's batches to its putting side ([`commit_in_order`]
+/// (super::netcat::commit_in_order)): room while a slot is free.
+impl<T> Room for tokio::sync::mpsc::Sender<T> {
+    fn is_free(&self) -> bool {
+        self.capacity() > 0
+    }
+    async fn freed(&self) {
+        // The slot is given back when the permit is dropped; a closed queue answers at once.
+        let _ = self.reserve().await;
+    }
+}
+
+/// A reader that puts each batch itself before it reads on: there is always room.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutsItself;
+
+impl Room for PutsItself {
+    fn is_free(&self) -> bool {
+        true
+    }
+    async fn freed(&self) {}
+}
+
+/// Reads up to `max` lines (frames) from `reader` through `lb`; the bytes read are added to
+/// `held` (the source's [`ReadBudget`](super::conn_limits::ReadBudget), if any).
 ///
 /// Waits as long as needed for a first line (but at most `ctx.idle_timeout` for a byte: then
 /// what is buffered is the final line, the idle close is counted, and it answers
@@ -403,7 +440,10 @@ pub enum ReadEnd {
 /// batch's first event, not an idle time between reads, so no event waits in a partial batch
 /// longer than `linger` however steadily the input trickles (Kafka's `linger.ms`, Vector's batch
 /// `timeout_secs`). Bytes already readable when the deadline has passed are left for the next
-/// batch. The bodies of the batch are copied into one allocation of their size ([`compact`]).
+/// batch. With a `linger` of zero, the batch is returned as soon as nothing more is readable and
+/// `room` is free, or when `room` frees up later (see [`Room`]). When the source's read budget
+/// is spent, a partial batch is returned at once and an empty one waits before reading. The
+/// bodies of the batch are copied into one allocation of their size ([`compact`]).
 ///
 /// # Errors
 /// The reader's I/O error.
@@ -411,15 +451,23 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
     lb: &mut F,
     reader: &mut R,
     max: usize,
-    linger: std::time::Duration,
+    room: &impl Room,
+    held: &mut super::conn_limits::Held,
     ctx: &super::SourceContext,
 ) -> std::io::Result<(Vec<Line>, ReadEnd)> {
     use futures_util::FutureExt;
     use tokio::io::AsyncReadExt;
+    let linger = ctx.linger;
+    let budget = ctx.read_budget.as_deref();
+    let spent = || budget.is_some_and(|b| b.is_spent());
     // Grown as lines come: a connection waiting for its first line holds no room for a batch.
     let mut lines = Vec::new();
     // When the batch is due: `linger` after its first line was read.
     let mut due: Option<tokio::time::Instant> = None;
+    let done = |mut lines: Vec<Line>, end: ReadEnd| {
+        compact(&mut lines);
+        Ok((lines, end))
+    };
     loop {
         while lines.len() < max {
             match lb.next_line() {
@@ -427,9 +475,8 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
                 None => break,
             }
         }
-        if lines.len() >= max {
-            compact(&mut lines);
-            return Ok((lines, ReadEnd::More));
+        if lines.len() >= max || (!lines.is_empty() && spent()) {
+            return done(lines, ReadEnd::More);
         }
         if !lines.is_empty() && due.is_none() {
             // A `linger` too long to add (`"1000000 years"`) never expires, as tokio's own
@@ -438,6 +485,14 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
             due = Some(now.checked_add(linger).unwrap_or(now + std::time::Duration::from_secs(86400 * 365 * 30)));
         }
         let n = if lines.is_empty() {
+            if let Some(budget) = budget.filter(|b| b.is_spent()) {
+                // Waiting for the source's other connections: hold a small buffer meanwhile.
+                lb.idle();
+                tokio::select! {
+                    _ = budget.below_limit() => {}
+                    _ = ctx.stopping() => return Ok((lines, ReadEnd::Stopping)),
+                }
+            }
             match reader.read_buf(lb.buffer_mut()).now_or_never() {
                 Some(r) => r?,
                 None => {
@@ -451,31 +506,37 @@ pub async fn read_batch<F: Framing, R: tokio::io::AsyncRead + Unpin>(
                             ctx.counters.connection_idle_closed.inc();
                             tracing::debug!(source = %ctx.name, ?idle, "nothing received for idle_timeout: closing the connection");
                             lines.extend(lb.finish());
-                            compact(&mut lines);
-                            return Ok((lines, ReadEnd::Eof));
+                            return done(lines, ReadEnd::Eof);
                         }
                     }
                 }
             }
+        } else if linger.is_zero() {
+            match reader.read_buf(lb.buffer_mut()).now_or_never() {
+                Some(r) => r?,
+                None if room.is_free() => return done(lines, ReadEnd::More),
+                // No room: gather what arrives until there is (read_buf is cancel safe).
+                None => tokio::select! {
+                    r = reader.read_buf(lb.buffer_mut()) => r?,
+                    _ = room.freed() => return done(lines, ReadEnd::More),
+                    _ = ctx.stopping() => return done(lines, ReadEnd::More),
+                },
+            }
         } else {
             let due = due.expect("set with the batch's first line");
             if tokio::time::Instant::now() >= due {
-                compact(&mut lines);
-                return Ok((lines, ReadEnd::More));
+                return done(lines, ReadEnd::More);
             }
             match tokio::time::timeout_at(due, reader.read_buf(lb.buffer_mut())).await {
                 Ok(r) => r?,
-                Err(_) => {
-                    compact(&mut lines);
-                    return Ok((lines, ReadEnd::More));
-                }
+                Err(_) => return done(lines, ReadEnd::More),
             }
         };
+        held.add(n);
         lb.filled(n);
         if n == 0 {
             lines.extend(lb.finish());
-            compact(&mut lines);
-            return Ok((lines, ReadEnd::Eof));
+            return done(lines, ReadEnd::Eof);
         }
     }
 }

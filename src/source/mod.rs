@@ -63,7 +63,11 @@ pub struct SourceConfig {
     /// How long a batch may gather events: a source puts a batch when it holds `batch_size` events
     /// or `linger` after its first event was read, whichever comes first (a deadline from the
     /// batch's first event, as Kafka's `linger.ms` and Vector's batch `timeout_secs`; not an idle
-    /// time between reads). The longest an event waits in a source's partial batch. Default `"5ms"`.
+    /// time between reads). The longest an event waits in a source's partial batch. With the
+    /// default `"0s"`, a batch is put as soon as nothing more is readable, unless the source's
+    /// earlier batches are still waiting to be put: then it gathers what arrives until they are
+    /// taken (as Kafka's `linger.ms` 0), so a trickle is put at once and batches grow with the
+    /// load ([`lines::Room`]).
     #[serde(default = "default_linger", with = "duration")]
     pub linger: Duration,
 }
@@ -72,7 +76,7 @@ fn default_batch_size() -> usize {
     1000
 }
 fn default_linger() -> Duration {
-    Duration::from_millis(5)
+    Duration::ZERO
 }
 
 /// The kind of a source and its options.
@@ -290,6 +294,9 @@ pub struct SourceContext {
     /// How long a connection's reader waits for a byte before it ends the connection (a TCP
     /// source's `idle_timeout`, set for each connection's task); `None`: without bound.
     pub idle_timeout: Option<Duration>,
+    /// The bytes all connections of a TCP source may hold between reading and commit (its
+    /// `max_in_flight_bytes`, shared by the contexts of its connections); `None`: without bound.
+    pub read_budget: Option<Arc<conn_limits::ReadBudget>>,
     pipeline: PipelineHandle,
     stop: watch::Receiver<bool>,
     end: Arc<dyn Fn() + Send + Sync>,
@@ -391,6 +398,7 @@ impl SourceContext {
             linger,
             counters,
             idle_timeout: None,
+            read_budget: None,
             pipeline: Arc::new(tokio::sync::RwLock::new(Pipeline { interceptors, selector })),
             stop,
             end,

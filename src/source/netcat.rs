@@ -2,7 +2,8 @@
 //!
 //! Each connection is read on its own task. Up to [`PIPELINE`] batches of a connection are being
 //! put at once; with `ack_every_event`, the `OK` lines of a batch are written once it committed,
-//! in the order the lines were read.
+//! in the order the lines were read. All connections together hold at most
+//! `max_in_flight_bytes` read and not yet committed ([`ReadBudget`](super::conn_limits::ReadBudget)).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::conn_limits::{accept_error_is_transient, Admission, ConnectionLimits, ACCEPT_RETRY};
+use super::conn_limits::{accept_error_is_transient, Admission, ConnectionLimits, Held, ACCEPT_RETRY};
 use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
 use super::{SourceContext, SourceError};
 use crate::event::Event;
@@ -45,6 +46,11 @@ pub struct NetcatConfig {
     /// `ConnectionIdleClosedCount`). Default `"5m"`.
     #[serde(default = "super::conn_limits::default_idle_timeout", with = "crate::config::duration")]
     pub idle_timeout: std::time::Duration,
+    /// Most bytes read from all connections together whose puts have not answered yet; at it,
+    /// connections stop reading until puts commit (see
+    /// [`ReadBudget`](crate::source::conn_limits::ReadBudget)). Default 4 MiB (4,194,304).
+    #[serde(default = "super::conn_limits::default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
 }
 
 fn default_max_line_length() -> usize {
@@ -65,7 +71,7 @@ impl NetcatConfig {
             problems.push("max_line_length must be positive".into());
         }
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
-        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout, self.max_in_flight_bytes));
         problems
     }
 }
@@ -77,7 +83,11 @@ impl NetcatConfig {
 pub async fn run(config: NetcatConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
-    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        max_in_flight_bytes: config.max_in_flight_bytes,
+    };
     accept(&bind, &ctx, limits, "listening", move |stream, ctx| {
         let (config, tls) = (config.clone(), tls.clone());
         async move {
@@ -226,14 +236,15 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     config: &NetcatConfig,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
-    let (batches, committer_rx) = mpsc::channel::<Vec<Event>>(1);
+    let (batches, committer_rx) = mpsc::channel::<(Vec<Event>, Held)>(1);
     let reading = async move {
         let mut lb = LineBuffer::new(config.max_line_length);
         loop {
-            let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, ctx.linger, ctx)
+            let mut held = Held::new(ctx.read_budget.clone());
+            let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, &batches, &mut held, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !lines.is_empty() && batches.send(with_subject(to_events(lines, ctx), subject)).await.is_err() {
+            if !lines.is_empty() && batches.send((with_subject(to_events(lines, ctx), subject), held)).await.is_err() {
                 // The committer stopped on a failed put; it reports the error.
                 return Ok(());
             }
@@ -249,14 +260,15 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     committed.and(read)
 }
 
-/// Puts the batches read from one connection, at most [`PIPELINE`] at a time, and (given `acks`,
+/// Puts the batches read from one connection, at most [`PIPELINE`] at a time, each with the bytes
+/// it holds in the source's read budget (given back once its put answered), and (given `acks`,
 /// the connection's writing half) writes one `OK` line per event once its batch committed, in the
 /// order the batches were read.
 ///
 /// # Errors
 /// The first failed put, or a failed write of acknowledgements.
 pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
-    mut batches: mpsc::Receiver<Vec<Event>>,
+    mut batches: mpsc::Receiver<(Vec<Event>, Held)>,
     mut acks: Option<W>,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
@@ -266,9 +278,14 @@ pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
     loop {
         tokio::select! {
             batch = batches.recv(), if reading && in_flight.len() < PIPELINE => match batch {
-                Some(events) => {
+                Some((events, held)) => {
                     let n = events.len();
-                    in_flight.push_back(async move { ctx.put(events).await.map(|()| n) });
+                    in_flight.push_back(async move {
+                        let put = ctx.put(events).await.map(|()| n);
+                        // The batch's bytes are the channel's now (or given up): back to the budget.
+                        drop(held);
+                        put
+                    });
                 }
                 None => reading = false,
             },

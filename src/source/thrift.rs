@@ -95,7 +95,7 @@ impl ThriftSourceConfig {
             problems.push(format!("max_frame_bytes must be between 16 and {} bytes", i32::MAX));
         }
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
-        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems.extend(super::conn_limits::check(self.max_connections, self.idle_timeout, usize::MAX));
         problems
     }
 }
@@ -107,7 +107,12 @@ impl ThriftSourceConfig {
 pub async fn run(config: ThriftSourceConfig, ctx: SourceContext) -> Result<(), SourceError> {
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
-    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    // Its reading is bounded by its own frame limits, not by a read budget.
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        max_in_flight_bytes: usize::MAX,
+    };
     let what = format!("listening for Thrift calls ({:?} protocol)", config.protocol);
     accept(&bind, &ctx, limits, &what, move |stream, ctx| {
         let (config, tls) = (config.clone(), tls.clone());

@@ -117,6 +117,7 @@ mod tests {
                 tls: None,
                 max_connections: 1024,
                 idle_timeout: std::time::Duration::from_secs(300),
+                max_in_flight_bytes: 4 << 20,
             })
         );
         let udp = kind(r#"SyslogUdp(bind: "0.0.0.0:5140")"#);

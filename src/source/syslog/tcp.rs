@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::frame::SyslogFrames;
 use crate::event::Event;
-use crate::source::conn_limits::ConnectionLimits;
+use crate::source::conn_limits::{ConnectionLimits, Held};
 use crate::source::lines::{read_batch, ReadEnd};
 use crate::source::netcat::{accept, commit_in_order, tls_endpoint, with_subject};
 use crate::source::{SourceContext, SourceError};
@@ -42,6 +42,11 @@ pub struct SyslogTcpConfig {
     /// `ConnectionIdleClosedCount`). Default `"5m"`.
     #[serde(default = "crate::source::conn_limits::default_idle_timeout", with = "crate::config::duration")]
     pub idle_timeout: std::time::Duration,
+    /// Most bytes read from all connections together whose puts have not answered yet; at it,
+    /// connections stop reading until puts commit (see
+    /// [`ReadBudget`](crate::source::conn_limits::ReadBudget)). Default 4 MiB (4,194,304).
+    #[serde(default = "crate::source::conn_limits::default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
 }
 
 impl SyslogTcpConfig {
@@ -49,7 +54,11 @@ impl SyslogTcpConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = super::check(&self.bind, "max_message_length", self.max_message_length);
         problems.extend(self.tls.iter().flat_map(TlsServerConfig::validate));
-        problems.extend(crate::source::conn_limits::check(self.max_connections, self.idle_timeout));
+        problems.extend(crate::source::conn_limits::check(
+            self.max_connections,
+            self.idle_timeout,
+            self.max_in_flight_bytes,
+        ));
         problems
     }
 }
@@ -62,7 +71,11 @@ pub async fn run(config: SyslogTcpConfig, ctx: SourceContext) -> Result<(), Sour
     let bind = config.bind.clone();
     let tls = tls_endpoint(config.tls.as_ref(), &ctx)?;
     let what = if tls.is_some() { "listening for syslog over TLS (RFC 5425)" } else { "listening for syslog over TCP" };
-    let limits = ConnectionLimits { max_connections: config.max_connections, idle_timeout: config.idle_timeout };
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        max_in_flight_bytes: config.max_in_flight_bytes,
+    };
     accept(&bind, &ctx, limits, what, move |stream, ctx| {
         let (config, tls) = (config.clone(), tls.clone());
         async move {
@@ -90,16 +103,17 @@ async fn connection<R: AsyncRead + Unpin>(
     config: &SyslogTcpConfig,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
-    let (batches, to_put) = mpsc::channel::<Vec<Event>>(1);
+    let (batches, to_put) = mpsc::channel::<(Vec<Event>, Held)>(1);
     let reading = async move {
         let mut frames = SyslogFrames::new(config.max_message_length);
         loop {
-            let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, ctx.linger, ctx)
+            let mut held = Held::new(ctx.read_budget.clone());
+            let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, &batches, &mut held, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
             if !messages.is_empty()
                 && batches
-                    .send(with_subject(super::to_events(messages, config.keep_fields, ctx), subject))
+                    .send((with_subject(super::to_events(messages, config.keep_fields, ctx), subject), held))
                     .await
                     .is_err()
             {
