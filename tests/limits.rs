@@ -656,7 +656,7 @@ fn byte_capacity_slows_the_source_and_a_reload_raises_it() {
             .collect(),
     );
 
-    // Control: the default bound (128 MiB) takes them all.
+    // Control: the default bound (16 MiB) takes them all.
     let (port, mon) = (free_port(), free_port());
     let mut flumen = start(tmp.path(), "bytes-default", &byte_bound_topology(port, mon, ""), addr(port));
     let mut stream = AckedStream::open(&mut flumen, addr(port), lines.clone(), 0);

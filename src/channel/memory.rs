@@ -20,7 +20,7 @@ use crate::event::Event;
 use crate::metrics::{ChannelCounters, ComponentState};
 
 /// Options of a `Memory` channel: `Memory(capacity: 10000, transaction_capacity: 1000,
-/// byte_capacity: 134217728, keep_alive: "3s")`.
+/// byte_capacity: 16777216, keep_alive: "3s")`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
@@ -38,9 +38,9 @@ pub struct MemoryConfig {
     /// Most bytes held at once: the bodies plus the header keys and values of the events held,
     /// available plus taken-but-uncommitted (Flume's `byteCapacity`, which counts bodies only). A
     /// put beyond it waits like one beyond `capacity`; a single put larger than it is let in when
-    /// the channel is empty (it could never fit otherwise). Default 134217728 (128 MiB): a fixed
-    /// bound, the same on every machine, that `capacity` alone does not give (10,000 events of
-    /// 1 MiB are 10 GB). Memory per event beyond these bytes (about 80 bytes) is not counted.
+    /// the channel is empty (it could never fit otherwise). Default 16777216 (16 MiB, what Flume's
+    /// 80 % of its default 20 MB heap comes to): a fixed bound, the same on every machine, that
+    /// `capacity` alone does not give (10,000 events of 1 MiB are 10 GB). Memory per event beyond these bytes (about 80 bytes) is not counted.
     #[serde(default = "default_byte_capacity")]
     pub byte_capacity: u64,
 }
@@ -65,9 +65,9 @@ fn default_transaction_capacity() -> u64 {
 fn default_keep_alive() -> Duration {
     Duration::from_secs(3)
 }
-/// The default `byte_capacity`: 128 MiB.
+/// The default `byte_capacity`: 16 MiB.
 pub fn default_byte_capacity() -> u64 {
-    128 * 1024 * 1024
+    16 * 1024 * 1024
 }
 
 /// The bytes of an event that `byte_capacity` counts: its body and its header keys and values.

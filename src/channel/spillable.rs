@@ -39,7 +39,7 @@ use crate::event::Event;
 use crate::metrics::{ChannelCounters, ComponentState};
 
 /// Options of a `Spillable` channel: `Spillable(memory_capacity: 10000, byte_capacity:
-/// 134217728, overflow_timeout: "3s", overflow_deactivation_threshold: 5, overflow: RocksDb(dir:
+/// 16777216, overflow_timeout: "3s", overflow_deactivation_threshold: 5, overflow: RocksDb(dir:
 /// "data/c1-overflow", capacity: 100000000))`.
 ///
 /// The transaction capacity (most events in one put or take) is the overflow's
@@ -55,7 +55,7 @@ pub struct SpillableConfig {
     #[serde(default = "default_memory_capacity")]
     pub memory_capacity: u64,
     /// Most bytes in memory at once: bodies plus header keys and values, as the `Memory`
-    /// channel's `byte_capacity` (Flume's `byteCapacity`). Default 134217728 (128 MiB).
+    /// channel's `byte_capacity` (Flume's `byteCapacity`). Default 16777216 (16 MiB).
     #[serde(default = "super::memory::default_byte_capacity")]
     pub byte_capacity: u64,
     /// How long a put waits for room in memory before it goes to the overflow (Flume's

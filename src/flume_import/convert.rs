@@ -537,11 +537,11 @@ fn memory_channel(c: &Comp, notes: &mut Vec<String>, capacity_key: &str, default
         k.set("keep_alive", dur_ms(s), "keep-alive (seconds)");
     }
     match c.int("byteCapacity") {
-        Some(0) => c.list("byteCapacity", "flumen does it differently: 0 (Flume's ~200 GB) is not a bound; flumen's default byte_capacity (128 MiB) applies"),
+        Some(0) => c.list("byteCapacity", "flumen does it differently: 0 (Flume's ~200 GB) is not a bound; flumen's default byte_capacity (16 MiB) applies"),
         Some(b) => {
             k.set("byte_capacity", b.to_string(), "byteCapacity (flumen counts bodies and headers)");
         }
-        None => notes.push("Flume's default byteCapacity is 80% of the JVM's heap; flumen's byte_capacity default is 128 MiB.".into()),
+        None => notes.push("Flume's default byteCapacity is 80% of the JVM's heap; flumen's byte_capacity default is 16 MiB (80% of Flume's default 20 MB heap).".into()),
     }
     c.list("byteCapacityBufferPercentage", "flumen does it differently: byte_capacity counts the bytes of bodies and headers, no buffer percentage is needed");
     (k, tx_value)
