@@ -395,27 +395,58 @@ pub enum ReadEnd {
     Stopping,
 }
 
-/// Where a reader hands its batches: whether one could be taken at once, and when that is so
-/// again. A batch read with a `linger` of zero is handed on as soon as nothing more is readable
-/// while there is room; while there is none (earlier batches are still waiting to be put), it
-/// goes on gathering what arrives, so batches grow with the load (as a Kafka producer's with
+/// Where a reader hands its batches: whether one handed on now would be put at once, with
+/// nothing of the connection's in flight, and when that is so again. A batch read with a `linger`
+/// of zero is handed on as soon as nothing more is readable while that holds; while earlier
+/// batches are still being put, it goes on gathering what arrives until they are all answered
+/// (or it is full), so batches grow with the load by themselves (as a Kafka producer's with
 /// `linger.ms` 0 grow while its requests are in flight).
 pub trait Room {
-    /// Whether a batch handed on now would be taken at once.
+    /// Whether nothing handed on before is still waiting or being put.
     fn is_free(&self) -> bool;
-    /// Returns once a batch handed on would be taken at once (or never can be: it is closed).
+    /// Returns once nothing handed on before is waiting or being put.
     fn freed(&self) -> impl std::future::Future<Output = ()>;
 }
 
-/// The queue of a connection's batches to its putting side ([`commit_in_order`]
-/// (super::netcat::commit_in_order)): room while a slot is free.
-impl<T> Room for tokio::sync::mpsc::Sender<T> {
+/// The batches of one connection handed to its putting side ([`commit_in_order`]
+/// (super::netcat::commit_in_order)) and not answered yet: the reader counts one up per batch
+/// it hands on, the putting side down once the batch's put answered (and its acknowledgements
+/// were written).
+#[derive(Debug, Default)]
+pub struct Unanswered {
+    count: std::cell::Cell<usize>,
+    none: tokio::sync::Notify,
+}
+
+impl Unanswered {
+    /// A batch was handed on.
+    pub fn handed_on(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+
+    /// A batch handed on was answered (put or failed).
+    pub fn answered(&self) {
+        let left = self.count.get().saturating_sub(1);
+        self.count.set(left);
+        if left == 0 {
+            self.none.notify_waiters();
+        }
+    }
+}
+
+impl Room for Unanswered {
     fn is_free(&self) -> bool {
-        self.capacity() > 0
+        self.count.get() == 0
     }
     async fn freed(&self) {
-        // The slot is given back when the permit is dropped; a closed queue answers at once.
-        let _ = self.reserve().await;
+        loop {
+            // Registered before the check: an answer between the two wakes it.
+            let none = self.none.notified();
+            if self.is_free() {
+                return;
+            }
+            none.await;
+        }
     }
 }
 
@@ -441,7 +472,7 @@ impl Room for PutsItself {
 /// longer than `linger` however steadily the input trickles (Kafka's `linger.ms`, Vector's batch
 /// `timeout_secs`). Bytes already readable when the deadline has passed are left for the next
 /// batch. With a `linger` of zero, the batch is returned as soon as nothing more is readable and
-/// `room` is free, or when `room` frees up later (see [`Room`]). When the source's read budget
+/// `room` is free (nothing of the connection in flight), or when it frees up later (see [`Room`]). When the source's read budget
 /// is spent, a partial batch is returned at once and an empty one waits before reading. The
 /// bodies of the batch are copied into one allocation of their size ([`compact`]).
 ///

@@ -64,10 +64,10 @@ pub struct SourceConfig {
     /// or `linger` after its first event was read, whichever comes first (a deadline from the
     /// batch's first event, as Kafka's `linger.ms` and Vector's batch `timeout_secs`; not an idle
     /// time between reads). The longest an event waits in a source's partial batch. With the
-    /// default `"0s"`, a batch is put as soon as nothing more is readable, unless the source's
-    /// earlier batches are still waiting to be put: then it gathers what arrives until they are
-    /// taken (as Kafka's `linger.ms` 0), so a trickle is put at once and batches grow with the
-    /// load ([`lines::Room`]).
+    /// default `"0s"`, a batch is put as soon as nothing more is readable, unless the
+    /// connection's earlier batches are still being put: then it gathers what arrives until they
+    /// are all answered or it is full (as Kafka's `linger.ms` 0), so a trickle is put at once and
+    /// batches grow with the load ([`lines::Room`]).
     #[serde(default = "default_linger", with = "duration")]
     pub linger: Duration,
 }

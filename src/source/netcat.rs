@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::conn_limits::{accept_error_is_transient, Admission, ConnectionLimits, Held, ACCEPT_RETRY};
-use super::lines::{read_batch, to_events, LineBuffer, ReadEnd};
+use super::lines::{read_batch, to_events, LineBuffer, ReadEnd, Unanswered};
 use super::{SourceContext, SourceError};
 use crate::event::Event;
 use crate::tls::server::TlsEndpoint;
@@ -237,16 +237,20 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let (batches, committer_rx) = mpsc::channel::<(Vec<Event>, Held)>(1);
+    let unanswered = &Unanswered::default();
     let reading = async move {
         let mut lb = LineBuffer::new(config.max_line_length);
         loop {
             let mut held = Held::new(ctx.read_budget.clone());
-            let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, &batches, &mut held, ctx)
+            let (lines, end) = read_batch(&mut lb, &mut reader, ctx.batch_size, unanswered, &mut held, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !lines.is_empty() && batches.send((with_subject(to_events(lines, ctx), subject), held)).await.is_err() {
-                // The committer stopped on a failed put; it reports the error.
-                return Ok(());
+            if !lines.is_empty() {
+                unanswered.handed_on();
+                if batches.send((with_subject(to_events(lines, ctx), subject), held)).await.is_err() {
+                    // The committer stopped on a failed put; it reports the error.
+                    return Ok(());
+                }
             }
             // Once the agent stops, read no more: what is committed is acknowledged, the rest
             // is for the client to send again.
@@ -255,13 +259,14 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
         }
     };
-    let committing = commit_in_order(committer_rx, config.ack_every_event.then_some(writer), ctx);
+    let committing = commit_in_order(committer_rx, config.ack_every_event.then_some(writer), unanswered, ctx);
     let (read, committed) = futures_util::join!(reading, committing);
     committed.and(read)
 }
 
 /// Puts the batches read from one connection, at most [`PIPELINE`] at a time, each with the bytes
-/// it holds in the source's read budget (given back once its put answered), and (given `acks`,
+/// it holds in the source's read budget (given back once its put answered), counting each batch
+/// answered in `unanswered` (what the reader's [`Room`](super::lines::Room) waits for), and (given `acks`,
 /// the connection's writing half) writes one `OK` line per event once its batch committed, in the
 /// order the batches were read.
 ///
@@ -270,6 +275,7 @@ async fn connection<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
     mut batches: mpsc::Receiver<(Vec<Event>, Held)>,
     mut acks: Option<W>,
+    unanswered: &Unanswered,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let mut in_flight = FuturesOrdered::new();
@@ -296,6 +302,7 @@ pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
                     buf.extend(std::iter::repeat_n(*b"OK\n", n).flatten());
                     writer.write_all(&buf).await.map_err(SourceError::io("write acknowledgements"))?;
                 }
+                unanswered.answered();
             }
             else => break,
         }

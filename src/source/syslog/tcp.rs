@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::frame::SyslogFrames;
 use crate::event::Event;
 use crate::source::conn_limits::{ConnectionLimits, Held};
-use crate::source::lines::{read_batch, ReadEnd};
+use crate::source::lines::{read_batch, ReadEnd, Unanswered};
 use crate::source::netcat::{accept, commit_in_order, tls_endpoint, with_subject};
 use crate::source::{SourceContext, SourceError};
 use crate::tls::TlsServerConfig;
@@ -104,21 +104,21 @@ async fn connection<R: AsyncRead + Unpin>(
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
     let (batches, to_put) = mpsc::channel::<(Vec<Event>, Held)>(1);
+    let unanswered = &Unanswered::default();
     let reading = async move {
         let mut frames = SyslogFrames::new(config.max_message_length);
         loop {
             let mut held = Held::new(ctx.read_budget.clone());
-            let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, &batches, &mut held, ctx)
+            let (messages, end) = read_batch(&mut frames, &mut reader, ctx.batch_size, unanswered, &mut held, ctx)
                 .await
                 .map_err(SourceError::io("read from connection"))?;
-            if !messages.is_empty()
-                && batches
-                    .send((with_subject(super::to_events(messages, config.keep_fields, ctx), subject), held))
-                    .await
-                    .is_err()
-            {
-                // The putting side stopped on a failed put; it reports the error.
-                return Ok(());
+            if !messages.is_empty() {
+                unanswered.handed_on();
+                let events = with_subject(super::to_events(messages, config.keep_fields, ctx), subject);
+                if batches.send((events, held)).await.is_err() {
+                    // The putting side stopped on a failed put; it reports the error.
+                    return Ok(());
+                }
             }
             // Once the agent stops, read no more (as Netcat): the puts in flight finish first.
             if end != ReadEnd::More || ctx.is_stopping() {
@@ -126,7 +126,7 @@ async fn connection<R: AsyncRead + Unpin>(
             }
         }
     };
-    let putting = commit_in_order(to_put, None::<tokio::io::Sink>, ctx);
+    let putting = commit_in_order(to_put, None::<tokio::io::Sink>, unanswered, ctx);
     let (read, put) = futures_util::join!(reading, putting);
     put.and(read)
 }
