@@ -25,7 +25,8 @@ struct RawTopology<'a> {
     agent: String,
     #[serde(default, borrow)]
     monitoring: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    /// Written without `Some(...)`, as the README documents it: present or absent.
+    #[serde(default, borrow, deserialize_with = "present")]
     rocksdb_memory: Option<&'a RawValue>,
     #[serde(default, borrow)]
     sources: BTreeMap<String, &'a RawValue>,
@@ -35,6 +36,11 @@ struct RawTopology<'a> {
     sinks: BTreeMap<String, &'a RawValue>,
     #[serde(default, borrow)]
     sink_groups: BTreeMap<String, &'a RawValue>,
+}
+
+/// A field that is given as a plain value (not `Some(value)`): `Some` when present.
+fn present<'a, D: serde::Deserializer<'a>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&'a RawValue>::deserialize(d).map(Some)
 }
 
 pub(super) fn options() -> ron::Options {
@@ -324,6 +330,24 @@ mod tests {
     fn a_good_topology_loads() {
         let t = load_str(GOOD, Path::new("t.ron"), Path::new("/base")).expect("valid");
         assert_eq!((t.sources.len(), t.channels.len(), t.sinks.len()), (1, 1, 1));
+    }
+
+    #[test]
+    fn rocksdb_memory_is_written_as_documented_and_defaults_when_absent() {
+        let text = with(
+            r#"agent: "a","#,
+            r#"agent: "a", rocksdb_memory: (write_buffer_bytes: 1048576, block_cache_bytes: 2097152),"#,
+        );
+        let t = load_str(&text, Path::new("t.ron"), Path::new("/base")).expect("valid");
+        assert_eq!((t.rocksdb_memory.write_buffer_bytes, t.rocksdb_memory.block_cache_bytes), (1 << 20, 2 << 20));
+        let text = with(r#"agent: "a","#, r#"agent: "a", rocksdb_memory: (block_cache_bytes: 2097152),"#);
+        let t = load_str(&text, Path::new("t.ron"), Path::new("/base")).expect("valid");
+        assert_eq!((t.rocksdb_memory.write_buffer_bytes, t.rocksdb_memory.block_cache_bytes), (16 << 20, 2 << 20));
+        let t = load_str(GOOD, Path::new("t.ron"), Path::new("/base")).expect("valid");
+        assert_eq!((t.rocksdb_memory.write_buffer_bytes, t.rocksdb_memory.block_cache_bytes), (16 << 20, 8 << 20));
+        let e = errors(&with(r#"agent: "a","#, r#"agent: "a", rocksdb_memory: (write_buffer_bytes: "lots"),"#));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.ron:2:"), "{e:?}");
     }
 
     #[test]
