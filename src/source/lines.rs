@@ -337,6 +337,27 @@ mod tests {
         assert!(b.capacity() - b.len() <= 2 * MIN_READ);
     }
 
+    #[actix_rt::test]
+    async fn room_frees_when_every_batch_is_answered_or_the_putting_side_stopped() {
+        use futures_util::FutureExt;
+        let u = Unanswered::default();
+        assert!(u.is_free());
+        u.handed_on();
+        u.handed_on();
+        assert!(!u.is_free());
+        assert!(u.freed().now_or_never().is_none());
+        u.answered();
+        assert!(!u.is_free());
+        let waiting = u.freed();
+        u.answered();
+        assert!(u.is_free());
+        assert!(waiting.now_or_never().is_some(), "the last answer wakes a waiting reader");
+        u.handed_on();
+        let waiting = u.freed();
+        u.close();
+        assert!(waiting.now_or_never().is_some(), "a stopped putting side frees the reader");
+    }
+
     #[test]
     fn final_line_without_newline_is_an_event() {
         let mut lb = LineBuffer::new(100);
@@ -415,6 +436,7 @@ pub trait Room {
 #[derive(Debug, Default)]
 pub struct Unanswered {
     count: std::cell::Cell<usize>,
+    closed: std::cell::Cell<bool>,
     none: tokio::sync::Notify,
 }
 
@@ -432,11 +454,18 @@ impl Unanswered {
             self.none.notify_waiters();
         }
     }
+
+    /// The putting side stopped (a put failed for good): nothing will be answered any more, so
+    /// a reader waiting for room stops waiting and finds the queue closed when it hands on.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.none.notify_waiters();
+    }
 }
 
 impl Room for Unanswered {
     fn is_free(&self) -> bool {
-        self.count.get() == 0
+        self.count.get() == 0 || self.closed.get()
     }
     async fn freed(&self) {
         loop {

@@ -278,6 +278,14 @@ pub(crate) async fn commit_in_order<W: AsyncWrite + Unpin>(
     unanswered: &Unanswered,
     ctx: &SourceContext,
 ) -> Result<(), SourceError> {
+    // However this ends (a failed put, a failed write), the reader must not wait for answers.
+    struct Closing<'a>(&'a Unanswered);
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(unanswered);
     let mut in_flight = FuturesOrdered::new();
     let mut reading = true;
     let mut buf = Vec::new();
