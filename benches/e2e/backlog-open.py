@@ -57,7 +57,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstatus import status_kib  # noqa: E402  (shared with the other bench scripts)
+from procstatus import poll_until, status_kib  # noqa: E402  (shared with the other bench scripts)
 
 HERE = Path(__file__).resolve().parent
 BENCH = Path(os.environ.get("E2E_BENCH_DIR", HERE.parents[2] / "shared" / "bench"))
@@ -203,22 +203,18 @@ def open_once(flumen: str, filled: Path, n: int, lines: list[bytes], work: Path,
     reader = LogReader(proc.stderr, run / "agent.log", t0)
     reader.start()
     try:
-        t_end = t0 + timeout
-        while e2e.output_size(out) == 0:
-            if proc.poll() is not None:
-                raise e2e.HarnessError(f"the agent exited with code {proc.returncode} before the first batch")
-            if time.monotonic() > t_end:
-                raise e2e.HarnessError(f"no output within {timeout:g} s")
-            time.sleep(0.001)
+        poll_until(proc, lambda: e2e.output_size(out) > 0, timeout, lambda: "no output yet",
+                   e2e.HarnessError, interval=0.001)
         rec["first_batch_s"] = round(time.monotonic() - t0, 4)
         rec["rss_first_batch_kib"] = status_kib(proc.pid, "VmRSS")
-        counter = e2e.LineCounter(out)
-        while (got := counter.update()) < n:
-            if proc.poll() is not None:
-                raise e2e.HarnessError(f"the agent exited with code {proc.returncode} after {got} of {n} lines")
-            if time.monotonic() > t_end:
-                raise e2e.HarnessError(f"{got} of {n} lines within {timeout:g} s")
-            time.sleep(0.01)
+        counter, got = e2e.LineCounter(out), [0]
+
+        def all_out() -> bool:
+            got[0] = counter.update()
+            return got[0] >= n
+
+        poll_until(proc, all_out, t0 + timeout - time.monotonic(), lambda: f"{got[0]} of {n} lines out",
+                   e2e.HarnessError)
         rec["drain_s"] = round(time.monotonic() - t0, 3)
         rec["peak_rss_kib"] = status_kib(proc.pid, "VmHWM")
     except e2e.HarnessError as e:

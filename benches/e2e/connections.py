@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstatus import status_kib  # noqa: E402  (shared with the other bench scripts)
+from procstatus import poll_until, status_kib  # noqa: E402  (shared with the other bench scripts)
 
 BENCH = Path(os.environ.get("E2E_BENCH_DIR", Path(__file__).resolve().parents[3] / "shared" / "bench"))
 sys.path.insert(0, str(BENCH))
@@ -94,17 +94,14 @@ def steady_rss(root: int, timeout: float = 10.0, quiet: float = 0.5) -> int:
 
 
 def wait_lines(outdir: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
-    counter = e2e.LineCounter(outdir)
-    t_end = time.monotonic() + timeout
-    lines = counter.update()
-    while lines < n:
-        if proc.poll() is not None:
-            raise e2e.HarnessError(f"router exited with code {proc.returncode} ({lines} of {n} lines out)")
-        if time.monotonic() > t_end:
-            raise e2e.HarnessError(f"only {lines} of {n} lines arrived within {timeout:g} s")
-        time.sleep(0.02)
-        lines = counter.update()
-    return lines
+    counter, lines = e2e.LineCounter(outdir), [0]
+
+    def all_out() -> bool:
+        lines[0] = counter.update()
+        return lines[0] >= n
+
+    poll_until(proc, all_out, timeout, lambda: f"{lines[0]} of {n} lines out", e2e.HarnessError, interval=0.02)
+    return lines[0]
 
 
 def run(router: e2e.Router, args: argparse.Namespace, payload: e2e.Payload, conns: int, line: bytes,
@@ -150,13 +147,14 @@ def run(router: e2e.Router, args: argparse.Namespace, payload: e2e.Payload, conn
         t = time.monotonic()
         for _ in range(conns):
             socks.append(socket.create_connection((e2e.HOST, port), timeout=30))
-        t_end = time.monotonic() + 30
-        while (held := tree_sockets(proc.pid)) < base_sockets + conns:
-            if proc.poll() is not None:
-                raise e2e.HarnessError(f"router exited with code {proc.returncode} with {held - base_sockets} connections")
-            if time.monotonic() > t_end:
-                raise e2e.HarnessError(f"the router holds {held - base_sockets} of {conns} connections after 30 s")
-            time.sleep(0.05)
+        held = [0]
+
+        def all_held() -> bool:
+            held[0] = tree_sockets(proc.pid) - base_sockets
+            return held[0] >= conns
+
+        poll_until(proc, all_held, 30, lambda: f"the router holds {held[0]} of {conns} connections",
+                   e2e.HarnessError, interval=0.05)
         rec["accept_s"] = round(time.monotonic() - t, 3)
         rec["rss_idle_kib"] = steady_rss(proc.pid)
         for s in socks:

@@ -888,21 +888,27 @@ mod tests {
         assert!(opened.salvage.is_some(), "a scan of every value meets the damage");
     }
 
-    #[test]
-    fn a_value_dead_lettered_before_a_crash_that_lost_the_index_update_is_passed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let (keys, tuning) = (Keys::plain("c1"), Tuning::default());
+    /// A write of events `0..n` (Loghub lines) whose value `bad` does not decode.
+    fn with_one_undecodable(n: u64, bad: u64) -> WriteBatch {
         let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
-        let opened = open(dir.path(), &keys, &tuning).unwrap();
-        let mut index = opened.index.clone();
         let mut batch = WriteBatch::default();
-        for i in 0..10u64 {
-            if i == 4 {
+        for i in 0..n {
+            if i == bad {
                 batch.put(key(i), b"\xff\xff\xff\x7f not an event");
             } else {
                 batch.put(key(i), line(i).to_bytes());
             }
         }
+        batch
+    }
+
+    #[test]
+    fn a_value_dead_lettered_before_a_crash_that_lost_the_index_update_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, tuning) = (Keys::plain("c1"), Tuning::default());
+        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        let mut index = opened.index.clone();
+        let mut batch = with_one_undecodable(10, 4);
         index.append(&opened.db, &mut batch, 0..10, "");
         opened.db.write(batch).unwrap();
         let first = read(&opened.db, dir.path(), &[0..10], &keys).unwrap();
@@ -1023,15 +1029,7 @@ mod tests {
     fn an_undecodable_value_is_dead_lettered_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let opened = open(dir.path(), &Keys::plain("c1"), &Tuning::default()).unwrap();
-        let line = |i: u64| Event::new(format!("2015-10-18 18:01:47,978 INFO [main] MRAppMaster: attempt {i}"));
-        let mut batch = WriteBatch::default();
-        for i in 0..5u64 {
-            if i == 2 {
-                batch.put(key(i), b"\xff\xff\xff\x7f not an event");
-            } else {
-                batch.put(key(i), line(i).to_bytes());
-            }
-        }
+        let batch = with_one_undecodable(5, 2);
         opened.db.write(batch).unwrap();
         let outcome = read(&opened.db, dir.path(), &[0..5], &Keys::plain("c1")).unwrap();
         assert_eq!(outcome.events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 1, 3, 4]);
