@@ -144,7 +144,22 @@ fn channel_command(command: ChannelCommand) -> Result<ExitCode, tools::ToolError
     }
 }
 
+/// The most malloc arenas the agent's threads share (glibc's `M_ARENA_MAX`), unless the
+/// environment sets `MALLOC_ARENA_MAX`. glibc's default is 8 per core: on a small machine every
+/// thread that allocates (sources, sinks, RocksDB's writer and flush threads) keeps a heap of its
+/// own, and the freed room in each stays resident. Two arenas keep 2-4 MiB less resident on the
+/// durable path at no measured cost in events/s (the agent makes 0.06-0.17 allocations per event).
+const MALLOC_ARENAS: libc::c_int = 2;
+
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     flumen::logging::init(cli.log_format);
     match cli.command {

@@ -86,8 +86,15 @@ pub(crate) fn db_options(tuning: &Tuning) -> Options {
     opts.set_block_based_table_factory(&table);
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(3);
+    opts.set_writable_file_max_buffer_size(WRITABLE_FILE_BUFFER);
     opts
 }
+
+/// The most bytes RocksDB buffers for each file it writes (the WAL, a table being flushed, the
+/// manifest), `writable_file_max_buffer_size`: 256 KiB instead of RocksDB's 1 MiB. A channel's
+/// group commit of 1,000 Loghub lines is ~160 KB, so the WAL still takes it in one write; a
+/// heap profile of the durable path had 3 MB in these buffers at 1 MiB.
+const WRITABLE_FILE_BUFFER: u64 = 256 * 1024;
 
 /// Opens `dir` with the channel's options and its three column families (the queue, dead
 /// letters, the key index).
