@@ -855,14 +855,17 @@ mod tests {
 
     #[test]
     fn an_indexed_open_reads_no_event_and_an_unindexed_one_reads_them_all() {
-        let dir = tempfile::tempdir().unwrap();
+        // The channel in a directory of its own: the salvage below keeps the damaged original
+        // aside next to it, inside the temporary directory.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c1");
         let (keys, tuning) = (Keys::plain("c1"), Tuning::default());
         let line = |i: u64| {
             Event::new(format!("081109 203615 148 INFO dfs.DataNode$PacketResponder: block blk_{i} terminating"))
         };
         let n = 30_000u64;
         {
-            let opened = open(dir.path(), &keys, &tuning).unwrap();
+            let opened = open(&dir, &keys, &tuning).unwrap();
             let mut index = opened.index.clone();
             let mut batch = WriteBatch::default();
             for i in 0..n {
@@ -874,11 +877,11 @@ mod tests {
             opened.db.write(batch).unwrap();
             opened.db.flush().unwrap();
         }
-        damage_the_queue_table(dir.path());
-        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        damage_the_queue_table(&dir);
+        let opened = open(&dir, &keys, &tuning).unwrap();
         assert!(opened.salvage.is_none(), "the open read none of the damaged values");
         assert_eq!((opened.queue.held(), opened.next_seq), (n - 1000, n));
-        let first = read(&opened.db, dir.path(), &[1000..n], &keys).unwrap();
+        let first = read(&opened.db, &dir, &[1000..n], &keys).unwrap();
         assert!(!first.dead.is_empty() && first.dead.len() < 200, "taking finds the damage: {}", first.dead.len());
         assert_eq!(first.events.len() + first.dead.len(), (n - 1000) as usize);
         drop(opened);
@@ -886,12 +889,12 @@ mod tests {
         // Control: without a complete index the open reads every value, and meets the damaged
         // block (still in the table file: the dead letters only shadow its values).
         {
-            let db = open_db(dir.path(), &tuning).unwrap();
+            let db = open_db(&dir, &tuning).unwrap();
             let mut b = WriteBatch::default();
             Index::invalidate(&db, &mut b);
             db.write(b).unwrap();
         }
-        let opened = open(dir.path(), &keys, &tuning).unwrap();
+        let opened = open(&dir, &keys, &tuning).unwrap();
         assert!(opened.salvage.is_some(), "a scan of every value meets the damage");
     }
 
@@ -971,13 +974,15 @@ mod tests {
 
     #[test]
     fn a_salvage_of_an_encrypted_channel_seals_every_value_it_copies_under_the_active_key() {
-        let dir = tempfile::tempdir().unwrap();
+        // A directory of its own: the salvage keeps the damaged original aside next to it.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c1");
         let line = |i: u64| {
             Event::new(format!("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost={i}"))
         };
         let old = crypt::cipher_of("c1", &[("a", [1; 32])], "a");
         {
-            let db = open_db(dir.path(), &Tuning::default()).unwrap();
+            let db = open_db(&dir, &Tuning::default()).unwrap();
             let mut batch = WriteBatch::default();
             for i in 0..100u64 {
                 let plain = line(i).to_bytes();
@@ -997,10 +1002,10 @@ mod tests {
             db.write(batch).unwrap();
             db.flush().unwrap();
         }
-        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        std::fs::remove_file(dir.join("CURRENT")).unwrap();
         let rotated = crypt::cipher_of("c1", &[("a", [1; 32]), ("b", [2; 32])], "b");
         let keys = Keys { channel: "c1".into(), cipher: Some(rotated) };
-        let opened = open(dir.path(), &keys, &Tuning::default()).unwrap();
+        let opened = open(&dir, &keys, &Tuning::default()).unwrap();
         let report = opened.salvage.clone().expect("salvaged");
         assert_eq!((report.salvaged, report.dead_lettered), (99, 1), "{report}");
         let mut census = Census::default();
@@ -1018,15 +1023,15 @@ mod tests {
             "all sealed under b"
         );
         assert_eq!(census.sealed["b"].0, 99);
-        let outcome = read(&opened.db, dir.path(), &[0..50, 51..100], &keys).unwrap();
+        let outcome = read(&opened.db, &dir, &[0..50, 51..100], &keys).unwrap();
         assert!(outcome.events.iter().all(|(s, e)| *e == line(*s)) && outcome.events.len() == 99);
         drop(opened);
-        let letters = dead_letters(dir.path(), &keys).unwrap();
+        let letters = dead_letters(&dir, &keys).unwrap();
         assert_eq!(letters.len(), 1);
         assert!(letters[0].reason.contains("authentication failed"), "{}", letters[0].reason);
-        assert!(dead_letters(dir.path(), &Keys::plain("c1")).unwrap()[0].reason.contains("does not open"), "sealed");
+        assert!(dead_letters(&dir, &Keys::plain("c1")).unwrap()[0].reason.contains("does not open"), "sealed");
         let needle = b"authentication failure; rhost=";
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        for f in std::fs::read_dir(&dir).unwrap().flatten() {
             let bytes = std::fs::read(f.path()).unwrap();
             assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext in {}", f.path().display());
         }
