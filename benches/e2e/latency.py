@@ -2,7 +2,7 @@
 """End-to-end latency of routers under a paced load, beside the throughput harness `e2e.py`.
 
     latency.py [e2e.py's router arguments] --peak LABEL=EVENTS_PER_S ... [--loads 10,50,90]
-               [--seconds 10] [--json FILE]
+               [--seconds 10] [--json FILE] [--series DIR]
 
 The routers are named as for `e2e.py` (presets such as `rsyslog-mem`, or `custom:LABEL` with a
 `--cmd`; `--set`, `--rsyslogd`, `--syslog-ng` work the same), started the same way from the same
@@ -19,7 +19,11 @@ sample per millisecond of sending, the last line of its burst (so the burst's wo
 measured to about 1 ms (the read interval), and p50 values under 1 ms mean "within the
 resolution". A run whose output misses lines or whose sender fell behind its rate (it reports the rate it
 reached) is marked so, and each run reports how busy the reader was (the fraction of the run it
-spent reading and parsing: near 1, the reader is the limit and the latencies are its own).
+spent reading and parsing: near 1, the reader is the limit and the latencies are its own) and the
+longest time between two of its reads (a latency up to that long may be the reader's, not the
+router's). The sender and the reader run under SCHED_FIFO (as root; a run without it is marked):
+on two cores a router at millions of events/s otherwise delays the reader's reads by up to a few
+hundred milliseconds, which then show as the router's tail.
 
 Output: one table (p50, p99, p99.9, max in milliseconds, per router and load), the raw runs in
 `--json`.
@@ -58,6 +62,7 @@ def sender_main(port: int, rate: float, seconds: float, data: list[str]) -> int:
         offsets.append(offsets[-1] + len(l) + 1)
     ring_view = memoryview(block + block)
     count = len(lines)
+    realtime()
     sock = socket.create_connection((e2e.HOST, port))
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
@@ -83,9 +88,9 @@ def sender_main(port: int, rate: float, seconds: float, data: list[str]) -> int:
             sock.sendall(stamp + lines[i] + b"\n")
             i = (i + 1) % count
             sent = due
-        delay = min(0.001, t0 + sent / rate - time.monotonic())
-        if delay > 0:
-            time.sleep(delay)
+        # The next burst at the next millisecond (not as soon as one more line is due: that
+        # made a burst of a few lines per loop and a sender as busy as the router under test).
+        time.sleep(0.001 - (time.monotonic() - t0) % 0.001)
     elapsed = time.monotonic() - t0
     sock.shutdown(socket.SHUT_WR)
     print(f"sent {sent} {sent / elapsed:.0f}", flush=True)
@@ -93,16 +98,32 @@ def sender_main(port: int, rate: float, seconds: float, data: list[str]) -> int:
     return 0
 
 
+def realtime() -> bool:
+    """Puts the calling thread under SCHED_FIFO (priority 10), so that the sender and the reader run
+    when they are due, not when the router's threads let them: on a small machine a router busy on
+    every core otherwise delays the reader's polls by tens of milliseconds, and those delays
+    show as the router's latency. False when the system refuses (not root)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 class Reader(threading.Thread):
     """Reads every file under `outdir` as it grows: counts lines, and the latency of each stamped line
     in 0.1 ms buckets."""
 
-    def __init__(self, outdir: Path):
+    def __init__(self, outdir: Path, keep_series: bool = False):
         super().__init__(daemon=True)
+        self.keep_series = keep_series
+        self.realtime = False
+        self.max_gap = 0.0  # the longest time between two polls, in seconds
         self.outdir = outdir
         self.offsets: dict[str, int] = {}
         self.rest: dict[str, bytes] = {}
         self.hist: collections.Counter = collections.Counter()  # latency in 0.1 ms -> stamped lines
+        self.series: list[tuple[int, int]] = []  # (send stamp, latency) in µs, one per stamped line
         self.lines = 0
         self.busy = 0.0  # seconds spent reading and parsing
         self.files: list[str] = []
@@ -143,12 +164,20 @@ class Reader(threading.Thread):
             for s in starts:
                 stamp = chunk[s + 1:s + 17]
                 if len(stamp) == 16 and stamp.isdigit() and chunk[s + 17:s + 18] == b" ":
-                    self.hist[max(0, now_us - int(stamp)) // 100] += 1
+                    latency = max(0, now_us - int(stamp))
+                    self.hist[latency // 100] += 1
+                    if self.keep_series:
+                        self.series.append((int(stamp), latency))
             self.lines += chunk.count(b"\n", 0, cut)
 
     def run(self) -> None:
+        self.realtime = realtime()
+        last = None
         while not self.stop.is_set():
             t0 = time.monotonic()
+            if last is not None:
+                self.max_gap = max(self.max_gap, t0 - last)
+            last = t0
             self.poll()
             self.busy += time.monotonic() - t0
             time.sleep(0.001)
@@ -192,7 +221,7 @@ def run(router: e2e.Router, args: argparse.Namespace, payload: e2e.Payload, load
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if sender.stdout.readline().strip() != "ready":
             raise e2e.HarnessError("the sender could not connect")
-        reader = Reader(outdir)
+        reader = Reader(outdir, keep_series=bool(args.series))
         reader.start()
         started = time.monotonic()
         sender.stdin.write("go\n")
@@ -208,6 +237,8 @@ def run(router: e2e.Router, args: argparse.Namespace, payload: e2e.Payload, load
         reader.next_scan = 0.0
         reader.poll()  # files that appeared in the last 50 ms
         rec["reader_busy"] = round(reader.busy / (time.monotonic() - started), 2)
+        rec["reader_max_gap_ms"] = round(reader.max_gap * 1000, 1)
+        rec["realtime"] = reader.realtime
         h = reader.hist
         rec.update({
             "sent": sent, "sent_rate": round(reached), "received": reader.lines,
@@ -216,6 +247,12 @@ def run(router: e2e.Router, args: argparse.Namespace, payload: e2e.Payload, load
             "sender_behind": reached < 0.95 * rate,
         })
         rec["ok"] = reader.lines == sent
+        if args.series:
+            first = reader.series[0][0] if reader.series else 0
+            name = f"{router.name}-{load}.csv"
+            with open(Path(args.series) / name, "w") as f:
+                f.write("ms_since_first_send,latency_ms\n")
+                f.writelines(f"{(t - first) / 1000:.3f},{lat / 1000:.3f}\n" for t, lat in reader.series)
     finally:
         e2e.stop_process(proc, None, args.grace)
         if not args.keep:
@@ -231,9 +268,14 @@ def main(argv: list[str]) -> int:
     own.add_argument("--peak", action="append", default=[], metavar="LABEL=EVENTS_PER_S")
     own.add_argument("--loads", default="10,50,90")
     own.add_argument("--seconds", type=float, default=10)
+    own.add_argument("--series", metavar="DIR", help="write each run's samples (send time, latency) "
+                     "as DIR/ROUTER-LOAD.csv, to see when the slow ones came")
     mine, rest = own.parse_known_args(argv)
     args = e2e.parse_args(rest + ["-n", "1000"])
     args.seconds = mine.seconds
+    args.series = mine.series
+    if args.series:
+        Path(args.series).mkdir(parents=True, exist_ok=True)
     routers = e2e.parse_routers(args)
     peaks = {}
     for p in mine.peak:
@@ -253,7 +295,8 @@ def main(argv: list[str]) -> int:
             records.append(rec)
             flag = "" if rec["ok"] else " INCOMPLETE"
             flag += " (sender behind)" if rec.get("sender_behind") else ""
-            flag += f" reader busy {rec.get('reader_busy')}"
+            flag += f" reader busy {rec.get('reader_busy')}, longest gap between its reads {rec.get('reader_max_gap_ms')} ms"
+            flag += "" if rec.get("realtime") else " (sender and reader NOT real-time: run as root)"
             print(f"[{router.name} @ {load}% = {rate:,.0f} ev/s] sent {rec.get('sent')} at "
                   f"{rec.get('sent_rate', 0):,} ev/s, received {rec.get('received')}: p50 {rec.get('p50_ms')} "
                   f"p99 {rec.get('p99_ms')} p99.9 {rec.get('p999_ms')} max {rec.get('max_ms')} ms{flag}",
