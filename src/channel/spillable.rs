@@ -523,7 +523,7 @@ impl SpillableChannel {
         let Some(mut txn) = self.txns.remove(&id) else { return false };
         self.counters.rollback.add(txn.len());
         if let Some(overflow_txn) = txn.overflow.take() {
-            self.overflow.rollback.do_send(Rollback { txn: overflow_txn, events: Vec::new() });
+            self.overflow.rollback.do_send(Rollback { txn: overflow_txn });
         }
         self.put_back(txn);
         self.show_size();
